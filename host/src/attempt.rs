@@ -1,0 +1,251 @@
+//! One attempt: a fresh store from the pool, the guest instantiated under its
+//! limits, one export called, the result classified.
+//!
+//! This is the innermost layer of the call pipeline. It never retries and
+//! never reuses a store: a trapped or cancelled store is poisoned, and a fresh
+//! one costs microseconds with the pooling allocator.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+
+use crate::bindings::cofferdam::tool::types as wit;
+use crate::bindings::ToolPre;
+use crate::host_api::{GuestServices, LogRecord, ProgressSink};
+use crate::sandbox::{self, CallState, Grants, MemoryLimitHit};
+use crate::{CallError, Fuel, Limits, TokenPrice, ToolError, ToolName};
+
+/// Which export to call.
+pub(crate) enum Export<'a> {
+    Describe,
+    Invoke { ctx: wit::CallContext, input: &'a str },
+}
+
+/// What the guest returned, before host-side checks.
+pub(crate) enum Returned {
+    Info(wit::ToolInfo),
+    Output(Result<String, wit::ToolError>),
+}
+
+/// Everything one attempt produced, success or not.
+pub(crate) struct Execution {
+    pub result: Result<Returned, CallError>,
+    pub fuel_used: Fuel,
+    pub duration: Duration,
+    pub stdout: Vec<u8>,
+    pub stdout_dropped: u64,
+    pub stderr: Vec<u8>,
+    pub stderr_dropped: u64,
+    pub logs: Vec<LogRecord>,
+    pub logs_dropped: u64,
+}
+
+/// The trap raised by the epoch callback once the deadline has passed.
+#[derive(Debug, thiserror::Error)]
+#[error("wall-clock deadline reached")]
+struct DeadlineHit;
+
+pub(crate) struct Attempt<'a> {
+    pub engine: &'a Engine,
+    pub pre: &'a ToolPre<CallState>,
+    pub tool: &'a ToolName,
+    pub grants: &'a Grants,
+    pub limits: Limits,
+    pub price: TokenPrice,
+    pub scratch_root: &'a Path,
+    pub progress: Option<ProgressSink>,
+}
+
+impl Attempt<'_> {
+    pub(crate) async fn execute(self, export: Export<'_>) -> Execution {
+        let start = Instant::now();
+        let limits = self.limits;
+        let services = GuestServices {
+            tool: self.tool.clone(),
+            price: self.price,
+            logs: Vec::new(),
+            max_logs: limits.max_log_records,
+            logs_dropped: 0,
+            progress: self.progress,
+        };
+        let prepared = sandbox::prepare(
+            self.grants,
+            self.scratch_root,
+            limits.max_stdout_bytes,
+            limits.max_stderr_bytes,
+            limits.memory_bytes,
+            services,
+        );
+        let (state, sandbox) = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                let error = CallError::Host {
+                    tool: self.tool.clone(),
+                    reason: format!("cannot set up the sandbox: {e}"),
+                };
+                return Execution::failed_early(error, start);
+            }
+        };
+
+        let mut store = Store::new(self.engine, state);
+        store.limiter(|state| &mut state.memory);
+        if let Err(e) = store.set_fuel(limits.fuel.0) {
+            let error = CallError::Host { tool: self.tool.clone(), reason: e.to_string() };
+            return Execution::failed_early(error, start);
+        }
+        let hostcall_fuel = transfer_limit(&limits);
+        store.set_hostcall_fuel(hostcall_fuel);
+        let deadline = start + limits.timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(DeadlineHit.into())
+            } else {
+                // Yield at every tick so a busy guest never starves the executor.
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+
+        let mut instantiated = false;
+        let run = async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            instantiated = true;
+            match export {
+                Export::Describe => instance.call_describe(&mut store).await.map(Returned::Info),
+                Export::Invoke { ctx, input } => {
+                    instance.call_invoke(&mut store, &ctx, input).await.map(Returned::Output)
+                }
+            }
+        };
+        // The epoch callback stops a guest that computes; this timeout stops
+        // one blocked in a host call, which epochs and fuel cannot interrupt.
+        let outcome = tokio::time::timeout_at(deadline.into(), run).await;
+
+        let fuel_used = Fuel(limits.fuel.0.saturating_sub(store.get_fuel().unwrap_or(0)));
+        let (stdout, stdout_dropped) = sandbox.stdout.take();
+        let (stderr, stderr_dropped) = sandbox.stderr.take();
+        let result = match outcome {
+            Err(_elapsed) => Err(CallError::DeadlineExceeded {
+                tool: self.tool.clone(),
+                timeout: limits.timeout,
+            }),
+            Ok(Err(error)) => Err(classify(error, self.tool, &limits, &stderr, instantiated)),
+            Ok(Ok(returned)) => Ok(returned),
+        };
+        let logs = std::mem::take(&mut store.data_mut().services.logs);
+        let logs_dropped = store.data().services.logs_dropped;
+        drop(store);
+        drop(sandbox.scratch);
+        Execution {
+            result,
+            fuel_used,
+            duration: start.elapsed(),
+            stdout,
+            stdout_dropped,
+            stderr,
+            stderr_dropped,
+            logs,
+            logs_dropped,
+        }
+    }
+}
+
+impl Execution {
+    fn failed_early(error: CallError, start: Instant) -> Self {
+        Self {
+            result: Err(error),
+            fuel_used: Fuel(0),
+            duration: start.elapsed(),
+            stdout: Vec::new(),
+            stdout_dropped: 0,
+            stderr: Vec::new(),
+            stderr_dropped: 0,
+            logs: Vec::new(),
+            logs_dropped: 0,
+        }
+    }
+}
+
+/// Turns a wasmtime error into the matching [`CallError`].
+fn classify(
+    error: wasmtime::Error,
+    tool: &ToolName,
+    limits: &Limits,
+    stderr: &[u8],
+    instantiated: bool,
+) -> CallError {
+    let tool = tool.clone();
+    if error.downcast_ref::<DeadlineHit>().is_some() {
+        return CallError::DeadlineExceeded { tool, timeout: limits.timeout };
+    }
+    if error.downcast_ref::<MemoryLimitHit>().is_some() {
+        return CallError::MemoryLimit { tool, limit_bytes: limits.memory_bytes };
+    }
+    // wasmtime's error for this is private; its message is pinned by the
+    // `output_far_beyond_the_transfer_limit_is_a_data_limit` test.
+    if error.chain().any(|e| e.to_string().contains("fuel allocated for hostcalls")) {
+        return CallError::DataLimit { tool, limit: transfer_limit(limits) };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => CallError::OutOfFuel { tool, fuel: limits.fuel },
+        Some(Trap::StackOverflow) => CallError::StackOverflow { tool },
+        Some(Trap::Interrupt) => CallError::DeadlineExceeded { tool, timeout: limits.timeout },
+        Some(trap) => match panic_message(stderr) {
+            Some(message) => CallError::Panic { tool, message },
+            None => CallError::Trap { tool, reason: trap.to_string() },
+        },
+        // An error before the guest ran that is not a trap is the host's
+        // (for example, every pool slot is taken).
+        None if !instantiated => CallError::Host { tool, reason: format!("{error:#}") },
+        None => match panic_message(stderr) {
+            Some(message) => CallError::Panic { tool, message },
+            None => CallError::Trap { tool, reason: format!("{error:#}") },
+        },
+    }
+}
+
+/// Bytes the guest may hand the host in one transfer. The call's output is
+/// such a transfer, so the limit is never below the output limit (plus room
+/// for the rest of the result), which keeps `OutputTooLarge` the error for
+/// outputs just past their limit.
+fn transfer_limit(limits: &Limits) -> usize {
+    limits.hostcall_bytes.max(limits.max_output_bytes.saturating_add(4096))
+}
+
+/// Extracts the message of a Rust panic from a guest's stderr:
+/// `thread '…' panicked at src/lib.rs:1:2:\nMESSAGE\nnote: …`.
+fn panic_message(stderr: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(stderr);
+    let at = text.rfind("panicked at ")?;
+    let after = &text[at..];
+    let body = after.split_once('\n').map_or("", |(_, rest)| rest);
+    let message: Vec<&str> = body.lines().take_while(|l| !l.starts_with("note: ")).collect();
+    let message = message.join("\n").trim().to_owned();
+    Some(if message.is_empty() { after.lines().next().unwrap_or("").to_owned() } else { message })
+}
+
+impl From<wit::ToolError> for ToolError {
+    fn from(error: wit::ToolError) -> Self {
+        match error {
+            wit::ToolError::InvalidInput(m) => ToolError::InvalidInput(m),
+            wit::ToolError::Transient(m) => ToolError::Transient(m),
+            wit::ToolError::RateLimited(ms) => {
+                ToolError::RateLimited { retry_after: Duration::from_millis(u64::from(ms)) }
+            }
+            wit::ToolError::Permanent(m) => ToolError::Permanent(m),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::panic_message;
+
+    #[test]
+    fn panic_message_is_read_from_rust_panic_output() {
+        let stderr = b"\nthread '<unnamed>' panicked at src/lib.rs:13:5:\nthe tool broke\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(panic_message(stderr).as_deref(), Some("the tool broke"));
+        assert_eq!(panic_message(b"just noise"), None);
+    }
+}

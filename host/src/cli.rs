@@ -1,0 +1,380 @@
+//! The `cofferdam` command line: `run` one tool call, `inspect` a component.
+//!
+//! Built only on the library's public API. Errors print their whole chain
+//! once; the exit code tells what kind of failure it was:
+//! 0 success, 1 the tool reported an error, 2 bad usage, configuration or
+//! component, 3 the host stopped the tool (a limit or a trap), 4 host failure.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use cofferdam::{
+    CallError, CallOutcome, CallRequest, ErrorClass, Host, LimitsSpec, LoadError, Mount,
+    MountMode, ToolDescription, ToolPolicy,
+};
+
+#[derive(Parser)]
+#[command(name = "cofferdam", version, about = "Runs AI-agent tools as sandboxed WebAssembly components")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Where precompiled artifacts and scratch directories live
+    /// [default: $COFFERDAM_DATA_DIR, else $XDG_CACHE_HOME/cofferdam, else ~/.cache/cofferdam]
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Call a tool once and print its JSON output.
+    Run(RunArgs),
+    /// Show what a component is: name, effect, input schema, imports.
+    Inspect(InspectArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The component (.wasm); or give --manifest.
+    #[arg(required_unless_present = "manifest")]
+    component: Option<PathBuf>,
+    /// A tool manifest (TOML policy naming its component).
+    #[arg(long, conflicts_with = "component")]
+    manifest: Option<PathBuf>,
+    /// Input as JSON text [default: {}].
+    #[arg(long, conflicts_with = "input_file")]
+    input: Option<String>,
+    /// Read the JSON input from a file (`-` for stdin).
+    #[arg(long)]
+    input_file: Option<PathBuf>,
+    /// Mount a host directory: HOST:GUEST[:ro|rw] (read-only by default). Repeatable.
+    #[arg(long = "mount", value_name = "HOST:GUEST[:MODE]")]
+    mounts: Vec<String>,
+    /// Allow mounts below this directory (default: each --mount's own directory,
+    /// and the manifest's directory). Repeatable.
+    #[arg(long = "allow-root", value_name = "DIR")]
+    allow_roots: Vec<PathBuf>,
+    /// Set an environment variable for the tool: KEY=VALUE. Repeatable.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    envs: Vec<String>,
+    /// Fuel for the call.
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// Wall-clock deadline, such as 500ms, 2s or 1m.
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// Memory cap in MiB.
+    #[arg(long)]
+    memory_mib: Option<u64>,
+    /// Give the call a private writable /scratch directory.
+    #[arg(long)]
+    scratch: bool,
+    /// Print the whole outcome (or error) as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// The component (.wasm).
+    component: PathBuf,
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Exit codes; see the module docs.
+const EXIT_TOOL_ERROR: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_STOPPED: u8 = 3;
+const EXIT_HOST: u8 = 4;
+
+pub(crate) fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("COFFERDAM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_HOST);
+        }
+    };
+    let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run(args, &data_dir).await,
+            Command::Inspect(args) => inspect(args, &data_dir).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("COFFERDAM_DATA_DIR") {
+        return dir.into();
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("cofferdam");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".cache/cofferdam"),
+        None => std::env::temp_dir().join("cofferdam"),
+    }
+}
+
+async fn run(args: RunArgs, data_dir: &Path) -> Result<ExitCode> {
+    let (component, mut policy, mut roots) = match &args.manifest {
+        Some(manifest) => {
+            let policy = ToolPolicy::from_file(manifest)?;
+            let component = policy
+                .component
+                .clone()
+                .with_context(|| format!("manifest {} names no `component`", manifest.display()))?;
+            let dir = manifest.parent().unwrap_or(Path::new(".")).to_owned();
+            let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+            (component, policy, vec![dir])
+        }
+        None => {
+            let component = args.component.clone().context("give a component or --manifest")?;
+            (component, ToolPolicy::default(), Vec::new())
+        }
+    };
+    for spec in &args.mounts {
+        let mount = parse_mount(spec)?;
+        roots.push(mount.host.clone());
+        policy.mounts.push(mount);
+    }
+    for pair in &args.envs {
+        let (key, value) =
+            pair.split_once('=').with_context(|| format!("--env `{pair}` is not KEY=VALUE"))?;
+        policy.env.insert(key.to_owned(), value.to_owned());
+    }
+    policy.scratch |= args.scratch;
+    policy.limits = LimitsSpec {
+        fuel: args.fuel.or(policy.limits.fuel),
+        timeout_ms: args
+            .timeout
+            .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+            .or(policy.limits.timeout_ms),
+        memory_mib: args.memory_mib.or(policy.limits.memory_mib),
+        ..policy.limits
+    };
+    if !args.allow_roots.is_empty() {
+        roots = args.allow_roots.clone();
+    }
+    let input = match (&args.input, &args.input_file) {
+        (Some(input), _) => input.clone(),
+        (None, Some(path)) if path == Path::new("-") => {
+            std::io::read_to_string(std::io::stdin()).context("reading input from stdin")?
+        }
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading input file {}", path.display()))?,
+        (None, None) => "{}".to_owned(),
+    };
+
+    let mut builder = Host::builder().data_dir(data_dir);
+    for root in roots {
+        builder = builder.allow_root(root);
+    }
+    let host = builder.build()?;
+    let tool = match host.load_file(&component, policy).await {
+        Ok(tool) => tool,
+        Err(error) => return Ok(report_load_error(&component, error)),
+    };
+    let result = host.call(CallRequest::new(tool.name.as_str(), input)).await;
+    Ok(report_call(&tool, result, args.json))
+}
+
+fn report_load_error(component: &Path, error: LoadError) -> ExitCode {
+    let error = anyhow::Error::new(error).context(format!("cannot load {}", component.display()));
+    eprintln!("error: {error:#}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn report_call(
+    tool: &ToolDescription,
+    result: Result<CallOutcome, CallError>,
+    json: bool,
+) -> ExitCode {
+    match result {
+        Ok(outcome) => {
+            if json {
+                let mut value = serde_json::to_value(&outcome).unwrap_or_default();
+                value["ok"] = true.into();
+                value["output"] = outcome.output_json();
+                println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+            } else {
+                let pretty = serde_json::to_string_pretty(&outcome.output_json())
+                    .unwrap_or_else(|_| outcome.output.clone());
+                println!("{pretty}");
+                let mut err = std::io::stderr().lock();
+                for log in &outcome.logs {
+                    let _ = writeln!(err, "[{}] {}", log.level, log.message);
+                }
+                for (name, text, cut) in [
+                    ("stdout", &outcome.stdout, outcome.stdout_truncated),
+                    ("stderr", &outcome.stderr, outcome.stderr_truncated),
+                ] {
+                    if !text.is_empty() {
+                        let note = if cut { ", truncated by the host" } else { "" };
+                        let _ = writeln!(
+                            err,
+                            "tool {name} ({} bytes{note}): {}",
+                            text.len(),
+                            preview(text.trim_end())
+                        );
+                    }
+                }
+                let _ = writeln!(
+                    err,
+                    "ok: {} {} in {:.2} ms, {} fuel, {} tokens (artifact {:?} in {:.2} ms)",
+                    tool.name,
+                    tool.version,
+                    outcome.duration.as_secs_f64() * 1e3,
+                    outcome.fuel_used.0,
+                    outcome.tokens.0,
+                    tool.artifact.source,
+                    tool.artifact.elapsed.as_secs_f64() * 1e3,
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            let class = error.class();
+            if json {
+                let value = serde_json::json!({
+                    "ok": false,
+                    "error": { "class": class, "message": error.to_string() },
+                });
+                println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+            } else {
+                eprintln!("error [{}]: {error}", class.as_str());
+            }
+            ExitCode::from(exit_code(class))
+        }
+    }
+}
+
+/// The first 400 bytes of `text`, cut at a char boundary.
+fn preview(text: &str) -> String {
+    const MAX: usize = 400;
+    if text.len() <= MAX {
+        return text.to_owned();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… (use --json for all of it)", &text[..end])
+}
+
+fn exit_code(class: ErrorClass) -> u8 {
+    match class {
+        ErrorClass::InvalidInput
+        | ErrorClass::Transient
+        | ErrorClass::RateLimited
+        | ErrorClass::Permanent => EXIT_TOOL_ERROR,
+        ErrorClass::UnknownTool => EXIT_USAGE,
+        ErrorClass::Host => EXIT_HOST,
+        _ => EXIT_STOPPED,
+    }
+}
+
+async fn inspect(args: InspectArgs, data_dir: &Path) -> Result<ExitCode> {
+    let host = Host::builder().data_dir(data_dir).build()?;
+    let tool = match host.load_file(&args.component, ToolPolicy::default()).await {
+        Ok(tool) => tool,
+        Err(error) => return Ok(report_load_error(&args.component, error)),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&tool)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("name         {}", tool.name);
+    println!("version      {}", tool.version);
+    println!("description  {}", tool.description);
+    println!("effect       {}", tool.effect);
+    println!("sha256       {}", tool.digest);
+    println!(
+        "artifact     {:?} in {:.2} ms",
+        tool.artifact.source,
+        tool.artifact.elapsed.as_secs_f64() * 1e3
+    );
+    println!("imports");
+    for import in &tool.imports {
+        println!("  {import}");
+    }
+    println!("input schema");
+    println!("{}", serde_json::to_string_pretty(&tool.input_schema)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `HOST:GUEST[:ro|rw]`.
+fn parse_mount(spec: &str) -> Result<Mount> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (host, guest, mode) = match parts.as_slice() {
+        [host, guest] => (host, guest, MountMode::ReadOnly),
+        [host, guest, "ro"] => (host, guest, MountMode::ReadOnly),
+        [host, guest, "rw"] => (host, guest, MountMode::ReadWrite),
+        [_, _, mode] => bail!("--mount `{spec}`: mode `{mode}` is neither `ro` nor `rw`"),
+        _ => bail!("--mount `{spec}` is not HOST:GUEST[:ro|rw]"),
+    };
+    Ok(Mount { host: PathBuf::from(host), guest: (*guest).to_owned(), mode })
+}
+
+/// `250ms`, `2s`, `1m`, or a bare number of milliseconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration like 2s"))?;
+    let duration = match unit {
+        "" | "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(format!("`{text}`: unit must be ms, s or m")),
+    };
+    if duration.is_zero() {
+        return Err("the timeout must be greater than zero".into());
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounts_parse_with_default_read_only() {
+        let m = parse_mount("/a:/data").expect("valid");
+        assert_eq!((m.host, m.guest.as_str(), m.mode), (PathBuf::from("/a"), "/data", MountMode::ReadOnly));
+        assert_eq!(parse_mount("/a:/d:rw").expect("valid").mode, MountMode::ReadWrite);
+        assert!(parse_mount("/a:/d:rwx").is_err());
+        assert!(parse_mount("/a").is_err());
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("40"), Ok(Duration::from_millis(40)));
+        assert!(parse_duration("2h").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+}

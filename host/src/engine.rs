@@ -1,0 +1,67 @@
+//! The one wasmtime [`Engine`] of a host: pooling allocator, fuel, epoch
+//! interruption, and the ticker thread that advances epochs.
+//!
+//! It does not know about tools; per-call limits are applied to each `Store`
+//! in [`crate::attempt`].
+
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::BuildError;
+
+/// Engine-wide settings, fixed when the host is built.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EngineSettings {
+    /// Component instances that can be live at once across all tools.
+    pub max_instances: u32,
+    /// Size of each memory slot in the pool; no tool's memory cap may exceed it.
+    pub max_memory_bytes: u64,
+    /// Wasm stack per call.
+    pub max_wasm_stack: usize,
+    /// How often epochs advance (the granularity of deadline checks).
+    pub epoch_tick: Duration,
+}
+
+pub(crate) fn build(settings: &EngineSettings) -> Result<Engine, BuildError> {
+    let mut pool = PoolingAllocationConfig::new();
+    let n = settings.max_instances.max(1);
+    // A wasip2 Rust component has about four core instances (the program,
+    // the WASI adapter and shims) and two memories; leave headroom.
+    pool.total_component_instances(n)
+        .total_core_instances(n.saturating_mul(8))
+        .total_memories(n.saturating_mul(4))
+        .total_tables(n.saturating_mul(8))
+        .total_stacks(n)
+        .max_memory_size(usize::try_from(settings.max_memory_bytes).unwrap_or(usize::MAX));
+
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(settings.max_wasm_stack)
+        .memory_init_cow(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config).map_err(|e| BuildError::Engine(e.into_boxed_dyn_error()))
+}
+
+/// Advances the engine's epoch every `tick` until the engine is dropped.
+/// Holds only a weak reference, so the thread never keeps the engine alive.
+pub(crate) fn start_epoch_ticker(engine: &Engine, tick: Duration) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new().name("cofferdam-epoch".into()).spawn(move || {
+        loop {
+            std::thread::sleep(tick);
+            match weak.upgrade() {
+                Some(engine) => engine.increment_epoch(),
+                None => break,
+            }
+        }
+    });
+    if let Err(error) = spawned {
+        // Without the ticker, deadlines still hold through the async timeout;
+        // only CPU-bound guests lose their preemption points.
+        tracing::error!(%error, "cannot start the epoch ticker thread");
+    }
+}

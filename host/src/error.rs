@@ -1,0 +1,316 @@
+//! The errors an embedder sees: one enum per operation, each variant saying
+//! what happened and what to do about it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::{Fuel, PolicyError, ToolName};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Building a [`crate::Host`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The wasmtime engine rejected the configuration.
+    #[error("cannot configure the wasm engine")]
+    Engine(#[source] BoxError),
+    /// The data directory cannot be created.
+    #[error("cannot create data directory {path}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An allowed root does not exist.
+    #[error("allowed root {path} does not exist")]
+    AllowedRoot {
+        /// The root as given.
+        path: PathBuf,
+        /// Why it could not be canonicalized.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Loading a tool failed; nothing was registered.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The component file could not be read.
+    #[error("cannot read component {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The policy is invalid (bad key, path, digest, mount outside the roots…).
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// A policy loaded from a manifest names no component.
+    #[error("manifest names no `component`")]
+    NoComponent,
+    /// The component's SHA-256 differs from the policy's `sha256` pin.
+    #[error("component digest is {actual}, but the policy pins {expected}")]
+    DigestMismatch {
+        /// The pinned digest.
+        expected: String,
+        /// The digest of the bytes given.
+        actual: String,
+    },
+    /// The bytes are not a valid WebAssembly component.
+    #[error("not a valid WebAssembly component")]
+    Compile(#[source] BoxError),
+    /// The component imports something this host does not grant.
+    #[error("component needs an import this host does not provide")]
+    Link(#[source] BoxError),
+    /// The component does not export the `cofferdam:tool` world.
+    #[error("component is not a cofferdam tool (it must export `describe` and `invoke` of cofferdam:tool@0.1.0)")]
+    NotATool(#[source] BoxError),
+    /// Calling `describe` failed.
+    #[error("tool failed to describe itself")]
+    Describe(#[source] Box<CallError>),
+    /// `describe` returned something unusable.
+    #[error("tool describes itself badly: {reason}")]
+    BadToolInfo {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A tool of that name is loaded already.
+    #[error("a tool named `{name}` is already loaded")]
+    AlreadyLoaded {
+        /// The name.
+        name: ToolName,
+    },
+}
+
+/// How a failed call is classified: the machine-readable reason an agent or
+/// retry layer acts on (DESIGN §6). Serialized in kebab-case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// No tool of that name.
+    UnknownTool,
+    /// The input was wrong; fix it before calling again.
+    InvalidInput,
+    /// The tool reported an upstream hiccup.
+    Transient,
+    /// The tool reported an upstream rate limit.
+    RateLimited,
+    /// The tool reported a failure a retry will not fix.
+    Permanent,
+    /// The call used all its fuel.
+    OutOfFuel,
+    /// The call ran past its wall-clock deadline.
+    DeadlineExceeded,
+    /// The tool tried to grow memory past its cap.
+    MemoryLimit,
+    /// The tool overflowed its stack.
+    StackOverflow,
+    /// The tool panicked.
+    Panic,
+    /// The tool trapped for another reason.
+    Trap,
+    /// The tool returned more output than allowed.
+    OutputTooLarge,
+    /// The tool returned output that is not JSON.
+    InvalidOutput,
+    /// The tool passed more data to the host at once than allowed.
+    DataLimit,
+    /// The host could not set up or run the call.
+    Host,
+}
+
+impl ErrorClass {
+    /// The kebab-case name, as in JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownTool => "unknown-tool",
+            Self::InvalidInput => "invalid-input",
+            Self::Transient => "transient",
+            Self::RateLimited => "rate-limited",
+            Self::Permanent => "permanent",
+            Self::OutOfFuel => "out-of-fuel",
+            Self::DeadlineExceeded => "deadline-exceeded",
+            Self::MemoryLimit => "memory-limit",
+            Self::StackOverflow => "stack-overflow",
+            Self::Panic => "panic",
+            Self::Trap => "trap",
+            Self::OutputTooLarge => "output-too-large",
+            Self::InvalidOutput => "invalid-output",
+            Self::DataLimit => "data-limit",
+            Self::Host => "host",
+        }
+    }
+}
+
+/// An error a tool reported through the WIT `tool-error` variant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(tag = "case", content = "detail", rename_all = "kebab-case")]
+pub enum ToolError {
+    /// The caller's input was wrong.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// An upstream hiccup; a retry may succeed.
+    #[error("transient failure: {0}")]
+    Transient(String),
+    /// Upstream rate limit.
+    #[error("rate limited, retry after {} ms", .retry_after.as_millis())]
+    RateLimited {
+        /// How long the tool asked the caller to wait.
+        retry_after: Duration,
+    },
+    /// A failure a retry will not fix.
+    #[error("permanent failure: {0}")]
+    Permanent(String),
+}
+
+/// A call failed. The variant says why; [`CallError::class`] gives the
+/// machine-readable class.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// No tool of that name is loaded.
+    #[error("no tool named `{tool}` is loaded")]
+    UnknownTool {
+        /// The name asked for.
+        tool: String,
+    },
+    /// The input is not valid JSON (checked before the tool runs).
+    #[error("input for tool `{tool}` is not valid JSON: {reason}")]
+    InvalidInput {
+        /// The tool.
+        tool: ToolName,
+        /// The parser's message.
+        reason: String,
+    },
+    /// The tool ran and reported an error.
+    #[error("tool `{tool}` failed: {error}")]
+    Tool {
+        /// The tool.
+        tool: ToolName,
+        /// What it reported.
+        error: ToolError,
+    },
+    /// The call used all its fuel; raise `limits.fuel` or the budget if the
+    /// tool is expected to work this long.
+    #[error("tool `{tool}` ran out of fuel after {fuel}")]
+    OutOfFuel {
+        /// The tool.
+        tool: ToolName,
+        /// The fuel it was given.
+        fuel: Fuel,
+    },
+    /// The call ran past its wall-clock deadline and was stopped.
+    #[error("tool `{tool}` exceeded its {} ms deadline", .timeout.as_millis())]
+    DeadlineExceeded {
+        /// The tool.
+        tool: ToolName,
+        /// The deadline it had.
+        timeout: Duration,
+    },
+    /// The tool tried to grow a memory past its cap.
+    #[error("tool `{tool}` tried to use more than its {} MiB memory limit", .limit_bytes >> 20)]
+    MemoryLimit {
+        /// The tool.
+        tool: ToolName,
+        /// The cap.
+        limit_bytes: u64,
+    },
+    /// The tool overflowed the wasm stack (usually unbounded recursion).
+    #[error("tool `{tool}` overflowed its stack")]
+    StackOverflow {
+        /// The tool.
+        tool: ToolName,
+    },
+    /// The tool panicked.
+    #[error("tool `{tool}` panicked: {message}")]
+    Panic {
+        /// The tool.
+        tool: ToolName,
+        /// The panic message from the tool's stderr.
+        message: String,
+    },
+    /// The tool trapped (invalid memory access, unreachable, host call refused…).
+    #[error("tool `{tool}` trapped: {reason}")]
+    Trap {
+        /// The tool.
+        tool: ToolName,
+        /// The trap description.
+        reason: String,
+    },
+    /// The output is larger than `limits.max_output_bytes`.
+    #[error("tool `{tool}` returned {size} bytes, more than its {limit}-byte output limit")]
+    OutputTooLarge {
+        /// The tool.
+        tool: ToolName,
+        /// Bytes returned.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The output is not valid JSON.
+    #[error("tool `{tool}` returned output that is not JSON: {reason}")]
+    InvalidOutput {
+        /// The tool.
+        tool: ToolName,
+        /// The parser's message.
+        reason: String,
+    },
+    /// The tool passed more bytes to the host in one transfer (a host-call
+    /// argument, or its output) than `limits.hostcall_bytes` allows.
+    #[error("tool `{tool}` passed more than {limit} bytes to the host at once")]
+    DataLimit {
+        /// The tool.
+        tool: ToolName,
+        /// Bytes allowed per transfer.
+        limit: usize,
+    },
+    /// The host could not set up or run the call (not the tool's fault).
+    #[error("host failed to run tool `{tool}`: {reason}")]
+    Host {
+        /// The tool.
+        tool: ToolName,
+        /// What failed.
+        reason: String,
+    },
+}
+
+impl CallError {
+    /// The machine-readable class of this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::UnknownTool { .. } => ErrorClass::UnknownTool,
+            Self::InvalidInput { .. } => ErrorClass::InvalidInput,
+            Self::Tool { error, .. } => match error {
+                ToolError::InvalidInput(_) => ErrorClass::InvalidInput,
+                ToolError::Transient(_) => ErrorClass::Transient,
+                ToolError::RateLimited { .. } => ErrorClass::RateLimited,
+                ToolError::Permanent(_) => ErrorClass::Permanent,
+            },
+            Self::OutOfFuel { .. } => ErrorClass::OutOfFuel,
+            Self::DeadlineExceeded { .. } => ErrorClass::DeadlineExceeded,
+            Self::MemoryLimit { .. } => ErrorClass::MemoryLimit,
+            Self::StackOverflow { .. } => ErrorClass::StackOverflow,
+            Self::Panic { .. } => ErrorClass::Panic,
+            Self::Trap { .. } => ErrorClass::Trap,
+            Self::OutputTooLarge { .. } => ErrorClass::OutputTooLarge,
+            Self::InvalidOutput { .. } => ErrorClass::InvalidOutput,
+            Self::DataLimit { .. } => ErrorClass::DataLimit,
+            Self::Host { .. } => ErrorClass::Host,
+        }
+    }
+
+    /// Whether the tool itself reported this error (as opposed to the host
+    /// stopping it or refusing the call).
+    pub fn is_tool_reported(&self) -> bool {
+        matches!(self, Self::Tool { .. })
+    }
+}

@@ -1,0 +1,253 @@
+//! The per-call WASI context: mounts, environment, captured stdio, scratch
+//! directory, memory cap. Everything not granted here is denied.
+//!
+//! It does not decide *what* to grant (that is [`crate::ToolPolicy`]) and it
+//! does not run the guest (that is [`crate::attempt`]).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::AsyncWrite;
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::MountMode;
+use crate::host_api::GuestServices;
+
+/// Guest path of the per-call scratch directory.
+pub(crate) const SCRATCH_GUEST_PATH: &str = "/scratch";
+
+/// A mount after load-time resolution: canonical host path, checked guest path.
+#[derive(Debug, Clone)]
+pub(crate) struct ResolvedMount {
+    pub host: PathBuf,
+    pub guest: String,
+    pub mode: MountMode,
+}
+
+/// What a tool is granted; built once at load from its policy.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Grants {
+    pub mounts: Vec<ResolvedMount>,
+    pub env: BTreeMap<String, String>,
+    pub scratch: bool,
+}
+
+/// The store data of one call.
+pub(crate) struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub memory: MemoryCap,
+    pub services: GuestServices,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// A call's sandbox, kept by the caller to read stdio and drop the scratch
+/// directory after the call.
+pub(crate) struct Sandbox {
+    pub stdout: CapturedOutput,
+    pub stderr: CapturedOutput,
+    /// Removed from disk when dropped.
+    pub scratch: Option<tempfile::TempDir>,
+}
+
+/// Builds the store data and the sandbox handles for one call.
+pub(crate) fn prepare(
+    grants: &Grants,
+    scratch_root: &Path,
+    stdout_limit: usize,
+    stderr_limit: usize,
+    memory_limit: u64,
+    services: GuestServices,
+) -> std::io::Result<(CallState, Sandbox)> {
+    let stdout = CapturedOutput::new(stdout_limit);
+    let stderr = CapturedOutput::new(stderr_limit);
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.stdout(stdout.clone()).stderr(stderr.clone()).allow_tcp(false).allow_udp(false);
+    for (key, value) in &grants.env {
+        wasi.env(key, value);
+    }
+    for mount in &grants.mounts {
+        let perms = match mount.mode {
+            MountMode::ReadOnly => FsPerms::ReadOnly,
+            MountMode::ReadWrite => FsPerms::ReadWrite,
+        };
+        wasi.preopened_dir(&mount.host, &mount.guest, perms).map_err(std::io::Error::other)?;
+    }
+    let scratch = if grants.scratch {
+        std::fs::create_dir_all(scratch_root)?;
+        let dir = tempfile::Builder::new().prefix("call-").tempdir_in(scratch_root)?;
+        wasi.preopened_dir(dir.path(), SCRATCH_GUEST_PATH, FsPerms::ReadWrite)
+            .map_err(std::io::Error::other)?;
+        Some(dir)
+    } else {
+        None
+    };
+    let state = CallState {
+        wasi: wasi.build(),
+        table: ResourceTable::new(),
+        memory: MemoryCap::new(memory_limit),
+        services,
+    };
+    Ok((state, Sandbox { stdout, stderr, scratch }))
+}
+
+/// Refuses memory growth past the tool's cap with a [`MemoryLimitHit`] trap,
+/// so the failure is classified exactly instead of surfacing as a guest abort.
+pub(crate) struct MemoryCap {
+    limit: usize,
+}
+
+/// The trap raised when a guest grows memory past its cap.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit of {limit} bytes reached (asked for {desired})")]
+pub(crate) struct MemoryLimitHit {
+    pub limit: usize,
+    pub desired: usize,
+}
+
+/// Table elements a tool may have; generous for real programs, bounded for hostile ones.
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+impl MemoryCap {
+    fn new(limit: u64) -> Self {
+        Self { limit: usize::try_from(limit).unwrap_or(usize::MAX) }
+    }
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            return Err(MemoryLimitHit { limit: self.limit, desired }.into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// A bounded in-memory stdout/stderr. Unlike wasmtime-wasi's
+/// `MemoryOutputPipe`, a full buffer does not trap the guest: excess bytes are
+/// dropped and counted, so a chatty tool still finishes its work.
+#[derive(Clone)]
+pub(crate) struct CapturedOutput(Arc<Mutex<Captured>>);
+
+struct Captured {
+    bytes: Vec<u8>,
+    limit: usize,
+    dropped: u64,
+}
+
+impl CapturedOutput {
+    fn new(limit: usize) -> Self {
+        Self(Arc::new(Mutex::new(Captured { bytes: Vec::new(), limit, dropped: 0 })))
+    }
+
+    fn append(&self, data: &[u8]) {
+        let mut c = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let room = c.limit.saturating_sub(c.bytes.len());
+        let kept = room.min(data.len());
+        c.bytes.extend_from_slice(&data[..kept]);
+        c.dropped += (data.len() - kept) as u64;
+    }
+
+    /// The captured bytes and how many were dropped past the limit.
+    pub(crate) fn take(&self) -> (Vec<u8>, u64) {
+        let mut c = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        (std::mem::take(&mut c.bytes), c.dropped)
+    }
+}
+
+impl IsTerminal for CapturedOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for CapturedOutput {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl OutputStream for CapturedOutput {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.append(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        // Always writable: excess is dropped, not refused.
+        Ok(64 << 10)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for CapturedOutput {
+    async fn ready(&mut self) {}
+}
+
+impl AsyncWrite for CapturedOutput {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.append(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captured_output_keeps_the_first_bytes_and_counts_the_rest() {
+        let out = CapturedOutput::new(5);
+        out.append(b"abc");
+        out.append(b"defgh");
+        assert_eq!(out.take(), (b"abcde".to_vec(), 3));
+    }
+}
