@@ -74,9 +74,12 @@ pub fn invoke<M, H: Handler<M>>(
     handler: &H,
 ) -> Result<String, types::ToolError> {
     let ctx = Context::new(ctx);
-    let input: H::Input = serde_json::from_str(input)
-        .map_err(|e| types::ToolError::InvalidInput(format!("input does not match the schema: {e}")))?;
-    let output = handler.handle(&ctx, input).map_err(types::ToolError::from)?;
+    let input: H::Input = serde_json::from_str(input).map_err(|e| {
+        types::ToolError::InvalidInput(format!("input does not match the schema: {e}"))
+    })?;
+    let output = handler
+        .handle(&ctx, input)
+        .map_err(types::ToolError::from)?;
     serde_json::to_string(&output)
         .map_err(|e| types::ToolError::Permanent(format!("cannot serialize output: {e}")))
 }

@@ -59,6 +59,7 @@ pub use serde_json;
 
 /// Bindings generated from `wit/tool.wit`; used by [`export_tool!`].
 #[doc(hidden)]
+#[expect(clippy::too_many_arguments, reason = "generated lowering code")]
 pub mod bindings {
     wit_bindgen::generate!({
         world: "tool",

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
-use crate::bindings::cofferdam::tool::types as wit;
 use crate::bindings::ToolPre;
+use crate::bindings::cofferdam::tool::types as wit;
 use crate::host_api::{GuestServices, LogRecord, ProgressSink};
 use crate::sandbox::{self, CallState, Grants, MemoryLimitHit};
 use crate::{CallError, Fuel, Limits, TokenPrice, ToolError, ToolName};
@@ -19,7 +19,10 @@ use crate::{CallError, Fuel, Limits, TokenPrice, ToolError, ToolName};
 /// Which export to call.
 pub(crate) enum Export<'a> {
     Describe,
-    Invoke { ctx: wit::CallContext, input: &'a str },
+    Invoke {
+        ctx: wit::CallContext,
+        input: &'a str,
+    },
 }
 
 /// What the guest returned, before host-side checks.
@@ -91,7 +94,10 @@ impl Attempt<'_> {
         let mut store = Store::new(self.engine, state);
         store.limiter(|state| &mut state.memory);
         if let Err(e) = store.set_fuel(limits.fuel.0) {
-            let error = CallError::Host { tool: self.tool.clone(), reason: e.to_string() };
+            let error = CallError::Host {
+                tool: self.tool.clone(),
+                reason: e.to_string(),
+            };
             return Execution::failed_early(error, start);
         }
         let hostcall_fuel = transfer_limit(&limits);
@@ -113,9 +119,10 @@ impl Attempt<'_> {
             instantiated = true;
             match export {
                 Export::Describe => instance.call_describe(&mut store).await.map(Returned::Info),
-                Export::Invoke { ctx, input } => {
-                    instance.call_invoke(&mut store, &ctx, input).await.map(Returned::Output)
-                }
+                Export::Invoke { ctx, input } => instance
+                    .call_invoke(&mut store, &ctx, input)
+                    .await
+                    .map(Returned::Output),
             }
         };
         // The epoch callback stops a guest that computes; this timeout stops
@@ -177,30 +184,57 @@ fn classify(
 ) -> CallError {
     let tool = tool.clone();
     if error.downcast_ref::<DeadlineHit>().is_some() {
-        return CallError::DeadlineExceeded { tool, timeout: limits.timeout };
+        return CallError::DeadlineExceeded {
+            tool,
+            timeout: limits.timeout,
+        };
     }
     if error.downcast_ref::<MemoryLimitHit>().is_some() {
-        return CallError::MemoryLimit { tool, limit_bytes: limits.memory_bytes };
+        return CallError::MemoryLimit {
+            tool,
+            limit_bytes: limits.memory_bytes,
+        };
     }
     // wasmtime's error for this is private; its message is pinned by the
     // `output_far_beyond_the_transfer_limit_is_a_data_limit` test.
-    if error.chain().any(|e| e.to_string().contains("fuel allocated for hostcalls")) {
-        return CallError::DataLimit { tool, limit: transfer_limit(limits) };
+    if error
+        .chain()
+        .any(|e| e.to_string().contains("fuel allocated for hostcalls"))
+    {
+        return CallError::DataLimit {
+            tool,
+            limit: transfer_limit(limits),
+        };
     }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => CallError::OutOfFuel { tool, fuel: limits.fuel },
+        Some(Trap::OutOfFuel) => CallError::OutOfFuel {
+            tool,
+            fuel: limits.fuel,
+        },
         Some(Trap::StackOverflow) => CallError::StackOverflow { tool },
-        Some(Trap::Interrupt) => CallError::DeadlineExceeded { tool, timeout: limits.timeout },
+        Some(Trap::Interrupt) => CallError::DeadlineExceeded {
+            tool,
+            timeout: limits.timeout,
+        },
         Some(trap) => match panic_message(stderr) {
             Some(message) => CallError::Panic { tool, message },
-            None => CallError::Trap { tool, reason: trap.to_string() },
+            None => CallError::Trap {
+                tool,
+                reason: trap.to_string(),
+            },
         },
         // An error before the guest ran that is not a trap is the host's
         // (for example, every pool slot is taken).
-        None if !instantiated => CallError::Host { tool, reason: format!("{error:#}") },
+        None if !instantiated => CallError::Host {
+            tool,
+            reason: format!("{error:#}"),
+        },
         None => match panic_message(stderr) {
             Some(message) => CallError::Panic { tool, message },
-            None => CallError::Trap { tool, reason: format!("{error:#}") },
+            None => CallError::Trap {
+                tool,
+                reason: format!("{error:#}"),
+            },
         },
     }
 }
@@ -210,7 +244,9 @@ fn classify(
 /// for the rest of the result), which keeps `OutputTooLarge` the error for
 /// outputs just past their limit.
 fn transfer_limit(limits: &Limits) -> usize {
-    limits.hostcall_bytes.max(limits.max_output_bytes.saturating_add(4096))
+    limits
+        .hostcall_bytes
+        .max(limits.max_output_bytes.saturating_add(4096))
 }
 
 /// Extracts the message of a Rust panic from a guest's stderr:
@@ -220,9 +256,16 @@ fn panic_message(stderr: &[u8]) -> Option<String> {
     let at = text.rfind("panicked at ")?;
     let after = &text[at..];
     let body = after.split_once('\n').map_or("", |(_, rest)| rest);
-    let message: Vec<&str> = body.lines().take_while(|l| !l.starts_with("note: ")).collect();
+    let message: Vec<&str> = body
+        .lines()
+        .take_while(|l| !l.starts_with("note: "))
+        .collect();
     let message = message.join("\n").trim().to_owned();
-    Some(if message.is_empty() { after.lines().next().unwrap_or("").to_owned() } else { message })
+    Some(if message.is_empty() {
+        after.lines().next().unwrap_or("").to_owned()
+    } else {
+        message
+    })
 }
 
 impl From<wit::ToolError> for ToolError {
@@ -230,9 +273,9 @@ impl From<wit::ToolError> for ToolError {
         match error {
             wit::ToolError::InvalidInput(m) => ToolError::InvalidInput(m),
             wit::ToolError::Transient(m) => ToolError::Transient(m),
-            wit::ToolError::RateLimited(ms) => {
-                ToolError::RateLimited { retry_after: Duration::from_millis(u64::from(ms)) }
-            }
+            wit::ToolError::RateLimited(ms) => ToolError::RateLimited {
+                retry_after: Duration::from_millis(u64::from(ms)),
+            },
             wit::ToolError::Permanent(m) => ToolError::Permanent(m),
         }
     }

@@ -13,12 +13,16 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use cofferdam::{
-    CallError, CallOutcome, CallRequest, ErrorClass, Host, LimitsSpec, LoadError, Mount,
-    MountMode, ToolDescription, ToolPolicy,
+    CallError, CallOutcome, CallRequest, ErrorClass, Host, LimitsSpec, LoadError, Mount, MountMode,
+    ToolDescription, ToolPolicy,
 };
 
 #[derive(Parser)]
-#[command(name = "cofferdam", version, about = "Runs AI-agent tools as sandboxed WebAssembly components")]
+#[command(
+    name = "cofferdam",
+    version,
+    about = "Runs AI-agent tools as sandboxed WebAssembly components"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -101,7 +105,10 @@ pub(crate) fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -146,11 +153,18 @@ async fn run(args: RunArgs, data_dir: &Path) -> Result<ExitCode> {
                 .clone()
                 .with_context(|| format!("manifest {} names no `component`", manifest.display()))?;
             let dir = manifest.parent().unwrap_or(Path::new(".")).to_owned();
-            let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+            let dir = if dir.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                dir
+            };
             (component, policy, vec![dir])
         }
         None => {
-            let component = args.component.clone().context("give a component or --manifest")?;
+            let component = args
+                .component
+                .clone()
+                .context("give a component or --manifest")?;
             (component, ToolPolicy::default(), Vec::new())
         }
     };
@@ -160,8 +174,9 @@ async fn run(args: RunArgs, data_dir: &Path) -> Result<ExitCode> {
         policy.mounts.push(mount);
     }
     for pair in &args.envs {
-        let (key, value) =
-            pair.split_once('=').with_context(|| format!("--env `{pair}` is not KEY=VALUE"))?;
+        let (key, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--env `{pair}` is not KEY=VALUE"))?;
         policy.env.insert(key.to_owned(), value.to_owned());
     }
     policy.scratch |= args.scratch;
@@ -217,7 +232,10 @@ fn report_call(
                 let mut value = serde_json::to_value(&outcome).unwrap_or_default();
                 value["ok"] = true.into();
                 value["output"] = outcome.output_json();
-                println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&value).unwrap_or_default()
+                );
             } else {
                 let pretty = serde_json::to_string_pretty(&outcome.output_json())
                     .unwrap_or_else(|_| outcome.output.clone());
@@ -261,7 +279,10 @@ fn report_call(
                     "ok": false,
                     "error": { "class": class, "message": error.to_string() },
                 });
-                println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&value).unwrap_or_default()
+                );
             } else {
                 eprintln!("error [{}]: {error}", class.as_str());
             }
@@ -334,14 +355,22 @@ fn parse_mount(spec: &str) -> Result<Mount> {
         [_, _, mode] => bail!("--mount `{spec}`: mode `{mode}` is neither `ro` nor `rw`"),
         _ => bail!("--mount `{spec}` is not HOST:GUEST[:ro|rw]"),
     };
-    Ok(Mount { host: PathBuf::from(host), guest: (*guest).to_owned(), mode })
+    Ok(Mount {
+        host: PathBuf::from(host),
+        guest: (*guest).to_owned(),
+        mode,
+    })
 }
 
 /// `250ms`, `2s`, `1m`, or a bare number of milliseconds.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration like 2s"))?;
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 2s"))?;
     let duration = match unit {
         "" | "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
@@ -361,8 +390,14 @@ mod tests {
     #[test]
     fn mounts_parse_with_default_read_only() {
         let m = parse_mount("/a:/data").expect("valid");
-        assert_eq!((m.host, m.guest.as_str(), m.mode), (PathBuf::from("/a"), "/data", MountMode::ReadOnly));
-        assert_eq!(parse_mount("/a:/d:rw").expect("valid").mode, MountMode::ReadWrite);
+        assert_eq!(
+            (m.host, m.guest.as_str(), m.mode),
+            (PathBuf::from("/a"), "/data", MountMode::ReadOnly)
+        );
+        assert_eq!(
+            parse_mount("/a:/d:rw").expect("valid").mode,
+            MountMode::ReadWrite
+        );
         assert!(parse_mount("/a:/d:rwx").is_err());
         assert!(parse_mount("/a").is_err());
     }

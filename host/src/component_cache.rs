@@ -48,7 +48,10 @@ impl ComponentCache {
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         env!("CARGO_PKG_VERSION").hash(&mut hasher);
-        Self { dir, compat: hasher.finish() }
+        Self {
+            dir,
+            compat: hasher.finish(),
+        }
     }
 
     /// Returns a ready component for `bytes`, whose SHA-256 is `digest`.
@@ -62,16 +65,20 @@ impl ComponentCache {
         let Some(dir) = &self.dir else {
             let component = Component::new(engine, bytes)
                 .map_err(|e| LoadError::Compile(e.into_boxed_dyn_error()))?;
-            let info =
-                ArtifactInfo { source: ArtifactSource::CompiledInMemory, elapsed: start.elapsed() };
+            let info = ArtifactInfo {
+                source: ArtifactSource::CompiledInMemory,
+                elapsed: start.elapsed(),
+            };
             return Ok((component, info));
         };
         let path = dir.join(format!("{digest}-{:016x}.cwasm", self.compat));
         if path.exists() {
             match deserialize(engine, &path) {
                 Ok(component) => {
-                    let info =
-                        ArtifactInfo { source: ArtifactSource::Cached, elapsed: start.elapsed() };
+                    let info = ArtifactInfo {
+                        source: ArtifactSource::Cached,
+                        elapsed: start.elapsed(),
+                    };
                     return Ok((component, info));
                 }
                 Err(error) => {
@@ -95,7 +102,13 @@ impl ComponentCache {
             None => deserialize_bytes(engine, &native)
                 .map_err(|e| LoadError::Compile(e.into_boxed_dyn_error()))?,
         };
-        Ok((component, ArtifactInfo { source: ArtifactSource::Compiled, elapsed: start.elapsed() }))
+        Ok((
+            component,
+            ArtifactInfo {
+                source: ArtifactSource::Compiled,
+                elapsed: start.elapsed(),
+            },
+        ))
     }
 }
 
@@ -115,7 +128,10 @@ fn unique_suffix() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-#[expect(unsafe_code, reason = "loading precompiled native code is inherently unsafe")]
+#[expect(
+    unsafe_code,
+    reason = "loading precompiled native code is inherently unsafe"
+)]
 fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
     // SAFETY: the file was written by `ComponentCache::load` (this process or
     // an earlier one) from `Engine::precompile_component` output, under the
@@ -126,7 +142,10 @@ fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
     unsafe { Component::deserialize_file(engine, path) }
 }
 
-#[expect(unsafe_code, reason = "loading precompiled native code is inherently unsafe")]
+#[expect(
+    unsafe_code,
+    reason = "loading precompiled native code is inherently unsafe"
+)]
 fn deserialize_bytes(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
     // SAFETY: `bytes` is the output of `engine.precompile_component` made by
     // this very call to `ComponentCache::load`; it never left memory.

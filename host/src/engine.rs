@@ -50,15 +50,17 @@ pub(crate) fn build(settings: &EngineSettings) -> Result<Engine, BuildError> {
 /// Holds only a weak reference, so the thread never keeps the engine alive.
 pub(crate) fn start_epoch_ticker(engine: &Engine, tick: Duration) {
     let weak = engine.weak();
-    let spawned = std::thread::Builder::new().name("cofferdam-epoch".into()).spawn(move || {
-        loop {
-            std::thread::sleep(tick);
-            match weak.upgrade() {
-                Some(engine) => engine.increment_epoch(),
-                None => break,
+    let spawned = std::thread::Builder::new()
+        .name("cofferdam-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(tick);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
             }
-        }
-    });
+        });
     if let Err(error) = spawned {
         // Without the ticker, deadlines still hold through the async timeout;
         // only CPU-bound guests lose their preemption points.

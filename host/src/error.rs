@@ -71,7 +71,9 @@ pub enum LoadError {
     #[error("component needs an import this host does not provide")]
     Link(#[source] BoxError),
     /// The component does not export the `cofferdam:tool` world.
-    #[error("component is not a cofferdam tool (it must export `describe` and `invoke` of cofferdam:tool@0.1.0)")]
+    #[error(
+        "component is not a cofferdam tool (it must export `describe` and `invoke` of cofferdam:tool@0.1.0)"
+    )]
     NotATool(#[source] BoxError),
     /// Calling `describe` failed.
     #[error("tool failed to describe itself")]

@@ -128,12 +128,17 @@ impl HostBuilder {
         for root in &self.allowed_roots {
             let canonical = root
                 .canonicalize()
-                .map_err(|source| BuildError::AllowedRoot { path: root.clone(), source })?;
+                .map_err(|source| BuildError::AllowedRoot {
+                    path: root.clone(),
+                    source,
+                })?;
             roots.push(canonical);
         }
         if let Some(dir) = &self.data_dir {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| BuildError::DataDir { path: dir.clone(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| BuildError::DataDir {
+                path: dir.clone(),
+                source,
+            })?;
         }
         let engine = engine::build(&self.engine)?;
         engine::start_epoch_ticker(&engine, self.engine.epoch_tick);
@@ -141,7 +146,8 @@ impl HostBuilder {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .and_then(|()| host_api::add_to_linker(&mut linker))
             .map_err(|e| BuildError::Engine(e.into_boxed_dyn_error()))?;
-        let cache = ComponentCache::new(&engine, self.data_dir.as_ref().map(|d| d.join("artifacts")));
+        let cache =
+            ComponentCache::new(&engine, self.data_dir.as_ref().map(|d| d.join("artifacts")));
         let scratch_root = match &self.data_dir {
             Some(dir) => dir.join("scratch"),
             None => std::env::temp_dir().join("cofferdam-scratch"),
@@ -333,7 +339,10 @@ impl Host {
     ) -> Result<ToolDescription, LoadError> {
         let bytes = tokio::fs::read(path)
             .await
-            .map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
+            .map_err(|source| LoadError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
         self.load_bytes(bytes, policy).await
     }
 
@@ -365,15 +374,26 @@ impl Host {
         let mut mounts = Vec::with_capacity(policy.mounts.len());
         for mount in &policy.mounts {
             let host = resolve_mount(mount, &inner.roots)?;
-            mounts.push(ResolvedMount { host, guest: mount.guest.clone(), mode: mount.mode });
+            mounts.push(ResolvedMount {
+                host,
+                guest: mount.guest.clone(),
+                mode: mount.mode,
+            });
         }
-        let grants = Grants { mounts, env: policy.env.clone(), scratch: policy.scratch };
+        let grants = Grants {
+            mounts,
+            env: policy.env.clone(),
+            scratch: policy.scratch,
+        };
 
         let digest = hex::encode(Sha256::digest(&bytes));
-        if let Some(expected) = &policy.sha256 {
-            if !expected.eq_ignore_ascii_case(&digest) {
-                return Err(LoadError::DigestMismatch { expected: expected.clone(), actual: digest });
-            }
+        if let Some(expected) = &policy.sha256
+            && !expected.eq_ignore_ascii_case(&digest)
+        {
+            return Err(LoadError::DigestMismatch {
+                expected: expected.clone(),
+                actual: digest,
+            });
         }
         let host = self.clone();
         let key = digest.clone();
@@ -384,9 +404,12 @@ impl Host {
         .map_err(|e| LoadError::Compile(e.into()))??;
 
         let imports = component_imports(&inner.engine, &component);
-        let instance_pre =
-            inner.linker.instantiate_pre(&component).map_err(|e| LoadError::Link(e.into_boxed_dyn_error()))?;
-        let pre = ToolPre::new(instance_pre).map_err(|e| LoadError::NotATool(e.into_boxed_dyn_error()))?;
+        let instance_pre = inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link(e.into_boxed_dyn_error()))?;
+        let pre = ToolPre::new(instance_pre)
+            .map_err(|e| LoadError::NotATool(e.into_boxed_dyn_error()))?;
 
         let placeholder = policy.name.clone().unwrap_or_else(|| {
             ToolName::new("loading").unwrap_or_else(|_| unreachable!("literal is a valid name"))
@@ -416,10 +439,17 @@ impl Host {
         };
 
         let description = describe(info, &policy, digest, imports, artifact)?;
-        let tool = Arc::new(LoadedTool { description: description.clone(), pre, grants, limits });
+        let tool = Arc::new(LoadedTool {
+            description: description.clone(),
+            pre,
+            grants,
+            limits,
+        });
         let mut tools = inner.tools.write().unwrap_or_else(|e| e.into_inner());
         if tools.contains_key(&description.name) {
-            return Err(LoadError::AlreadyLoaded { name: description.name });
+            return Err(LoadError::AlreadyLoaded {
+                name: description.name,
+            });
         }
         tools.insert(description.name.clone(), tool);
         tracing::info!(tool = %description.name, digest = %description.digest, artifact = ?artifact.source, "tool loaded");
@@ -455,10 +485,15 @@ impl Host {
     pub async fn call(&self, request: CallRequest) -> Result<CallOutcome, CallError> {
         let tool = self
             .find(&request.tool)
-            .ok_or_else(|| CallError::UnknownTool { tool: request.tool.clone() })?;
+            .ok_or_else(|| CallError::UnknownTool {
+                tool: request.tool.clone(),
+            })?;
         let name = &tool.description.name;
         if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&request.input) {
-            return Err(CallError::InvalidInput { tool: name.clone(), reason: e.to_string() });
+            return Err(CallError::InvalidInput {
+                tool: name.clone(),
+                reason: e.to_string(),
+            });
         }
         let mut limits = tool.limits;
         if let Some(fuel) = request.fuel {
@@ -485,13 +520,19 @@ impl Host {
             scratch_root: &inner.scratch_root,
             progress: request.progress,
         }
-        .execute(Export::Invoke { ctx, input: &request.input })
+        .execute(Export::Invoke {
+            ctx,
+            input: &request.input,
+        })
         .await;
 
         let output = match execution.result {
             Ok(Returned::Output(Ok(output))) => output,
             Ok(Returned::Output(Err(error))) => {
-                return Err(CallError::Tool { tool: name.clone(), error: error.into() });
+                return Err(CallError::Tool {
+                    tool: name.clone(),
+                    error: error.into(),
+                });
             }
             Ok(Returned::Info(_)) => unreachable!("invoke returns output"),
             Err(error) => {
@@ -508,7 +549,10 @@ impl Host {
             });
         }
         if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&output) {
-            return Err(CallError::InvalidOutput { tool: name.clone(), reason: e.to_string() });
+            return Err(CallError::InvalidOutput {
+                tool: name.clone(),
+                reason: e.to_string(),
+            });
         }
         Ok(CallOutcome {
             tool: name.clone(),
@@ -537,13 +581,18 @@ fn describe(
 ) -> Result<ToolDescription, LoadError> {
     let name = match &policy.name {
         Some(name) => name.clone(),
-        None => ToolName::new(&info.name)
-            .map_err(|e| LoadError::BadToolInfo { reason: e.to_string() })?,
+        None => ToolName::new(&info.name).map_err(|e| LoadError::BadToolInfo {
+            reason: e.to_string(),
+        })?,
     };
-    let input_schema: serde_json::Value = serde_json::from_str(&info.input_schema)
-        .map_err(|e| LoadError::BadToolInfo { reason: format!("input schema is not JSON: {e}") })?;
+    let input_schema: serde_json::Value =
+        serde_json::from_str(&info.input_schema).map_err(|e| LoadError::BadToolInfo {
+            reason: format!("input schema is not JSON: {e}"),
+        })?;
     if !input_schema.is_object() {
-        return Err(LoadError::BadToolInfo { reason: "input schema is not a JSON object".into() });
+        return Err(LoadError::BadToolInfo {
+            reason: "input schema is not a JSON object".into(),
+        });
     }
     let declared_effect = match info.effect {
         wit::Effect::Pure => Effect::Pure,
@@ -564,11 +613,21 @@ fn describe(
 }
 
 fn component_imports(engine: &Engine, component: &Component) -> Vec<String> {
-    component.component_type().imports(engine).map(|(name, _)| name.to_owned()).collect()
+    component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect()
 }
 
 fn new_call_id() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
-    format!("call-{millis:x}-{:x}-{:x}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!(
+        "call-{millis:x}-{:x}-{:x}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }

@@ -101,7 +101,11 @@ impl GuestServices {
     fn progress(&self, done: u64, total: Option<u64>, mut message: String) {
         if let Some(sink) = &self.progress {
             truncate_at_char_boundary(&mut message, MAX_LOG_MESSAGE_BYTES);
-            sink(&Progress { done, total, message });
+            sink(&Progress {
+                done,
+                total,
+                message,
+            });
         }
     }
 }
@@ -136,10 +140,13 @@ pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<
             Ok(())
         },
     )?;
-    host.func_wrap("remaining-budget", |store: StoreContextMut<'_, CallState>, (): ()| {
-        let fuel = Fuel(store.get_fuel()?);
-        Ok((store.data().services.price.tokens_for(fuel).0,))
-    })?;
+    host.func_wrap(
+        "remaining-budget",
+        |store: StoreContextMut<'_, CallState>, (): ()| {
+            let fuel = Fuel(store.get_fuel()?);
+            Ok((store.data().services.price.tokens_for(fuel).0,))
+        },
+    )?;
     Ok(())
 }
 

@@ -44,7 +44,6 @@ mod policy;
 mod sandbox;
 mod units;
 
-
 pub use component_cache::{ArtifactInfo, ArtifactSource};
 pub use error::{BuildError, CallError, ErrorClass, LoadError, ToolError};
 pub use host::{CallOutcome, CallRequest, Host, HostBuilder, ToolDescription};

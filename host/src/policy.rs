@@ -87,12 +87,20 @@ pub struct Mount {
 impl Mount {
     /// A read-only mount.
     pub fn read_only(host: impl Into<PathBuf>, guest: &str) -> Self {
-        Self { host: host.into(), guest: guest.to_owned(), mode: MountMode::ReadOnly }
+        Self {
+            host: host.into(),
+            guest: guest.to_owned(),
+            mode: MountMode::ReadOnly,
+        }
     }
 
     /// A read-write mount.
     pub fn read_write(host: impl Into<PathBuf>, guest: &str) -> Self {
-        Self { host: host.into(), guest: guest.to_owned(), mode: MountMode::ReadWrite }
+        Self {
+            host: host.into(),
+            guest: guest.to_owned(),
+            mode: MountMode::ReadWrite,
+        }
     }
 }
 
@@ -195,14 +203,16 @@ impl ToolPolicy {
     /// Reads a manifest file; relative `component` and mount paths are
     /// resolved against the file's directory.
     pub fn from_file(path: &Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| PolicyError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let mut policy = Self::parse(&text, path)?;
         let base = path.parent().unwrap_or(Path::new("."));
-        if let Some(component) = &mut policy.component {
-            if component.is_relative() {
-                *component = base.join(&*component);
-            }
+        if let Some(component) = &mut policy.component
+            && component.is_relative()
+        {
+            *component = base.join(&*component);
         }
         for mount in &mut policy.mounts {
             if mount.host.is_relative() {
@@ -224,25 +234,33 @@ impl ToolPolicy {
     /// Checks everything that does not need the file system: digest syntax,
     /// guest paths, environment names, limits.
     pub fn validate(&self) -> Result<(), PolicyError> {
-        if let Some(digest) = &self.sha256 {
-            if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(PolicyError::BadDigest { value: digest.clone() });
-            }
+        if let Some(digest) = &self.sha256
+            && (digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(PolicyError::BadDigest {
+                value: digest.clone(),
+            });
         }
         let mut seen = std::collections::HashSet::new();
         for mount in &self.mounts {
             if !is_clean_absolute(&mount.guest) {
-                return Err(PolicyError::BadGuestPath { guest: mount.guest.clone() });
+                return Err(PolicyError::BadGuestPath {
+                    guest: mount.guest.clone(),
+                });
             }
             if !seen.insert(mount.guest.trim_end_matches('/')) {
-                return Err(PolicyError::DuplicateGuestPath { guest: mount.guest.clone() });
+                return Err(PolicyError::DuplicateGuestPath {
+                    guest: mount.guest.clone(),
+                });
             }
         }
         if self.scratch && seen.contains("/scratch") {
             return Err(PolicyError::ScratchTaken);
         }
-        if let Some(name) =
-            self.env.keys().find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
+        if let Some(name) = self
+            .env
+            .keys()
+            .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
         {
             return Err(PolicyError::BadEnvName { name: name.clone() });
         }
@@ -267,8 +285,14 @@ fn is_clean_absolute(guest: &str) -> bool {
     guest.starts_with('/')
         && guest != "/"
         && !guest.contains('\0')
-        && path.components().skip(1).all(|c| matches!(c, Component::Normal(_)))
-        && !guest.split('/').skip(1).any(|part| part == "." || part == "..")
+        && path
+            .components()
+            .skip(1)
+            .all(|c| matches!(c, Component::Normal(_)))
+        && !guest
+            .split('/')
+            .skip(1)
+            .any(|part| part == "." || part == "..")
 }
 
 /// Canonicalizes a mount's host directory and checks that it lies inside one
@@ -279,16 +303,25 @@ pub(crate) fn resolve_mount(mount: &Mount, roots: &[PathBuf]) -> Result<PathBuf,
         .canonicalize()
         .ok()
         .filter(|p| p.is_dir())
-        .ok_or_else(|| PolicyError::MountMissing { path: mount.host.clone() })?;
+        .ok_or_else(|| PolicyError::MountMissing {
+            path: mount.host.clone(),
+        })?;
     if roots.iter().any(|root| canonical.starts_with(root)) {
         Ok(canonical)
     } else {
         let roots = if roots.is_empty() {
             "none configured".to_owned()
         } else {
-            roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
+            roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         };
-        Err(PolicyError::MountOutsideRoots { path: canonical, roots })
+        Err(PolicyError::MountOutsideRoots {
+            path: canonical,
+            roots,
+        })
     }
 }
 
@@ -333,34 +366,43 @@ mod tests {
         assert!(err.to_string().contains("componnet"), "{err}");
         let err = ToolPolicy::from_toml("[limits]\nfuell = 1").expect_err("typo");
         assert!(err.to_string().contains("fuell"), "{err}");
-        let err =
-            ToolPolicy::from_toml("[[mounts]]\nhost = \"a\"\nguest = \"/a\"\nmode = \"rwx\"")
-                .expect_err("bad mode");
+        let err = ToolPolicy::from_toml("[[mounts]]\nhost = \"a\"\nguest = \"/a\"\nmode = \"rwx\"")
+            .expect_err("bad mode");
         assert!(err.to_string().contains("rwx"), "{err}");
     }
 
     #[test]
     fn guest_paths_must_be_clean_and_absolute() {
         for bad in ["data", "/", "/data/../etc", "/data/./x", ""] {
-            let policy =
-                ToolPolicy { mounts: vec![Mount::read_only("/tmp", bad)], ..Default::default() };
+            let policy = ToolPolicy {
+                mounts: vec![Mount::read_only("/tmp", bad)],
+                ..Default::default()
+            };
             assert!(
                 matches!(policy.validate(), Err(PolicyError::BadGuestPath { .. })),
                 "{bad:?} accepted"
             );
         }
-        let policy =
-            ToolPolicy { mounts: vec![Mount::read_only("/tmp", "/data/x")], ..Default::default() };
+        let policy = ToolPolicy {
+            mounts: vec![Mount::read_only("/tmp", "/data/x")],
+            ..Default::default()
+        };
         assert!(policy.validate().is_ok());
     }
 
     #[test]
     fn duplicate_guest_paths_and_scratch_clash_are_refused() {
         let policy = ToolPolicy {
-            mounts: vec![Mount::read_only("/a", "/data"), Mount::read_only("/b", "/data/")],
+            mounts: vec![
+                Mount::read_only("/a", "/data"),
+                Mount::read_only("/b", "/data/"),
+            ],
             ..Default::default()
         };
-        assert!(matches!(policy.validate(), Err(PolicyError::DuplicateGuestPath { .. })));
+        assert!(matches!(
+            policy.validate(),
+            Err(PolicyError::DuplicateGuestPath { .. })
+        ));
         let policy = ToolPolicy {
             mounts: vec![Mount::read_only("/a", "/scratch")],
             scratch: true,
@@ -397,7 +439,10 @@ mod tests {
             Err(PolicyError::MountOutsideRoots { .. })
         ));
         let missing = Mount::read_only(root.path().join("nope"), "/data");
-        assert!(matches!(resolve_mount(&missing, &roots), Err(PolicyError::MountMissing { .. })));
+        assert!(matches!(
+            resolve_mount(&missing, &roots),
+            Err(PolicyError::MountMissing { .. })
+        ));
         assert!(matches!(
             resolve_mount(&Mount::read_only(&inside, "/data"), &[]),
             Err(PolicyError::MountOutsideRoots { .. })
@@ -421,8 +466,11 @@ mod tests {
     fn manifest_paths_are_relative_to_the_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("tool.toml");
-        std::fs::write(&file, "component = \"t.wasm\"\n[[mounts]]\nhost = \"d\"\nguest = \"/d\"")
-            .expect("write");
+        std::fs::write(
+            &file,
+            "component = \"t.wasm\"\n[[mounts]]\nhost = \"d\"\nguest = \"/d\"",
+        )
+        .expect("write");
         let policy = ToolPolicy::from_file(&file).expect("parse");
         assert_eq!(policy.component, Some(dir.path().join("t.wasm")));
         assert_eq!(policy.mounts[0].host, dir.path().join("d"));

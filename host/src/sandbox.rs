@@ -50,7 +50,10 @@ pub(crate) struct CallState {
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -75,7 +78,10 @@ pub(crate) fn prepare(
     let stdout = CapturedOutput::new(stdout_limit);
     let stderr = CapturedOutput::new(stderr_limit);
     let mut wasi = WasiCtxBuilder::new();
-    wasi.stdout(stdout.clone()).stderr(stderr.clone()).allow_tcp(false).allow_udp(false);
+    wasi.stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .allow_tcp(false)
+        .allow_udp(false);
     for (key, value) in &grants.env {
         wasi.env(key, value);
     }
@@ -84,11 +90,14 @@ pub(crate) fn prepare(
             MountMode::ReadOnly => FsPerms::ReadOnly,
             MountMode::ReadWrite => FsPerms::ReadWrite,
         };
-        wasi.preopened_dir(&mount.host, &mount.guest, perms).map_err(std::io::Error::other)?;
+        wasi.preopened_dir(&mount.host, &mount.guest, perms)
+            .map_err(std::io::Error::other)?;
     }
     let scratch = if grants.scratch {
         std::fs::create_dir_all(scratch_root)?;
-        let dir = tempfile::Builder::new().prefix("call-").tempdir_in(scratch_root)?;
+        let dir = tempfile::Builder::new()
+            .prefix("call-")
+            .tempdir_in(scratch_root)?;
         wasi.preopened_dir(dir.path(), SCRATCH_GUEST_PATH, FsPerms::ReadWrite)
             .map_err(std::io::Error::other)?;
         Some(dir)
@@ -101,7 +110,14 @@ pub(crate) fn prepare(
         memory: MemoryCap::new(memory_limit),
         services,
     };
-    Ok((state, Sandbox { stdout, stderr, scratch }))
+    Ok((
+        state,
+        Sandbox {
+            stdout,
+            stderr,
+            scratch,
+        },
+    ))
 }
 
 /// Refuses memory growth past the tool's cap with a [`MemoryLimitHit`] trap,
@@ -123,7 +139,9 @@ const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 
 impl MemoryCap {
     fn new(limit: u64) -> Self {
-        Self { limit: usize::try_from(limit).unwrap_or(usize::MAX) }
+        Self {
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+        }
     }
 }
 
@@ -135,7 +153,11 @@ impl ResourceLimiter for MemoryCap {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > self.limit {
-            return Err(MemoryLimitHit { limit: self.limit, desired }.into());
+            return Err(MemoryLimitHit {
+                limit: self.limit,
+                desired,
+            }
+            .into());
         }
         Ok(true)
     }
@@ -164,7 +186,11 @@ struct Captured {
 
 impl CapturedOutput {
     fn new(limit: usize) -> Self {
-        Self(Arc::new(Mutex::new(Captured { bytes: Vec::new(), limit, dropped: 0 })))
+        Self(Arc::new(Mutex::new(Captured {
+            bytes: Vec::new(),
+            limit,
+            dropped: 0,
+        })))
     }
 
     fn append(&self, data: &[u8]) {

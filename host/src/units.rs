@@ -40,7 +40,11 @@ pub struct TokenPrice {
 
 impl Default for TokenPrice {
     fn default() -> Self {
-        Self { fuel_per_token: 100_000, bytes_per_token: 4, per_call_tokens: 0 }
+        Self {
+            fuel_per_token: 100_000,
+            bytes_per_token: 4,
+            per_call_tokens: 0,
+        }
     }
 }
 
@@ -82,7 +86,9 @@ impl ToolName {
         if valid {
             Ok(Self(name.to_owned()))
         } else {
-            Err(InvalidToolName { name: name.to_owned() })
+            Err(InvalidToolName {
+                name: name.to_owned(),
+            })
         }
     }
 
@@ -135,13 +141,22 @@ mod tests {
     fn tool_names_are_checked() {
         assert!(ToolName::new("fetch_weather-2").is_ok());
         for bad in ["", "Fetch", "a b", "../x", &"x".repeat(65)] {
-            assert_eq!(ToolName::new(bad), Err(InvalidToolName { name: bad.to_owned() }));
+            assert_eq!(
+                ToolName::new(bad),
+                Err(InvalidToolName {
+                    name: bad.to_owned()
+                })
+            );
         }
     }
 
     #[test]
     fn charge_rounds_each_part_up() {
-        let price = TokenPrice { fuel_per_token: 1000, bytes_per_token: 4, per_call_tokens: 2 };
+        let price = TokenPrice {
+            fuel_per_token: 1000,
+            bytes_per_token: 4,
+            per_call_tokens: 2,
+        };
         assert_eq!(price.charge(Fuel(1), 1), Tokens(1 + 1 + 2));
         assert_eq!(price.charge(Fuel(2000), 8), Tokens(2 + 2 + 2));
         assert_eq!(price.charge(Fuel(0), 0), Tokens(2));

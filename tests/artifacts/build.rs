@@ -23,6 +23,7 @@ const GUESTS: &[&str] = &[
     "tests/tools/trap",
     "tests/tools/flaky",
     "tests/tools/sleepy",
+    "tests/tools/introspect",
 ];
 
 fn main() -> Result<()> {
@@ -79,7 +80,11 @@ fn main() -> Result<()> {
         }
         let konst = name.replace('-', "_").to_uppercase();
         writeln!(code, "/// Component built from the `{name}` crate.")?;
-        writeln!(code, "pub const {konst}: &str = {:?};", file.display().to_string())?;
+        writeln!(
+            code,
+            "pub const {konst}: &str = {:?};",
+            file.display().to_string()
+        )?;
     }
     fs::write(out_dir.join("artifacts.rs"), code)?;
     Ok(())

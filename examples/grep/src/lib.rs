@@ -55,13 +55,18 @@ fn grep(ctx: &Context, input: Input) -> Result<Output, ToolError> {
         None => PathBuf::from(ROOT),
     };
     let limit = input.max_matches.unwrap_or(100);
-    let mut out = Output { matches: Vec::new(), files_searched: 0, truncated: false };
+    let mut out = Output {
+        matches: Vec::new(),
+        files_searched: 0,
+        truncated: false,
+    };
     let mut pending = vec![start];
     while let Some(path) = pending.pop() {
         let meta = fs::metadata(&path)?;
         if meta.is_dir() {
-            let mut entries: Vec<PathBuf> =
-                fs::read_dir(&path)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+            let mut entries: Vec<PathBuf> = fs::read_dir(&path)?
+                .map(|e| e.map(|e| e.path()))
+                .collect::<Result<_, _>>()?;
             entries.sort_unstable_by(|a, b| b.cmp(a));
             pending.extend(entries);
             continue;

@@ -36,18 +36,26 @@ struct Output {
 fn save(input: Input) -> Result<Output, ToolError> {
     let valid = !input.title.is_empty()
         && input.title.len() <= 64
-        && input.title.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && input
+            .title
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !valid {
         return Err(ToolError::invalid_input(
             "`title` must be 1-64 characters of letters, digits, `-` or `_`",
         ));
     }
     let path = format!("/notes/{}.md", input.title);
-    let mut file = fs::OpenOptions::new().create(true).append(true).open(&path)?;
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
     let line = format!("{}\n", input.body);
     file.write_all(line.as_bytes())?;
-    Ok(Output { path, bytes_written: line.len() })
+    Ok(Output {
+        path,
+        bytes_written: line.len(),
+    })
 }
 
 cofferdam_guest::export_tool!(save, effect = Effect::SideEffecting);
-

@@ -39,7 +39,9 @@ fn flaky(ctx: &Context, input: Input) -> Result<Output, ToolError> {
             Failure::Permanent => ToolError::permanent(message),
         });
     }
-    Ok(Output { succeeded_on_attempt: ctx.attempt() })
+    Ok(Output {
+        succeeded_on_attempt: ctx.attempt(),
+    })
 }
 
 cofferdam_guest::export_tool!(flaky, effect = Effect::Idempotent);

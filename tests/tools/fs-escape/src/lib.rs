@@ -41,11 +41,22 @@ fn attempt(input: Input) -> Result<Output, ToolError> {
                 .collect();
             names.map(Into::into)
         }),
-        Input::Env => Ok(std::env::vars().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().into()),
+        Input::Env => Ok(std::env::vars()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .into()),
     };
     Ok(match result {
-        Ok(value) => Output { ok: true, value, error: None },
-        Err(e) => Output { ok: false, value: serde_json::Value::Null, error: Some(e.to_string()) },
+        Ok(value) => Output {
+            ok: true,
+            value,
+            error: None,
+        },
+        Err(e) => Output {
+            ok: false,
+            value: serde_json::Value::Null,
+            error: Some(e.to_string()),
+        },
     })
 }
 

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The cofferdam demo: builds the example tools and two hostile test tools,
+# loads them into the embedded default host (the `cofferdam` CLI), calls them,
+# and shows what the sandbox allows and stops. Safe to run repeatedly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rustup target add wasm32-wasip2
+echo "== building the tools (wasm32-wasip2 components) and the cofferdam CLI"
+cargo build --release --target wasm32-wasip2 -p hello -p grep -p notes -p loop-forever -p fs-escape
+cargo build -p cofferdam
+tools=target/wasm32-wasip2/release
+cofferdam=target/debug/cofferdam
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export COFFERDAM_DATA_DIR="$work/data"
+
+step() { printf '\n== %s\n$ %s\n' "$1" "${*:2}"; "${@:2}" || echo "(exit code $?)"; }
+
+step "what a tool says about itself" $cofferdam inspect $tools/hello.wasm
+step "a typed call (first load compiles the component)" \
+  $cofferdam run $tools/hello.wasm --input '{"name":"Ada","excitement":3}'
+step "the same call again: the precompiled artifact is mapped, not compiled" \
+  $cofferdam run $tools/hello.wasm --input '{"name":"Grace"}'
+step "bad input is the caller's fault: exit code 1, class invalid-input" \
+  $cofferdam run $tools/hello.wasm --input '{"name":""}'
+
+mkdir -p "$work/docs" "$work/notes"
+printf 'A cofferdam keeps the river out.\nWork goes on below the waterline.\n' > "$work/docs/intro.md"
+step "a read-only mount: grep sees /data and nothing else" \
+  $cofferdam run $tools/grep.wasm --mount "$work/docs:/data" --input '{"pattern":"waterline"}'
+step "a read-write mount: a side-effecting tool saves a note" \
+  $cofferdam run $tools/notes.wasm --mount "$work/notes:/notes:rw" --input '{"title":"todo","body":"inspect the dam"}'
+echo "host file $work/notes/todo.md now holds: $(cat "$work/notes/todo.md")"
+
+printf 'top secret\n' > "$work/secret.txt"
+ln -s "$work/secret.txt" "$work/docs/link"
+step "a hostile tool walks ../ out of its mount: denied" \
+  $cofferdam run $tools/fs_escape.wasm --mount "$work/docs:/data" --input '{"op":"read","path":"/data/../secret.txt"}'
+step "it follows a symlink planted to point outside: denied" \
+  $cofferdam run $tools/fs_escape.wasm --mount "$work/docs:/data" --input '{"op":"read","path":"/data/link"}'
+step "it writes to the read-only mount: denied" \
+  $cofferdam run $tools/fs_escape.wasm --mount "$work/docs:/data" --input '{"op":"write","path":"/data/x","contents":"x"}'
+step "a tool that never returns is stopped by fuel (exit code 3)" \
+  $cofferdam run $tools/loop_forever.wasm --fuel 200000000
+step "or by the wall-clock deadline when fuel is plentiful" \
+  $cofferdam run $tools/loop_forever.wasm --fuel 100000000000 --timeout 300ms --json
+echo
+echo "== done: every call above ran in a fresh sandboxed instance"

@@ -1,0 +1,145 @@
+//! Per-call overhead of cofferdam against plain wasmtime, side by side.
+//!
+//! `cargo bench -p cofferdam --bench overhead` measures; `cargo test -p
+//! cofferdam --bench overhead` runs a few iterations only, so the benchmark
+//! cannot rot. Batches of both contenders are interleaved and the medians of
+//! the per-batch means are compared, so machine noise hits both alike.
+//!
+//! Contenders, all calling `invoke` of the `hello` example:
+//! - plain wasmtime 48: pooling allocator, `InstancePre`, a fresh store and
+//!   WASI context per call, no fuel, no epochs (the floor);
+//! - cofferdam `Host::call`: the same plus fuel, epoch deadline, memory cap,
+//!   captured stdio, input and output checks.
+//!
+//! It also times loading the component: compiling it versus mapping the
+//! precompiled artifact a previous process left on disk.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cofferdam::{CallRequest, Host, ToolPolicy};
+use cofferdam_test_artifacts as artifacts;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// The plain embedding generates its own bindings, as any wasmtime user would.
+mod plain {
+    wasmtime::component::bindgen!({
+        world: "tool",
+        path: "../wit",
+        exports: { default: async },
+    });
+}
+
+use plain::cofferdam::tool::{host as wit_host, types as wit_types};
+use plain::{Tool, ToolPre};
+use wit_types::{CallContext, Level};
+
+struct Plain {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for Plain {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl wit_types::Host for Plain {}
+
+impl wit_host::Host for Plain {
+    fn log(&mut self, _level: Level, message: String) {
+        black_box(message);
+    }
+    fn progress(&mut self, _done: u64, _total: Option<u64>, message: String) {
+        black_box(message);
+    }
+    fn remaining_budget(&mut self) -> u64 {
+        0
+    }
+}
+
+struct PlainWasmtime {
+    engine: Engine,
+    pre: ToolPre<Plain>,
+}
+
+impl PlainWasmtime {
+    fn new(component: &[u8]) -> Self {
+        let mut config = Config::new();
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(
+            PoolingAllocationConfig::new(),
+        ));
+        let engine = Engine::new(&config).expect("engine");
+        let component = Component::new(&engine, component).expect("component");
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("wasi");
+        Tool::add_to_linker::<_, HasSelf<Plain>>(&mut linker, |s| s).expect("host");
+        let pre = ToolPre::new(linker.instantiate_pre(&component).expect("pre")).expect("tool");
+        Self { engine, pre }
+    }
+
+    async fn call(&self, input: &str) -> String {
+        let state = Plain { wasi: WasiCtx::builder().build(), table: ResourceTable::new() };
+        let mut store = Store::new(&self.engine, state);
+        let tool = self.pre.instantiate_async(&mut store).await.expect("instantiate");
+        let ctx = CallContext { call_id: "c".into(), task_id: None, attempt: 1, deadline_ms: 1 };
+        tool.call_invoke(&mut store, &ctx, input).await.expect("call").expect("tool ok")
+    }
+}
+
+const INPUT: &str = r#"{"name":"bench"}"#;
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let (rounds, batch) = if full { (31, 400) } else { (3, 5) };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    runtime.block_on(async {
+        let bytes = std::fs::read(artifacts::HELLO).expect("hello component");
+
+        let data = tempfile::tempdir().expect("tempdir");
+        let start = Instant::now();
+        let host = Host::builder().data_dir(data.path()).build().expect("host");
+        host.load_file(Path::new(artifacts::HELLO), ToolPolicy::default()).await.expect("load");
+        let compiled = start.elapsed();
+        drop(host);
+        let start = Instant::now();
+        let host = Host::builder().data_dir(data.path()).build().expect("host");
+        let tool =
+            host.load_file(Path::new(artifacts::HELLO), ToolPolicy::default()).await.expect("load");
+        let cached = start.elapsed();
+        assert_eq!(tool.artifact.source, cofferdam::ArtifactSource::Cached);
+
+        let plain = PlainWasmtime::new(&bytes);
+        let (mut plain_us, mut host_us) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let start = Instant::now();
+            for _ in 0..batch {
+                black_box(plain.call(INPUT).await);
+            }
+            plain_us.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(batch));
+            let start = Instant::now();
+            for _ in 0..batch {
+                let outcome = host.call(CallRequest::new("hello", INPUT)).await.expect("call");
+                black_box(outcome);
+            }
+            host_us.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(batch));
+        }
+        let (plain, ours) = (median(plain_us), median(host_us));
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!("hello, fresh instance per call ({rounds} rounds x {batch} calls, medians)");
+        println!("  plain wasmtime 48          {plain:>9.1} µs/call   1.00x");
+        println!("  cofferdam Host::call       {ours:>9.1} µs/call   {:.2}x", ours / plain);
+        println!("load hello (host build + load)");
+        println!("  compile and cache          {:>9.1} ms", ms(compiled));
+        println!("  map cached artifact        {:>9.1} ms   {:.0}x faster", ms(cached), ms(compiled) / ms(cached));
+    });
+}

@@ -1,0 +1,193 @@
+//! The `cofferdam` binary as a user runs it: output, exit codes, errors.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use cofferdam_test_artifacts as artifacts;
+
+fn cofferdam(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cofferdam"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("COFFERDAM_LOG")
+        .output()
+        .expect("runs cofferdam")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn run_prints_the_output_and_second_run_uses_the_cached_artifact() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let first = cofferdam(
+        data.path(),
+        &["run", artifacts::HELLO, "--input", r#"{"name":"Ada"}"#],
+    );
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let out: serde_json::Value = serde_json::from_slice(&first.stdout).expect("JSON output");
+    assert_eq!(out["greeting"], "Hello, Ada!");
+    assert!(
+        text(&first.stderr).contains("artifact Compiled"),
+        "{}",
+        text(&first.stderr)
+    );
+    assert!(
+        text(&first.stderr).contains("[info] greeting Ada"),
+        "{}",
+        text(&first.stderr)
+    );
+
+    let second = cofferdam(
+        data.path(),
+        &["run", artifacts::HELLO, "--input", r#"{"name":"Bo"}"#],
+    );
+    assert!(second.status.success());
+    assert!(
+        text(&second.stderr).contains("artifact Cached"),
+        "{}",
+        text(&second.stderr)
+    );
+}
+
+#[test]
+fn exit_codes_tell_tool_errors_from_limits_and_bad_usage() {
+    let data = common::shared_data_dir();
+    let tool_error = cofferdam(
+        &data,
+        &["run", artifacts::HELLO, "--input", r#"{"name":""}"#],
+    );
+    assert_eq!(tool_error.status.code(), Some(1));
+    assert!(
+        text(&tool_error.stderr).contains("error [invalid-input]"),
+        "{}",
+        text(&tool_error.stderr)
+    );
+
+    let limit = cofferdam(
+        &data,
+        &[
+            "run",
+            artifacts::LOOP_FOREVER,
+            "--fuel",
+            "1000000",
+            "--json",
+        ],
+    );
+    assert_eq!(limit.status.code(), Some(3));
+    let out: serde_json::Value = serde_json::from_slice(&limit.stdout).expect("JSON error");
+    assert_eq!(out["ok"], false);
+    assert_eq!(out["error"]["class"], "out-of-fuel");
+
+    let deadline = cofferdam(
+        &data,
+        &[
+            "run",
+            artifacts::SLEEPY,
+            "--input",
+            r#"{"millis":60000}"#,
+            "--timeout",
+            "100ms",
+        ],
+    );
+    assert_eq!(deadline.status.code(), Some(3));
+    assert!(
+        text(&deadline.stderr).contains("exceeded its 100 ms deadline"),
+        "{}",
+        text(&deadline.stderr)
+    );
+
+    let missing = cofferdam(&data, &["run", "/nonexistent.wasm"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        text(&missing.stderr).contains("cannot read component /nonexistent.wasm"),
+        "{}",
+        text(&missing.stderr)
+    );
+}
+
+#[test]
+fn run_with_a_manifest_and_mount_flags() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let docs = dir.path().join("docs");
+    std::fs::create_dir(&docs).expect("mkdir");
+    std::fs::write(docs.join("a.txt"), "cofferdam holds\n").expect("write");
+    let manifest = dir.path().join("grep.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "component = {:?}\n[[mounts]]\nhost = \"docs\"\nguest = \"/data\"\n[limits]\ntimeout_ms = 5000\n",
+            artifacts::GREP
+        ),
+    )
+    .expect("write");
+    let data = common::shared_data_dir();
+    let manifest_arg = manifest.display().to_string();
+    let run = cofferdam(
+        &data,
+        &[
+            "run",
+            "--manifest",
+            &manifest_arg,
+            "--input",
+            r#"{"pattern":"holds"}"#,
+        ],
+    );
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let out: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON");
+    assert_eq!(out["matches"][0]["text"], "cofferdam holds");
+
+    let mount = format!("{}:/data", docs.display());
+    let run = cofferdam(
+        &data,
+        &[
+            "run",
+            artifacts::GREP,
+            "--mount",
+            &mount,
+            "--input",
+            r#"{"pattern":"holds"}"#,
+        ],
+    );
+    assert!(run.status.success(), "{}", text(&run.stderr));
+
+    std::fs::write(&manifest, "componet = \"x.wasm\"\n").expect("write");
+    let bad = cofferdam(&data, &["run", "--manifest", &manifest_arg]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("componet"),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
+#[test]
+fn inspect_shows_description_schema_and_imports() {
+    let data = common::shared_data_dir();
+    let human = cofferdam(&data, &["inspect", artifacts::GREP]);
+    assert!(human.status.success(), "{}", text(&human.stderr));
+    let stdout = text(&human.stdout);
+    for expected in [
+        "name         grep",
+        "effect       pure",
+        "cofferdam:tool/host@0.1.0",
+        "\"pattern\"",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    let json = cofferdam(&data, &["inspect", artifacts::NOTES, "--json"]);
+    let out: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    assert_eq!(out["name"], "notes");
+    assert_eq!(out["effect"], "side-effecting");
+    assert_eq!(
+        out["input_schema"]["required"],
+        serde_json::json!(["title", "body"])
+    );
+}

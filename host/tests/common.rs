@@ -1,0 +1,47 @@
+//! Shared helpers for the integration tests: hosts over a shared artifact
+//! cache, and the normal call that proves a host still serves.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::path::{Path, PathBuf};
+
+use cofferdam::{CallRequest, Host, HostBuilder, LimitsSpec, ToolPolicy};
+use cofferdam_test_artifacts as artifacts;
+
+/// Artifacts shared by all tests, so each component compiles once per run.
+pub fn shared_data_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("cofferdam-test-data")
+}
+
+pub fn builder() -> HostBuilder {
+    Host::builder().data_dir(shared_data_dir())
+}
+
+pub fn host() -> Host {
+    builder().build().expect("host builds")
+}
+
+pub fn policy_with(limits: LimitsSpec) -> ToolPolicy {
+    ToolPolicy {
+        limits,
+        ..ToolPolicy::default()
+    }
+}
+
+pub async fn load(host: &Host, component: &str, policy: ToolPolicy) {
+    host.load_file(Path::new(component), policy)
+        .await
+        .expect("tool loads");
+}
+
+/// Loads `hello` (if needed) and checks that a normal call succeeds.
+pub async fn assert_host_still_serves(host: &Host) {
+    if host.tool("hello").is_none() {
+        load(host, artifacts::HELLO, ToolPolicy::default()).await;
+    }
+    let outcome = host
+        .call(CallRequest::new("hello", r#"{"name":"after"}"#))
+        .await
+        .expect("a normal call succeeds after a hostile one");
+    assert_eq!(outcome.output_json()["greeting"], "Hello, after!");
+}
