@@ -44,7 +44,10 @@ struct Plain {
 
 impl WasiView for Plain {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -83,11 +86,26 @@ impl PlainWasmtime {
     }
 
     async fn call(&self, input: &str) -> String {
-        let state = Plain { wasi: WasiCtx::builder().build(), table: ResourceTable::new() };
+        let state = Plain {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+        };
         let mut store = Store::new(&self.engine, state);
-        let tool = self.pre.instantiate_async(&mut store).await.expect("instantiate");
-        let ctx = CallContext { call_id: "c".into(), task_id: None, attempt: 1, deadline_ms: 1 };
-        tool.call_invoke(&mut store, &ctx, input).await.expect("call").expect("tool ok")
+        let tool = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .expect("instantiate");
+        let ctx = CallContext {
+            call_id: "c".into(),
+            task_id: None,
+            attempt: 1,
+            deadline_ms: 1,
+        };
+        tool.call_invoke(&mut store, &ctx, input)
+            .await
+            .expect("call")
+            .expect("tool ok")
     }
 }
 
@@ -101,20 +119,27 @@ fn median(mut values: Vec<f64>) -> f64 {
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (rounds, batch) = if full { (31, 400) } else { (3, 5) };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
     runtime.block_on(async {
         let bytes = std::fs::read(artifacts::HELLO).expect("hello component");
 
         let data = tempfile::tempdir().expect("tempdir");
         let start = Instant::now();
         let host = Host::builder().data_dir(data.path()).build().expect("host");
-        host.load_file(Path::new(artifacts::HELLO), ToolPolicy::default()).await.expect("load");
+        host.load_file(Path::new(artifacts::HELLO), ToolPolicy::default())
+            .await
+            .expect("load");
         let compiled = start.elapsed();
         drop(host);
         let start = Instant::now();
         let host = Host::builder().data_dir(data.path()).build().expect("host");
-        let tool =
-            host.load_file(Path::new(artifacts::HELLO), ToolPolicy::default()).await.expect("load");
+        let tool = host
+            .load_file(Path::new(artifacts::HELLO), ToolPolicy::default())
+            .await
+            .expect("load");
         let cached = start.elapsed();
         assert_eq!(tool.artifact.source, cofferdam::ArtifactSource::Cached);
 
@@ -128,7 +153,10 @@ fn main() {
             plain_us.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(batch));
             let start = Instant::now();
             for _ in 0..batch {
-                let outcome = host.call(CallRequest::new("hello", INPUT)).await.expect("call");
+                let outcome = host
+                    .call(CallRequest::new("hello", INPUT))
+                    .await
+                    .expect("call");
                 black_box(outcome);
             }
             host_us.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(batch));
@@ -137,9 +165,16 @@ fn main() {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!("hello, fresh instance per call ({rounds} rounds x {batch} calls, medians)");
         println!("  plain wasmtime 48          {plain:>9.1} µs/call   1.00x");
-        println!("  cofferdam Host::call       {ours:>9.1} µs/call   {:.2}x", ours / plain);
+        println!(
+            "  cofferdam Host::call       {ours:>9.1} µs/call   {:.2}x",
+            ours / plain
+        );
         println!("load hello (host build + load)");
         println!("  compile and cache          {:>9.1} ms", ms(compiled));
-        println!("  map cached artifact        {:>9.1} ms   {:.0}x faster", ms(cached), ms(compiled) / ms(cached));
+        println!(
+            "  map cached artifact        {:>9.1} ms   {:.0}x faster",
+            ms(cached),
+            ms(compiled) / ms(cached)
+        );
     });
 }

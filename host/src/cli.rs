@@ -3,7 +3,10 @@
 //! Built only on the library's public API. Errors print their whole chain
 //! once; the exit code tells what kind of failure it was:
 //! 0 success, 1 the tool reported an error, 2 bad usage, configuration or
-//! component, 3 the host stopped the tool (a limit or a trap), 4 host failure.
+//! component, 3 the host stopped the tool (a limit or a trap) or a
+//! side-effecting tool's outcome is unknown, 4 host failure, 5 the tool is
+//! unavailable now (breaker open, bulkhead full): retry later. After retries,
+//! the code is the last attempt's.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -13,8 +16,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use cofferdam::{
-    CallError, CallOutcome, CallRequest, ErrorClass, Host, LimitsSpec, LoadError, Mount, MountMode,
-    ToolDescription, ToolPolicy,
+    BreakerMode, CallError, CallOutcome, CallRequest, ErrorClass, Host, LimitsSpec, LoadError,
+    Mount, MountMode, ToolDescription, ToolPolicy,
 };
 
 #[derive(Parser)]
@@ -38,6 +41,27 @@ enum Command {
     Run(RunArgs),
     /// Show what a component is: name, effect, input schema, imports.
     Inspect(InspectArgs),
+    /// Show or set operator modes of circuit breakers (remembered in the data dir).
+    #[command(subcommand)]
+    Breakers(BreakersCommand),
+}
+
+#[derive(Subcommand)]
+enum BreakersCommand {
+    /// List the breaker modes operators have set.
+    List {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a tool's breaker mode: normal, disabled, forced-open or metrics-only.
+    Set {
+        /// The tool's name.
+        tool: String,
+        /// The mode.
+        #[arg(value_parser = parse_breaker_mode)]
+        mode: BreakerMode,
+    },
 }
 
 #[derive(Args)]
@@ -73,6 +97,10 @@ struct RunArgs {
     /// Memory cap in MiB.
     #[arg(long)]
     memory_mib: Option<u64>,
+    /// Attempts including the first (1: no retries). Only pure and idempotent
+    /// tools are retried, and only after transient failures.
+    #[arg(long)]
+    attempts: Option<u32>,
     /// Give the call a private writable /scratch directory.
     #[arg(long)]
     scratch: bool,
@@ -95,6 +123,7 @@ const EXIT_TOOL_ERROR: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_STOPPED: u8 = 3;
 const EXIT_HOST: u8 = 4;
+const EXIT_UNAVAILABLE: u8 = 5;
 
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -120,6 +149,7 @@ pub(crate) fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(args, &data_dir).await,
             Command::Inspect(args) => inspect(args, &data_dir).await,
+            Command::Breakers(command) => breakers(command, &data_dir),
         }
     });
     match result {
@@ -180,6 +210,7 @@ async fn run(args: RunArgs, data_dir: &Path) -> Result<ExitCode> {
         policy.env.insert(key.to_owned(), value.to_owned());
     }
     policy.scratch |= args.scratch;
+    policy.retry.max_attempts = args.attempts.or(policy.retry.max_attempts);
     policy.limits = LimitsSpec {
         fuel: args.fuel.or(policy.limits.fuel),
         timeout_ms: args
@@ -258,9 +289,20 @@ fn report_call(
                         );
                     }
                 }
+                let retried = if outcome.attempts > 1 {
+                    let classes: Vec<&str> =
+                        outcome.failed_attempts.iter().map(|c| c.as_str()).collect();
+                    format!(
+                        ", attempt {} after {}",
+                        outcome.attempts,
+                        classes.join(", ")
+                    )
+                } else {
+                    String::new()
+                };
                 let _ = writeln!(
                     err,
-                    "ok: {} {} in {:.2} ms, {} fuel, {} tokens (artifact {:?} in {:.2} ms)",
+                    "ok: {} {} in {:.2} ms, {} fuel, {} tokens{retried} (artifact {:?} in {:.2} ms)",
                     tool.name,
                     tool.version,
                     outcome.duration.as_secs_f64() * 1e3,
@@ -275,9 +317,14 @@ fn report_call(
         Err(error) => {
             let class = error.class();
             if json {
+                let retry_after = error.retry_after().map(|d| d.as_millis());
                 let value = serde_json::json!({
                     "ok": false,
-                    "error": { "class": class, "message": error.to_string() },
+                    "error": {
+                        "class": class,
+                        "message": error.to_string(),
+                        "retry_after_ms": retry_after,
+                    },
                 });
                 println!(
                     "{}",
@@ -286,7 +333,7 @@ fn report_call(
             } else {
                 eprintln!("error [{}]: {error}", class.as_str());
             }
-            ExitCode::from(exit_code(class))
+            ExitCode::from(exit_code(&error))
         }
     }
 }
@@ -304,8 +351,13 @@ fn preview(text: &str) -> String {
     format!("{}… (use --json for all of it)", &text[..end])
 }
 
-fn exit_code(class: ErrorClass) -> u8 {
-    match class {
+fn exit_code(error: &CallError) -> u8 {
+    match error {
+        CallError::RetriesExhausted { last, .. } => return exit_code(last),
+        CallError::CircuitOpen { .. } | CallError::BulkheadFull { .. } => return EXIT_UNAVAILABLE,
+        _ => {}
+    }
+    match error.class() {
         ErrorClass::InvalidInput
         | ErrorClass::Transient
         | ErrorClass::RateLimited
@@ -343,6 +395,51 @@ async fn inspect(args: InspectArgs, data_dir: &Path) -> Result<ExitCode> {
     println!("input schema");
     println!("{}", serde_json::to_string_pretty(&tool.input_schema)?);
     Ok(ExitCode::SUCCESS)
+}
+
+fn breakers(command: BreakersCommand, data_dir: &Path) -> Result<ExitCode> {
+    match command {
+        BreakersCommand::List { json } => {
+            let modes = Host::remembered_breaker_modes(data_dir);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&modes)?);
+            } else if modes.is_empty() {
+                println!("no breaker modes set: every tool's breaker runs normally");
+            } else {
+                for (tool, mode) in &modes {
+                    println!("{tool:<24} {}", breaker_mode_name(*mode));
+                }
+            }
+        }
+        BreakersCommand::Set { tool, mode } => {
+            cofferdam::ToolName::new(&tool)?;
+            Host::remember_breaker_mode(data_dir, &tool, mode)
+                .with_context(|| format!("saving the breaker mode in {}", data_dir.display()))?;
+            println!("breaker of `{tool}` is now {}", breaker_mode_name(mode));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn breaker_mode_name(mode: BreakerMode) -> &'static str {
+    match mode {
+        BreakerMode::Normal => "normal",
+        BreakerMode::Disabled => "disabled",
+        BreakerMode::ForcedOpen => "forced-open",
+        BreakerMode::MetricsOnly => "metrics-only",
+    }
+}
+
+fn parse_breaker_mode(text: &str) -> Result<BreakerMode, String> {
+    [
+        BreakerMode::Normal,
+        BreakerMode::Disabled,
+        BreakerMode::ForcedOpen,
+        BreakerMode::MetricsOnly,
+    ]
+    .into_iter()
+    .find(|m| breaker_mode_name(*m) == text)
+    .ok_or_else(|| format!("`{text}` is not one of normal, disabled, forced-open, metrics-only"))
 }
 
 /// `HOST:GUEST[:ro|rw]`.

@@ -6,7 +6,15 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::{Fuel, PolicyError, ToolName};
+use crate::{BreakerState, Fuel, PolicyError, ToolName};
+
+fn retry_hint(retry_after: &Option<Duration>) -> String {
+    match retry_after {
+        Some(d) if d.as_secs() >= 1 => format!("; retry after {} s", d.as_secs()),
+        Some(d) => format!("; retry after {} ms", d.as_millis().max(1)),
+        None => String::new(),
+    }
+}
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -84,6 +92,18 @@ pub enum LoadError {
         /// What is wrong.
         reason: String,
     },
+    /// The tool's bulkhead would overcommit the host's instance pool.
+    #[error(
+        "tool needs {needed} instance slots but only {free} of the host's {total} are unreserved; raise `HostBuilder::max_instances` or lower `pool.max_concurrent`"
+    )]
+    PoolExhausted {
+        /// Slots the tool asks for (`pool.max_concurrent`).
+        needed: u32,
+        /// Slots not reserved by other tools.
+        free: u32,
+        /// The pool's size.
+        total: u32,
+    },
     /// A tool of that name is loaded already.
     #[error("a tool named `{name}` is already loaded")]
     AlreadyLoaded {
@@ -126,6 +146,14 @@ pub enum ErrorClass {
     InvalidOutput,
     /// The tool passed more data to the host at once than allowed.
     DataLimit,
+    /// The tool's circuit breaker refused the call: the tool is failing.
+    CircuitOpen,
+    /// The tool is at its concurrency limit.
+    BulkheadFull,
+    /// A side-effecting tool was interrupted; it may or may not have acted.
+    UnknownOutcome,
+    /// Every allowed attempt failed.
+    RetriesExhausted,
     /// The host could not set up or run the call.
     Host,
 }
@@ -148,6 +176,10 @@ impl ErrorClass {
             Self::OutputTooLarge => "output-too-large",
             Self::InvalidOutput => "invalid-output",
             Self::DataLimit => "data-limit",
+            Self::CircuitOpen => "circuit-open",
+            Self::BulkheadFull => "bulkhead-full",
+            Self::UnknownOutcome => "unknown-outcome",
+            Self::RetriesExhausted => "retries-exhausted",
             Self::Host => "host",
         }
     }
@@ -275,6 +307,52 @@ pub enum CallError {
         /// Bytes allowed per transfer.
         limit: usize,
     },
+    /// The tool's circuit breaker refused the call: recent calls failed, so
+    /// the host fails fast instead of adding load. Do not retry before
+    /// `retry_after`.
+    #[error("tool `{tool}` is unavailable: its circuit breaker is {}{}", .state.as_str(), retry_hint(.retry_after))]
+    CircuitOpen {
+        /// The tool.
+        tool: ToolName,
+        /// `open`, `half-open` (probes in flight) or `forced-open` (an operator).
+        state: BreakerState,
+        /// When a call may be admitted again; `None` while an operator holds it open.
+        retry_after: Option<Duration>,
+        /// Attempts made before the breaker refused (0: refused up front).
+        attempts: u32,
+    },
+    /// The tool is running as many calls as its bulkhead allows and its queue
+    /// is full (or the wait ran out).
+    #[error("tool `{tool}` is at its concurrency limit{}", retry_hint(&Some(*.retry_after)))]
+    BulkheadFull {
+        /// The tool.
+        tool: ToolName,
+        /// About when a slot frees up.
+        retry_after: Duration,
+    },
+    /// A side-effecting tool was stopped or its result lost after it may have
+    /// acted; it was not retried. Check the world before calling again.
+    #[error(
+        "tool `{tool}` may or may not have acted (it is side-effecting and {cause}); not retried"
+    )]
+    UnknownOutcome {
+        /// The tool.
+        tool: ToolName,
+        /// What interrupted it.
+        cause: Box<CallError>,
+    },
+    /// Every attempt the retry policy allowed failed.
+    #[error("tool `{tool}` failed {attempts} attempts; last: {last}")]
+    RetriesExhausted {
+        /// The tool.
+        tool: ToolName,
+        /// Attempts made.
+        attempts: u32,
+        /// Class of each failed attempt, in order.
+        classes: Vec<ErrorClass>,
+        /// The last attempt's error.
+        last: Box<CallError>,
+    },
     /// The host could not set up or run the call (not the tool's fault).
     #[error("host failed to run tool `{tool}`: {reason}")]
     Host {
@@ -306,7 +384,26 @@ impl CallError {
             Self::OutputTooLarge { .. } => ErrorClass::OutputTooLarge,
             Self::InvalidOutput { .. } => ErrorClass::InvalidOutput,
             Self::DataLimit { .. } => ErrorClass::DataLimit,
+            Self::CircuitOpen { .. } => ErrorClass::CircuitOpen,
+            Self::BulkheadFull { .. } => ErrorClass::BulkheadFull,
+            Self::UnknownOutcome { .. } => ErrorClass::UnknownOutcome,
+            Self::RetriesExhausted { .. } => ErrorClass::RetriesExhausted,
             Self::Host { .. } => ErrorClass::Host,
+        }
+    }
+
+    /// How long the caller should wait before calling again, when known:
+    /// an open breaker, a full bulkhead, or a rate-limited tool.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::CircuitOpen { retry_after, .. } => *retry_after,
+            Self::BulkheadFull { retry_after, .. } => Some(*retry_after),
+            Self::Tool {
+                error: ToolError::RateLimited { retry_after },
+                ..
+            } => Some(*retry_after),
+            Self::RetriesExhausted { last, .. } => last.retry_after(),
+            _ => None,
         }
     }
 

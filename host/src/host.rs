@@ -2,7 +2,7 @@
 //! shared engine, linker and artifact cache live here; each call's work is in
 //! [`crate::attempt`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -13,17 +13,22 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
-use crate::attempt::{Attempt, Export, Returned};
+use crate::attempt::{Attempt, Execution, Export, Returned};
 use crate::bindings::ToolPre;
 use crate::bindings::cofferdam::tool::types as wit;
+use crate::breaker::{Breaker, Refused, Verdict};
+use crate::bulkhead::Bulkhead;
+use crate::classify::{disposition, may_retry};
+use crate::clock::{Clock, Jitter, SystemClock};
 use crate::component_cache::{ArtifactInfo, ComponentCache};
 use crate::engine::{self, EngineSettings};
 use crate::host_api::{self, LogRecord, ProgressSink};
 use crate::policy::resolve_mount;
+use crate::retry::{RetryBudget, RetryConfig};
 use crate::sandbox::{CallState, Grants, ResolvedMount};
 use crate::{
-    BuildError, CallError, Effect, Fuel, Limits, LoadError, PolicyError, TokenPrice, Tokens,
-    ToolName, ToolPolicy,
+    BreakerMode, BreakerSnapshot, BreakerState, BuildError, CallError, Effect, ErrorClass, Fuel,
+    Limits, LoadError, PolicyError, TokenPrice, Tokens, ToolName, ToolPolicy,
 };
 
 /// Configures a [`Host`]. Every default denies or bounds:
@@ -38,6 +43,12 @@ use crate::{
 /// | [`max_memory_bytes`](Self::max_memory_bytes) | 1 GiB: no tool's memory limit may exceed it |
 /// | [`max_wasm_stack`](Self::max_wasm_stack) | 512 KiB of wasm stack per call |
 /// | [`epoch_tick`](Self::epoch_tick) | 10 ms between deadline checks |
+/// | [`clock`](Self::clock) | the system clock |
+/// | [`jitter_seed`](Self::jitter_seed) | seeded from the time |
+///
+/// Each tool also gets a bulkhead (4 concurrent calls, no queue), a circuit
+/// breaker and a retry policy with the DESIGN §6 defaults, which its policy's
+/// `[pool]`, `[breaker]` and `[retry]` tables can change.
 ///
 /// Tools get no files, no environment variables and no network unless their
 /// [`ToolPolicy`] grants them.
@@ -48,6 +59,8 @@ pub struct HostBuilder {
     limits: Limits,
     price: TokenPrice,
     engine: EngineSettings,
+    clock: Option<Arc<dyn Clock>>,
+    jitter_seed: Option<u64>,
 }
 
 impl Default for HostBuilder {
@@ -63,6 +76,8 @@ impl Default for HostBuilder {
                 max_wasm_stack: 512 << 10,
                 epoch_tick: Duration::from_millis(10),
             },
+            clock: None,
+            jitter_seed: None,
         }
     }
 }
@@ -122,6 +137,19 @@ impl HostBuilder {
         self
     }
 
+    /// The clock breakers, backoff and retry budgets run on (deadlines of
+    /// running guests always use real time). Tests pass a [`crate::ManualClock`].
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Seeds the jitter of backoffs and open periods, for reproducible runs.
+    pub fn jitter_seed(mut self, seed: u64) -> Self {
+        self.jitter_seed = Some(seed);
+        self
+    }
+
     /// Builds the host: engine, epoch ticker, linker, artifact cache.
     pub fn build(self) -> Result<Host, BuildError> {
         let mut roots = Vec::with_capacity(self.allowed_roots.len());
@@ -162,6 +190,15 @@ impl HostBuilder {
                 price: self.price,
                 max_memory_bytes: self.engine.max_memory_bytes,
                 scratch_root,
+                data_dir: self.data_dir.clone(),
+                max_instances: self.engine.max_instances,
+                clock: self
+                    .clock
+                    .unwrap_or_else(|| Arc::new(SystemClock::default())),
+                jitter: Arc::new(match self.jitter_seed {
+                    Some(seed) => Jitter::seeded(seed),
+                    None => Jitter::from_entropy(),
+                }),
                 tools: RwLock::new(HashMap::new()),
             }),
         })
@@ -193,6 +230,10 @@ struct Inner {
     price: TokenPrice,
     max_memory_bytes: u64,
     scratch_root: PathBuf,
+    data_dir: Option<PathBuf>,
+    max_instances: u32,
+    clock: Arc<dyn Clock>,
+    jitter: Arc<Jitter>,
     tools: RwLock<HashMap<ToolName, Arc<LoadedTool>>>,
 }
 
@@ -201,6 +242,11 @@ struct LoadedTool {
     pre: ToolPre<CallState>,
     grants: Grants,
     limits: Limits,
+    breaker: Arc<Breaker>,
+    bulkhead: Bulkhead,
+    retry: RetryConfig,
+    retry_budget: RetryBudget,
+    invocations: AtomicU64,
 }
 
 /// What a loaded tool is: its self-description plus what the host made of it.
@@ -290,11 +336,18 @@ pub struct CallOutcome {
     pub fuel_used: Fuel,
     /// Tokens the call costs ([`TokenPrice::charge`]).
     pub tokens: Tokens,
-    /// Wall-clock time of the call.
-    #[serde(rename = "duration_us", serialize_with = "micros")]
+    /// Wall-clock time of the successful attempt.
+    #[serde(rename = "duration_us", serialize_with = "crate::units::micros")]
     pub duration: Duration,
-    /// Attempts made (1 until retries exist).
+    /// Attempts made, this one included.
     pub attempts: u32,
+    /// Class of each failed attempt before the one that succeeded.
+    pub failed_attempts: Vec<ErrorClass>,
+    /// The tool's breaker state after the call.
+    pub breaker: BreakerState,
+    /// Time spent queued for a slot and backing off between attempts.
+    #[serde(rename = "waited_us", serialize_with = "crate::units::micros")]
+    pub waited: Duration,
     /// What the tool logged through the host interface.
     pub logs: Vec<LogRecord>,
     /// Log records dropped past the limit.
@@ -307,10 +360,6 @@ pub struct CallOutcome {
     pub stderr: String,
     /// Whether stderr was cut at the limit.
     pub stderr_truncated: bool,
-}
-
-fn micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 impl CallOutcome {
@@ -439,16 +488,46 @@ impl Host {
         };
 
         let description = describe(info, &policy, digest, imports, artifact)?;
+        let mut breaker = policy.breaker.apply(limits.timeout);
+        if let Some(dir) = &inner.data_dir
+            && let Some(mode) = breaker_modes::read(dir).get(description.name.as_str())
+        {
+            breaker.mode = *mode;
+        }
+        let bulkhead = policy.pool.apply();
+        let retry = policy.retry.apply(limits.timeout);
         let tool = Arc::new(LoadedTool {
             description: description.clone(),
             pre,
             grants,
             limits,
+            breaker: Arc::new(Breaker::new(
+                description.name.as_str(),
+                breaker,
+                Arc::clone(&inner.clock),
+                Arc::clone(&inner.jitter),
+            )),
+            bulkhead: Bulkhead::new(bulkhead),
+            retry_budget: RetryBudget::new(&retry, inner.clock.now()),
+            retry,
+            invocations: AtomicU64::new(0),
         });
         let mut tools = inner.tools.write().unwrap_or_else(|e| e.into_inner());
         if tools.contains_key(&description.name) {
             return Err(LoadError::AlreadyLoaded {
                 name: description.name,
+            });
+        }
+        let reserved: u32 = tools
+            .values()
+            .map(|t| t.bulkhead.config().max_concurrent)
+            .sum();
+        let free = inner.max_instances.saturating_sub(reserved);
+        if bulkhead.max_concurrent > free {
+            return Err(LoadError::PoolExhausted {
+                needed: bulkhead.max_concurrent,
+                free,
+                total: inner.max_instances,
             });
         }
         tools.insert(description.name.clone(), tool);
@@ -481,7 +560,10 @@ impl Host {
         tools.get(&name).cloned()
     }
 
-    /// Calls a tool in a fresh sandboxed instance under its limits.
+    /// Calls a tool through the resilience pipeline: circuit breaker, then
+    /// bulkhead, then up to `retry.max_attempts` attempts, each in a fresh
+    /// sandboxed instance under the tool's limits. Which failures are retried
+    /// and which the breaker counts is fixed by the error-class table.
     pub async fn call(&self, request: CallRequest) -> Result<CallOutcome, CallError> {
         let tool = self
             .find(&request.tool)
@@ -502,73 +584,329 @@ impl Host {
         if let Some(timeout) = request.timeout {
             limits.timeout = limits.timeout.min(timeout);
         }
-        let call_id = request.call_id.unwrap_or_else(new_call_id);
-        let ctx = wit::CallContext {
-            call_id: call_id.clone(),
-            task_id: request.task_id,
-            attempt: 1,
-            deadline_ms: u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX),
-        };
         let inner = &self.inner;
-        let execution = Attempt {
-            engine: &inner.engine,
-            pre: &tool.pre,
-            tool: name,
-            grants: &tool.grants,
-            limits,
-            price: inner.price,
-            scratch_root: &inner.scratch_root,
-            progress: request.progress,
-        }
-        .execute(Export::Invoke {
-            ctx,
-            input: &request.input,
-        })
-        .await;
+        let clock = &*inner.clock;
+        let started = clock.now();
+        let total = tool.retry.total_timeout;
+        tool.retry_budget.deposit(started);
 
-        let output = match execution.result {
-            Ok(Returned::Output(Ok(output))) => output,
-            Ok(Returned::Output(Err(error))) => {
-                return Err(CallError::Tool {
+        // A refused call costs nothing more: no queueing, no instance.
+        let mut permit = tool
+            .breaker
+            .try_acquire()
+            .map_err(|r| refused(name, r, 0))?;
+        let (_slot, mut waited) =
+            tool.bulkhead
+                .acquire()
+                .await
+                .map_err(|full| CallError::BulkheadFull {
                     tool: name.clone(),
-                    error: error.into(),
+                    retry_after: full.retry_after,
+                })?;
+
+        let call_id = request.call_id.unwrap_or_else(new_call_id);
+        let mut failed = Vec::new();
+        let mut attempt = 1;
+        loop {
+            // The first attempt gets the whole attempt timeout (within the
+            // total); later ones get what is left of the total.
+            let remaining = if attempt == 1 {
+                total
+            } else {
+                total.saturating_sub(clock.now().saturating_sub(started))
+            };
+            let attempt_limits = Limits {
+                timeout: limits.timeout.min(remaining).max(MIN_ATTEMPT_TIME),
+                ..limits
+            };
+            let ctx = wit::CallContext {
+                call_id: call_id.clone(),
+                task_id: request.task_id.clone(),
+                attempt,
+                deadline_ms: u64::try_from(attempt_limits.timeout.as_millis()).unwrap_or(u64::MAX),
+            };
+            tool.invocations.fetch_add(1, Ordering::Relaxed);
+            let execution = Attempt {
+                engine: &inner.engine,
+                pre: &tool.pre,
+                tool: name,
+                grants: &tool.grants,
+                limits: attempt_limits,
+                price: inner.price,
+                scratch_root: &inner.scratch_root,
+                progress: request.progress.clone(),
+            }
+            .execute(Export::Invoke {
+                ctx,
+                input: &request.input,
+            })
+            .await;
+            let duration = execution.duration;
+            tool.bulkhead.observe(duration);
+            let error = match checked_output(name, &attempt_limits, execution) {
+                Ok(parts) => {
+                    permit.record(Verdict::Success, duration);
+                    return Ok(parts.into_outcome(
+                        name,
+                        call_id,
+                        inner.price,
+                        attempt,
+                        failed,
+                        tool.breaker.state(),
+                        waited,
+                    ));
+                }
+                Err(error) => error,
+            };
+            let class = error.class();
+            let row = disposition(class);
+            permit.record(row.verdict, duration);
+            tracing::debug!(tool = %name, %call_id, attempt, class = class.as_str(), "attempt failed");
+            if row.interrupted && tool.description.effect == Effect::SideEffecting {
+                return Err(CallError::UnknownOutcome {
+                    tool: name.clone(),
+                    cause: Box::new(error),
                 });
             }
-            Ok(Returned::Info(_)) => unreachable!("invoke returns output"),
-            Err(error) => {
-                tracing::debug!(tool = %name, %call_id, class = error.class().as_str(),
-                    stderr = %String::from_utf8_lossy(&execution.stderr), "call failed");
-                return Err(error);
+            failed.push(class);
+            let give_up = !row.retryable
+                || !may_retry(tool.description.effect, false)
+                || attempt >= tool.retry.max_attempts;
+            if give_up {
+                return Err(exhausted(name, attempt, failed, error));
             }
-        };
-        if output.len() > limits.max_output_bytes {
-            return Err(CallError::OutputTooLarge {
-                tool: name.clone(),
-                size: output.len(),
-                limit: limits.max_output_bytes,
-            });
+            let backoff = tool
+                .retry
+                .backoff(attempt, error.retry_after(), &inner.jitter);
+            let elapsed = clock.now().saturating_sub(started);
+            if elapsed + backoff + MIN_ATTEMPT_TIME > total
+                || !tool.retry_budget.try_withdraw(clock.now())
+            {
+                return Err(exhausted(name, attempt, failed, error));
+            }
+            clock.sleep(backoff).await;
+            waited += backoff;
+            permit = tool
+                .breaker
+                .try_acquire()
+                .map_err(|r| refused(name, r, attempt))?;
+            attempt += 1;
         }
-        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&output) {
-            return Err(CallError::InvalidOutput {
-                tool: name.clone(),
-                reason: e.to_string(),
-            });
-        }
-        Ok(CallOutcome {
-            tool: name.clone(),
-            call_id,
-            tokens: inner.price.charge(execution.fuel_used, output.len()),
-            output,
-            fuel_used: execution.fuel_used,
-            duration: execution.duration,
-            attempts: 1,
-            logs: execution.logs,
-            logs_dropped: execution.logs_dropped,
-            stdout: String::from_utf8_lossy(&execution.stdout).into_owned(),
-            stdout_truncated: execution.stdout_dropped > 0,
-            stderr: String::from_utf8_lossy(&execution.stderr).into_owned(),
-            stderr_truncated: execution.stderr_dropped > 0,
+    }
+
+    /// Counters and breaker state of one tool.
+    pub fn stats(&self, name: &str) -> Option<ToolStats> {
+        let tool = self.find(name)?;
+        Some(ToolStats {
+            name: tool.description.name.clone(),
+            invocations: tool.invocations.load(Ordering::Relaxed),
+            in_flight: tool.bulkhead.in_use(),
+            queued: tool.bulkhead.waiting(),
+            max_concurrent: tool.bulkhead.config().max_concurrent,
+            breaker: tool.breaker.snapshot(),
         })
+    }
+
+    /// Sets a tool's breaker mode (force open, disable, metrics-only, or back
+    /// to normal). With a data directory the mode is remembered across
+    /// restarts, for hosts and CLI runs alike.
+    pub fn set_breaker_mode(&self, name: &str, mode: BreakerMode) -> Result<(), CallError> {
+        let tool = self.find(name).ok_or_else(|| CallError::UnknownTool {
+            tool: name.to_owned(),
+        })?;
+        tool.breaker.set_mode(mode);
+        if let Some(dir) = &self.inner.data_dir
+            && let Err(e) = Self::remember_breaker_mode(dir, tool.description.name.as_str(), mode)
+        {
+            tracing::warn!(error = %e, "cannot remember the breaker mode");
+        }
+        Ok(())
+    }
+
+    /// The breaker modes remembered in a data directory, by tool name.
+    pub fn remembered_breaker_modes(data_dir: &Path) -> BTreeMap<String, BreakerMode> {
+        breaker_modes::read(data_dir)
+    }
+
+    /// Remembers a breaker mode in a data directory without a running host;
+    /// hosts on that directory apply it when they load the tool.
+    pub fn remember_breaker_mode(
+        data_dir: &Path,
+        tool: &str,
+        mode: BreakerMode,
+    ) -> std::io::Result<()> {
+        std::fs::create_dir_all(data_dir)?;
+        let mut modes = breaker_modes::read(data_dir);
+        if mode == BreakerMode::Normal {
+            modes.remove(tool);
+        } else {
+            modes.insert(tool.to_owned(), mode);
+        }
+        breaker_modes::write(data_dir, &modes)
+    }
+
+    /// Closes a tool's breaker and clears its window.
+    pub fn reset_breaker(&self, name: &str) -> Result<(), CallError> {
+        let tool = self.find(name).ok_or_else(|| CallError::UnknownTool {
+            tool: name.to_owned(),
+        })?;
+        tool.breaker.reset();
+        Ok(())
+    }
+}
+
+/// Attempts get at least this long, however little of the total deadline is left.
+const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(1);
+
+fn refused(tool: &ToolName, refused: Refused, attempts: u32) -> CallError {
+    CallError::CircuitOpen {
+        tool: tool.clone(),
+        state: refused.state,
+        retry_after: refused.retry_after,
+        attempts,
+    }
+}
+
+fn exhausted(
+    tool: &ToolName,
+    attempts: u32,
+    classes: Vec<ErrorClass>,
+    last: CallError,
+) -> CallError {
+    if attempts == 1 {
+        last
+    } else {
+        CallError::RetriesExhausted {
+            tool: tool.clone(),
+            attempts,
+            classes,
+            last: Box::new(last),
+        }
+    }
+}
+
+/// A successful attempt's results, before the call-level fields are added.
+struct Succeeded {
+    output: String,
+    execution: Execution,
+}
+
+impl Succeeded {
+    #[expect(clippy::too_many_arguments, reason = "one private constructor")]
+    fn into_outcome(
+        self,
+        tool: &ToolName,
+        call_id: String,
+        price: TokenPrice,
+        attempts: u32,
+        failed_attempts: Vec<ErrorClass>,
+        breaker: BreakerState,
+        waited: Duration,
+    ) -> CallOutcome {
+        let e = self.execution;
+        CallOutcome {
+            tool: tool.clone(),
+            call_id,
+            tokens: price.charge(e.fuel_used, self.output.len()),
+            output: self.output,
+            fuel_used: e.fuel_used,
+            duration: e.duration,
+            attempts,
+            failed_attempts,
+            breaker,
+            waited,
+            logs: e.logs,
+            logs_dropped: e.logs_dropped,
+            stdout: String::from_utf8_lossy(&e.stdout).into_owned(),
+            stdout_truncated: e.stdout_dropped > 0,
+            stderr: String::from_utf8_lossy(&e.stderr).into_owned(),
+            stderr_truncated: e.stderr_dropped > 0,
+        }
+    }
+}
+
+/// Turns an attempt into its output or error, checking size and JSON.
+fn checked_output(
+    tool: &ToolName,
+    limits: &Limits,
+    mut execution: Execution,
+) -> Result<Succeeded, CallError> {
+    let result = std::mem::replace(
+        &mut execution.result,
+        Ok(Returned::Output(Ok(String::new()))),
+    );
+    let output = match result {
+        Ok(Returned::Output(Ok(output))) => output,
+        Ok(Returned::Output(Err(error))) => {
+            return Err(CallError::Tool {
+                tool: tool.clone(),
+                error: error.into(),
+            });
+        }
+        Ok(Returned::Info(_)) => unreachable!("invoke returns output"),
+        Err(error) => {
+            tracing::debug!(tool = %tool, class = error.class().as_str(),
+                stderr = %String::from_utf8_lossy(&execution.stderr), "attempt stopped");
+            return Err(error);
+        }
+    };
+    if output.len() > limits.max_output_bytes {
+        return Err(CallError::OutputTooLarge {
+            tool: tool.clone(),
+            size: output.len(),
+            limit: limits.max_output_bytes,
+        });
+    }
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&output) {
+        return Err(CallError::InvalidOutput {
+            tool: tool.clone(),
+            reason: e.to_string(),
+        });
+    }
+    Ok(Succeeded { output, execution })
+}
+
+/// Counters of one tool, for operators.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolStats {
+    /// The tool.
+    pub name: ToolName,
+    /// Attempts started since load (retries included).
+    pub invocations: u64,
+    /// Calls running now.
+    pub in_flight: u32,
+    /// Calls waiting for a slot now.
+    pub queued: u32,
+    /// The bulkhead's size.
+    pub max_concurrent: u32,
+    /// The breaker's state and counters.
+    pub breaker: BreakerSnapshot,
+}
+
+/// Breaker modes set by operators, remembered in `<data>/breaker-modes.json`.
+pub(crate) mod breaker_modes {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use crate::BreakerMode;
+
+    const FILE: &str = "breaker-modes.json";
+
+    /// The remembered modes; an unreadable file counts as none (and is logged).
+    pub(crate) fn read(dir: &Path) -> BTreeMap<String, BreakerMode> {
+        match std::fs::read(dir.join(FILE)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "ignoring unreadable {FILE}");
+                BTreeMap::new()
+            }),
+            Err(_) => BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn write(dir: &Path, modes: &BTreeMap<String, BreakerMode>) -> std::io::Result<()> {
+        let tmp = dir.join(format!(".{FILE}.tmp-{}", std::process::id()));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(modes)?)?;
+        std::fs::rename(&tmp, dir.join(FILE))
     }
 }
 

@@ -25,15 +25,23 @@
 //! # Ok(()) }
 //! ```
 //!
-//! What this crate does not do yet: retries, circuit breakers, bulkheads,
-//! budgets across calls, the idempotency journal and MCP. Each call is one
-//! attempt, and its [`CallError`] says precisely why it failed.
+//! Around every call sit a circuit breaker, a bulkhead and a retry loop per
+//! tool; whether a failure is retried or counted against the breaker is
+//! decided by one fixed error-class table. A [`CallError`] says precisely why a
+//! call failed, and [`CallError::retry_after`] when to come back.
+//!
+//! What this crate does not do yet: budgets across calls, the idempotency
+//! journal, durable tasks and MCP.
 
 #![warn(missing_docs)]
 #![deny(unsafe_code)] // `component_cache` alone opts out, with a SAFETY note.
 
 mod attempt;
 mod bindings;
+mod breaker;
+mod bulkhead;
+mod classify;
+mod clock;
 mod component_cache;
 mod engine;
 mod error;
@@ -41,13 +49,18 @@ mod host;
 mod host_api;
 mod limits;
 mod policy;
+mod retry;
 mod sandbox;
 mod units;
 
+pub use breaker::{BreakerConfig, BreakerMode, BreakerSnapshot, BreakerState, Window};
+pub use bulkhead::BulkheadConfig;
+pub use clock::{Clock, Jitter, ManualClock, SystemClock};
 pub use component_cache::{ArtifactInfo, ArtifactSource};
 pub use error::{BuildError, CallError, ErrorClass, LoadError, ToolError};
-pub use host::{CallOutcome, CallRequest, Host, HostBuilder, ToolDescription};
+pub use host::{CallOutcome, CallRequest, Host, HostBuilder, ToolDescription, ToolStats};
 pub use host_api::{LogLevel, LogRecord, Progress, ProgressSink};
 pub use limits::{Limits, LimitsSpec};
-pub use policy::{Mount, MountMode, PolicyError, ToolPolicy};
+pub use policy::{BreakerSpec, Mount, MountMode, PolicyError, PoolSpec, RetrySpec, ToolPolicy};
+pub use retry::RetryConfig;
 pub use units::{Effect, Fuel, InvalidToolName, TokenPrice, Tokens, ToolName};

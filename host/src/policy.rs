@@ -7,10 +7,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::breaker::{BreakerConfig, BreakerMode, Window};
+use crate::bulkhead::BulkheadConfig;
 use crate::limits::LimitsSpec;
+use crate::retry::RetryConfig;
 use crate::{Effect, ToolName};
 
 /// The policy a tool is loaded under. Parse one with [`ToolPolicy::from_toml`]
@@ -46,7 +50,7 @@ use crate::{Effect, ToolName};
 /// timeout_ms = 2000
 /// memory_mib = 64
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolPolicy {
     /// Component file; relative paths are resolved against the manifest's directory.
@@ -69,6 +73,141 @@ pub struct ToolPolicy {
     /// Per-call limits; unset keys keep the host's defaults.
     #[serde(default)]
     pub limits: LimitsSpec,
+    /// Concurrency (bulkhead) settings.
+    #[serde(default)]
+    pub pool: PoolSpec,
+    /// Circuit breaker settings.
+    #[serde(default)]
+    pub breaker: BreakerSpec,
+    /// Retry settings.
+    #[serde(default)]
+    pub retry: RetrySpec,
+}
+
+/// `[pool]`: the tool's bulkhead. Unset keys keep [`BulkheadConfig::default`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSpec {
+    /// Calls running at once (also the tool's share of instance slots).
+    pub max_concurrent: Option<u32>,
+    /// Calls that may wait for a slot.
+    pub max_queue: Option<u32>,
+    /// Longest wait in the queue, in milliseconds.
+    pub max_wait_ms: Option<u64>,
+}
+
+impl PoolSpec {
+    /// Applies the keys that are set on top of the defaults.
+    pub fn apply(&self) -> BulkheadConfig {
+        let base = BulkheadConfig::default();
+        BulkheadConfig {
+            max_concurrent: self.max_concurrent.unwrap_or(base.max_concurrent),
+            max_queue: self.max_queue.unwrap_or(base.max_queue),
+            max_wait: self
+                .max_wait_ms
+                .map_or(base.max_wait, Duration::from_millis),
+        }
+    }
+}
+
+/// `[breaker]`: the tool's circuit breaker. Unset keys keep the defaults of
+/// [`BreakerConfig::for_timeout`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSpec {
+    /// `normal`, `disabled`, `forced-open` or `metrics-only`.
+    pub mode: Option<BreakerMode>,
+    /// Count window: the last N calls (exclusive with `window_seconds`).
+    pub window_calls: Option<u32>,
+    /// Time window in seconds (exclusive with `window_calls`).
+    pub window_seconds: Option<u64>,
+    /// Calls needed before rates count.
+    pub minimum_calls: Option<u32>,
+    /// Failure rate, in percent, that opens the breaker.
+    pub failure_rate_percent: Option<f64>,
+    /// Slow-call rate, in percent, that opens the breaker.
+    pub slow_call_rate_percent: Option<f64>,
+    /// Calls at least this long (ms) are slow.
+    pub slow_call_ms: Option<u64>,
+    /// Failures in a row that open the breaker (0 = off).
+    pub consecutive_failures: Option<u32>,
+    /// First open period in milliseconds.
+    pub open_ms: Option<u64>,
+    /// Longest open period in milliseconds.
+    pub max_open_ms: Option<u64>,
+    /// Probes admitted while half-open.
+    pub half_open_probes: Option<u32>,
+    /// Pending probes re-open the breaker after this many milliseconds.
+    pub half_open_timeout_ms: Option<u64>,
+}
+
+impl BreakerSpec {
+    /// Applies the keys that are set on top of the defaults for `attempt_timeout`.
+    pub fn apply(&self, attempt_timeout: Duration) -> BreakerConfig {
+        let base = BreakerConfig::for_timeout(attempt_timeout);
+        let ms = Duration::from_millis;
+        BreakerConfig {
+            mode: self.mode.unwrap_or(base.mode),
+            window: match (self.window_calls, self.window_seconds) {
+                (Some(n), _) => Window::Count(n),
+                (None, Some(s)) => Window::Time(Duration::from_secs(s)),
+                (None, None) => base.window,
+            },
+            minimum_calls: self.minimum_calls.unwrap_or(base.minimum_calls),
+            failure_rate: self
+                .failure_rate_percent
+                .map_or(base.failure_rate, |p| p / 100.0),
+            slow_call_rate: self
+                .slow_call_rate_percent
+                .map_or(base.slow_call_rate, |p| p / 100.0),
+            slow_call_duration: self.slow_call_ms.map_or(base.slow_call_duration, ms),
+            consecutive_failures: self
+                .consecutive_failures
+                .unwrap_or(base.consecutive_failures),
+            open_duration: self.open_ms.map_or(base.open_duration, ms),
+            max_open_duration: self.max_open_ms.map_or(base.max_open_duration, ms),
+            half_open_probes: self.half_open_probes.unwrap_or(base.half_open_probes),
+            half_open_timeout: self.half_open_timeout_ms.map_or(base.half_open_timeout, ms),
+        }
+    }
+}
+
+/// `[retry]`: the tool's retry policy. Unset keys keep the defaults of
+/// [`RetryConfig::for_timeout`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Attempts including the first (1 = never retry).
+    pub max_attempts: Option<u32>,
+    /// First backoff in milliseconds.
+    pub base_backoff_ms: Option<u64>,
+    /// Longest backoff in milliseconds.
+    pub max_backoff_ms: Option<u64>,
+    /// Deadline for all attempts together, in milliseconds.
+    pub total_timeout_ms: Option<u64>,
+    /// Retries earned per 100 calls.
+    pub budget_percent: Option<f64>,
+    /// Retries earned per second.
+    pub budget_per_second: Option<f64>,
+}
+
+impl RetrySpec {
+    /// Applies the keys that are set on top of the defaults for `attempt_timeout`.
+    pub fn apply(&self, attempt_timeout: Duration) -> RetryConfig {
+        let base = RetryConfig::for_timeout(attempt_timeout);
+        let ms = Duration::from_millis;
+        let max_attempts = self.max_attempts.unwrap_or(base.max_attempts);
+        RetryConfig {
+            max_attempts,
+            base_backoff: self.base_backoff_ms.map_or(base.base_backoff, ms),
+            max_backoff: self.max_backoff_ms.map_or(base.max_backoff, ms),
+            total_timeout: self
+                .total_timeout_ms
+                .map_or(attempt_timeout.saturating_mul(max_attempts.max(1)), ms),
+            budget_ratio: self.budget_percent.map_or(base.budget_ratio, |p| p / 100.0),
+            budget_per_second: self.budget_per_second.unwrap_or(base.budget_per_second),
+        }
+    }
 }
 
 /// A host directory made visible to the tool at a guest path.
@@ -169,6 +308,26 @@ pub enum PolicyError {
     ZeroLimit {
         /// The key.
         key: &'static str,
+    },
+    /// A setting that must be positive is zero.
+    #[error("`{key}` must be greater than zero")]
+    ZeroSetting {
+        /// The key.
+        key: &'static str,
+    },
+    /// Two keys that exclude each other are both set.
+    #[error("set only one of {keys}")]
+    Conflict {
+        /// The keys.
+        keys: &'static str,
+    },
+    /// A value is outside its range.
+    #[error("`{key}` must be between {range}")]
+    OutOfRange {
+        /// The key.
+        key: &'static str,
+        /// The allowed range.
+        range: &'static str,
     },
     /// `limits.memory_mib` is above the host's per-memory maximum.
     #[error("limit `limits.memory_mib` asks for {} MiB, above the host maximum of {} MiB", .asked >> 20, .max >> 20)]
@@ -274,6 +433,43 @@ impl ToolPolicy {
         ];
         if let Some((key, _)) = zero.into_iter().find(|(_, is_zero)| *is_zero) {
             return Err(PolicyError::ZeroLimit { key });
+        }
+        let (p, b, r) = (&self.pool, &self.breaker, &self.retry);
+        let zero = [
+            ("pool.max_concurrent", p.max_concurrent == Some(0)),
+            ("breaker.window_calls", b.window_calls == Some(0)),
+            ("breaker.window_seconds", b.window_seconds == Some(0)),
+            ("breaker.half_open_probes", b.half_open_probes == Some(0)),
+            ("retry.max_attempts", r.max_attempts == Some(0)),
+        ];
+        if let Some((key, _)) = zero.into_iter().find(|(_, is_zero)| *is_zero) {
+            return Err(PolicyError::ZeroSetting { key });
+        }
+        if b.window_calls.is_some() && b.window_seconds.is_some() {
+            return Err(PolicyError::Conflict {
+                keys: "breaker.window_calls and breaker.window_seconds",
+            });
+        }
+        let percents = [
+            ("breaker.failure_rate_percent", b.failure_rate_percent),
+            ("breaker.slow_call_rate_percent", b.slow_call_rate_percent),
+            ("retry.budget_percent", r.budget_percent),
+        ];
+        for (key, value) in percents {
+            if value.is_some_and(|v| !(0.0..=100.0).contains(&v)) {
+                return Err(PolicyError::OutOfRange {
+                    key,
+                    range: "0 to 100",
+                });
+            }
+        }
+        if r.budget_per_second
+            .is_some_and(|v| !(0.0..=1e6).contains(&v))
+        {
+            return Err(PolicyError::OutOfRange {
+                key: "retry.budget_per_second",
+                range: "0 to 1000000",
+            });
         }
         Ok(())
     }
@@ -419,6 +615,49 @@ mod tests {
         assert!(matches!(err, PolicyError::BadEnvName { .. }));
         let err = ToolPolicy::from_toml("[limits]\ntimeout_ms = 0").expect_err("zero");
         assert!(matches!(err, PolicyError::ZeroLimit { key: "timeout_ms" }));
+        let err = ToolPolicy::from_toml("[pool]\nmax_concurrent = 0").expect_err("zero");
+        assert!(matches!(
+            err,
+            PolicyError::ZeroSetting {
+                key: "pool.max_concurrent"
+            }
+        ));
+        let err = ToolPolicy::from_toml("[breaker]\nwindow_calls = 5\nwindow_seconds = 5")
+            .expect_err("both windows");
+        assert!(matches!(err, PolicyError::Conflict { .. }));
+        let err =
+            ToolPolicy::from_toml("[breaker]\nfailure_rate_percent = 150.0").expect_err("pct");
+        assert!(matches!(
+            err,
+            PolicyError::OutOfRange {
+                key: "breaker.failure_rate_percent",
+                ..
+            }
+        ));
+        let err = ToolPolicy::from_toml("[retry]\nmax_attemps = 2").expect_err("typo");
+        assert!(err.to_string().contains("max_attemps"), "{err}");
+    }
+
+    #[test]
+    fn resilience_tables_apply_over_the_defaults() {
+        let policy = ToolPolicy::from_toml(
+            "[pool]\nmax_concurrent = 2\nmax_queue = 8\n[breaker]\nmode = \"metrics-only\"\n\
+             window_seconds = 60\nfailure_rate_percent = 25.0\n[retry]\nmax_attempts = 5",
+        )
+        .expect("valid");
+        let timeout = Duration::from_secs(2);
+        let pool = policy.pool.apply();
+        assert_eq!((pool.max_concurrent, pool.max_queue), (2, 8));
+        let breaker = policy.breaker.apply(timeout);
+        assert_eq!(breaker.mode, BreakerMode::MetricsOnly);
+        assert_eq!(breaker.window, Window::Time(Duration::from_secs(60)));
+        assert_eq!(breaker.failure_rate, 0.25);
+        assert_eq!(breaker.slow_call_duration, Duration::from_millis(1600));
+        let retry = policy.retry.apply(timeout);
+        assert_eq!(
+            (retry.max_attempts, retry.total_timeout),
+            (5, Duration::from_secs(10))
+        );
     }
 
     #[test]

@@ -92,6 +92,8 @@ fn exit_codes_tell_tool_errors_from_limits_and_bad_usage() {
             r#"{"millis":60000}"#,
             "--timeout",
             "100ms",
+            "--attempts",
+            "1",
         ],
     );
     assert_eq!(deadline.status.code(), Some(3));
@@ -190,4 +192,79 @@ fn inspect_shows_description_schema_and_imports() {
         out["input_schema"]["required"],
         serde_json::json!(["title", "body"])
     );
+}
+
+#[test]
+fn breakers_set_from_the_cli_stop_later_runs() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let set = cofferdam(data.path(), &["breakers", "set", "hello", "forced-open"]);
+    assert!(set.status.success(), "{}", text(&set.stderr));
+    let list = cofferdam(data.path(), &["breakers", "list"]);
+    assert!(
+        text(&list.stdout).contains("hello"),
+        "{}",
+        text(&list.stdout)
+    );
+    assert!(
+        text(&list.stdout).contains("forced-open"),
+        "{}",
+        text(&list.stdout)
+    );
+
+    let refused = cofferdam(
+        data.path(),
+        &[
+            "run",
+            artifacts::HELLO,
+            "--input",
+            r#"{"name":"x"}"#,
+            "--json",
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(5), "{}", text(&refused.stderr));
+    let out: serde_json::Value = serde_json::from_slice(&refused.stdout).expect("JSON");
+    assert_eq!(out["error"]["class"], "circuit-open");
+
+    let reset = cofferdam(data.path(), &["breakers", "set", "hello", "normal"]);
+    assert!(reset.status.success());
+    let ok = cofferdam(
+        data.path(),
+        &["run", artifacts::HELLO, "--input", r#"{"name":"x"}"#],
+    );
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+
+    let bad = cofferdam(data.path(), &["breakers", "set", "hello", "ajar"]);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn run_retries_a_flaky_tool_and_says_so() {
+    let data = common::shared_data_dir();
+    let run = cofferdam(
+        &data,
+        &[
+            "run",
+            artifacts::FLAKY,
+            "--input",
+            r#"{"fail_times":2,"failure":"transient"}"#,
+        ],
+    );
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert!(
+        text(&run.stderr).contains("attempt 3 after transient, transient"),
+        "{}",
+        text(&run.stderr)
+    );
+    let once = cofferdam(
+        &data,
+        &[
+            "run",
+            artifacts::FLAKY,
+            "--attempts",
+            "1",
+            "--input",
+            r#"{"fail_times":2,"failure":"transient"}"#,
+        ],
+    );
+    assert_eq!(once.status.code(), Some(1));
 }

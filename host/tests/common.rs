@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cofferdam::{CallRequest, Host, HostBuilder, LimitsSpec, ToolPolicy};
+use cofferdam::{CallRequest, Host, HostBuilder, LimitsSpec, RetrySpec, ToolPolicy};
 use cofferdam_test_artifacts as artifacts;
 
 /// Artifacts shared by all tests, so each component compiles once per run.
@@ -21,9 +21,15 @@ pub fn host() -> Host {
     builder().build().expect("host builds")
 }
 
+/// A policy with these limits and a single attempt, so a limit test sees the
+/// limit's own error rather than the retry layer's.
 pub fn policy_with(limits: LimitsSpec) -> ToolPolicy {
     ToolPolicy {
         limits,
+        retry: RetrySpec {
+            max_attempts: Some(1),
+            ..RetrySpec::default()
+        },
         ..ToolPolicy::default()
     }
 }

@@ -455,7 +455,12 @@ async fn bad_input_is_refused_with_the_right_class() {
 #[tokio::test]
 async fn tool_reported_errors_keep_their_class() {
     let host = common::host();
-    load(&host, artifacts::FLAKY, ToolPolicy::default()).await;
+    load(
+        &host,
+        artifacts::FLAKY,
+        common::policy_with(Default::default()),
+    )
+    .await;
     let cases = [
         ("transient", cofferdam::ErrorClass::Transient),
         ("rate-limited", cofferdam::ErrorClass::RateLimited),
