@@ -12,13 +12,16 @@
 //!   captured stdio, input and output checks.
 //!
 //! It also times loading the component: compiling it versus mapping the
-//! precompiled artifact a previous process left on disk.
+//! precompiled artifact a previous process left on disk; a call refused by an
+//! open breaker (fail-fast latency); and `hello` while a neighbouring tool has
+//! its whole bulkhead hung in a host call, or spinning on the CPU, compared
+//! with `hello` alone (these phases run one after the other, not interleaved).
 
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cofferdam::{CallRequest, Host, ToolPolicy};
+use cofferdam::{BreakerMode, CallRequest, Host, LimitsSpec, PoolSpec, ToolPolicy};
 use cofferdam_test_artifacts as artifacts;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
@@ -169,6 +172,31 @@ fn main() {
             "  cofferdam Host::call       {ours:>9.1} µs/call   {:.2}x",
             ours / plain
         );
+        let fail_fast = fail_fast_us(&host, rounds, batch).await;
+        println!(
+            "  breaker open: refused call {fail_fast:>9.2} µs/call   {:.3}x",
+            fail_fast / plain
+        );
+        let alone = hello_us(&host, rounds, batch).await;
+        let hung = with_neighbours(
+            &host,
+            artifacts::SLEEPY,
+            r#"{"millis":600000}"#,
+            rounds,
+            batch,
+        )
+        .await;
+        let spinning = with_neighbours(&host, artifacts::LOOP_FOREVER, "{}", rounds, batch).await;
+        println!("hello next to a neighbour with its whole bulkhead (4 calls) busy");
+        println!("  alone                      {alone:>9.1} µs/call   1.00x");
+        println!(
+            "  neighbour hung in host call {hung:>8.1} µs/call   {:.2}x",
+            hung / alone
+        );
+        println!(
+            "  neighbour spinning on CPU  {spinning:>9.1} µs/call   {:.2}x",
+            spinning / alone
+        );
         println!("load hello (host build + load)");
         println!("  compile and cache          {:>9.1} ms", ms(compiled));
         println!(
@@ -177,4 +205,90 @@ fn main() {
             ms(compiled) / ms(cached)
         );
     });
+}
+
+async fn hello_us(host: &Host, rounds: u32, batch: u32) -> f64 {
+    let mut samples = Vec::new();
+    for _ in 0..rounds {
+        let start = Instant::now();
+        for _ in 0..batch {
+            black_box(
+                host.call(CallRequest::new("hello", INPUT))
+                    .await
+                    .expect("call"),
+            );
+        }
+        samples.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(batch));
+    }
+    median(samples)
+}
+
+async fn fail_fast_us(host: &Host, rounds: u32, batch: u32) -> f64 {
+    host.set_breaker_mode("hello", BreakerMode::ForcedOpen)
+        .expect("hello");
+    let mut samples = Vec::new();
+    for _ in 0..rounds {
+        let start = Instant::now();
+        for _ in 0..batch {
+            let refused = host
+                .call(CallRequest::new("hello", INPUT))
+                .await
+                .expect_err("open");
+            black_box(refused);
+        }
+        samples.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(batch));
+    }
+    host.set_breaker_mode("hello", BreakerMode::Normal)
+        .expect("hello");
+    median(samples)
+}
+
+/// `hello`'s latency while four calls of `neighbour` occupy its bulkhead.
+async fn with_neighbours(
+    host: &Host,
+    neighbour: &str,
+    input: &'static str,
+    rounds: u32,
+    batch: u32,
+) -> f64 {
+    let policy = ToolPolicy {
+        limits: LimitsSpec {
+            fuel: Some(u64::MAX / 2),
+            timeout_ms: Some(600_000),
+            ..Default::default()
+        },
+        pool: PoolSpec {
+            max_concurrent: Some(4),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let tool = host
+        .load_file(Path::new(neighbour), policy)
+        .await
+        .expect("load");
+    let name = tool.name.to_string();
+    let busy: Vec<_> = (0..4)
+        .map(|_| {
+            let (host, name) = (host.clone(), name.clone());
+            tokio::spawn(async move { host.call(CallRequest::new(&name, input)).await })
+        })
+        .collect();
+    while host.stats(&name).expect("stats").in_flight < 4 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let refused = host
+        .call(CallRequest::new(&name, input))
+        .await
+        .expect_err("bulkhead full");
+    assert_eq!(refused.class(), cofferdam::ErrorClass::BulkheadFull);
+    let latency = hello_us(host, rounds, batch).await;
+    for call in &busy {
+        call.abort();
+    }
+    for call in busy {
+        let _ = call.await;
+    }
+    host.unload(&name);
+    latency
 }
