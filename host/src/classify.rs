@@ -46,6 +46,8 @@ pub(crate) fn disposition(class: ErrorClass) -> Disposition {
         // The host failed before the guest ran.
         Host => row(false, Ignore, false),
         CircuitOpen | BulkheadFull | UnknownOutcome | RetriesExhausted => row(false, Ignore, false),
+        // The caller's budget, the caller's key, the host's disk.
+        BudgetExhausted | IdempotencyMismatch | InProgress | Journal => row(false, Ignore, false),
     }
 }
 

@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::{BreakerState, Fuel, PolicyError, ToolName};
+use crate::{BreakerState, Fuel, PolicyError, Tokens, ToolName};
 
 fn retry_hint(retry_after: &Option<Duration>) -> String {
     match retry_after {
@@ -34,6 +34,9 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    /// The journal (idempotency, budgets, audit) cannot be opened.
+    #[error(transparent)]
+    Journal(#[from] crate::JournalError),
     /// An allowed root does not exist.
     #[error("allowed root {path} does not exist")]
     AllowedRoot {
@@ -114,7 +117,7 @@ pub enum LoadError {
 
 /// How a failed call is classified: the machine-readable reason an agent or
 /// retry layer acts on (DESIGN §6). Serialized in kebab-case.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum ErrorClass {
@@ -154,6 +157,14 @@ pub enum ErrorClass {
     UnknownOutcome,
     /// Every allowed attempt failed.
     RetriesExhausted,
+    /// A budget scope cannot pay for the call.
+    BudgetExhausted,
+    /// The idempotency key was used before with a different input.
+    IdempotencyMismatch,
+    /// Another call with the same idempotency key is running.
+    InProgress,
+    /// The journal could not record the call.
+    Journal,
     /// The host could not set up or run the call.
     Host,
 }
@@ -180,13 +191,17 @@ impl ErrorClass {
             Self::BulkheadFull => "bulkhead-full",
             Self::UnknownOutcome => "unknown-outcome",
             Self::RetriesExhausted => "retries-exhausted",
+            Self::BudgetExhausted => "budget-exhausted",
+            Self::IdempotencyMismatch => "idempotency-mismatch",
+            Self::InProgress => "in-progress",
+            Self::Journal => "journal",
             Self::Host => "host",
         }
     }
 }
 
 /// An error a tool reported through the WIT `tool-error` variant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[serde(tag = "case", content = "detail", rename_all = "kebab-case")]
 pub enum ToolError {
     /// The caller's input was wrong.
@@ -353,6 +368,67 @@ pub enum CallError {
         /// The last attempt's error.
         last: Box<CallError>,
     },
+    /// A budget scope cannot pay for the call (never retried).
+    #[error("tool `{tool}`: budget `{scope}` cannot pay for the call (asked {} tokens, {} left)", .asked.0, .left.0)]
+    BudgetExhausted {
+        /// The tool.
+        tool: ToolName,
+        /// The scope that ran out (`agent:a1`, or `call` for the request's own cap).
+        scope: String,
+        /// Tokens the attempt needed.
+        asked: Tokens,
+        /// Tokens the scope had left.
+        left: Tokens,
+    },
+    /// The idempotency key was used before with a different input (HTTP 422).
+    #[error("idempotency key `{key}` of tool `{tool}` was used before with a different input")]
+    IdempotencyMismatch {
+        /// The tool.
+        tool: ToolName,
+        /// The key.
+        key: String,
+    },
+    /// A call with this idempotency key is still running (HTTP 409).
+    #[error("a call of tool `{tool}` with idempotency key `{key}` is still running{}", retry_hint(&Some(*.retry_after)))]
+    InProgress {
+        /// The tool.
+        tool: ToolName,
+        /// The key.
+        key: String,
+        /// When its lease lapses.
+        retry_after: Duration,
+    },
+    /// An earlier call with this key was interrupted after it may have acted;
+    /// it is never re-run automatically.
+    #[error(
+        "the call of tool `{tool}` with idempotency key `{key}` has an unknown outcome ({reason}); check the world, then resolve it"
+    )]
+    KeyUnknown {
+        /// The tool.
+        tool: ToolName,
+        /// The key.
+        key: String,
+        /// What happened.
+        reason: String,
+    },
+    /// The stored terminal error of an earlier call with the same key.
+    #[error("{message} (replayed)")]
+    Replayed {
+        /// The tool.
+        tool: ToolName,
+        /// The stored error's class.
+        class: ErrorClass,
+        /// The stored error's message.
+        message: String,
+    },
+    /// The journal could not record the call; its outcome was not reported.
+    #[error("journal failed for tool `{tool}`: {reason}")]
+    Journal {
+        /// The tool.
+        tool: ToolName,
+        /// What failed.
+        reason: String,
+    },
     /// The host could not set up or run the call (not the tool's fault).
     #[error("host failed to run tool `{tool}`: {reason}")]
     Host {
@@ -388,6 +464,12 @@ impl CallError {
             Self::BulkheadFull { .. } => ErrorClass::BulkheadFull,
             Self::UnknownOutcome { .. } => ErrorClass::UnknownOutcome,
             Self::RetriesExhausted { .. } => ErrorClass::RetriesExhausted,
+            Self::BudgetExhausted { .. } => ErrorClass::BudgetExhausted,
+            Self::IdempotencyMismatch { .. } => ErrorClass::IdempotencyMismatch,
+            Self::InProgress { .. } => ErrorClass::InProgress,
+            Self::KeyUnknown { .. } => ErrorClass::UnknownOutcome,
+            Self::Replayed { class, .. } => *class,
+            Self::Journal { .. } => ErrorClass::Journal,
             Self::Host { .. } => ErrorClass::Host,
         }
     }
@@ -403,7 +485,17 @@ impl CallError {
                 ..
             } => Some(*retry_after),
             Self::RetriesExhausted { last, .. } => last.retry_after(),
+            Self::InProgress { retry_after, .. } => Some(*retry_after),
             _ => None,
+        }
+    }
+
+    /// The error of the last attempt: the cause inside `RetriesExhausted`,
+    /// otherwise this error itself.
+    pub fn last_attempt_error(&self) -> &CallError {
+        match self {
+            Self::RetriesExhausted { last, .. } => last,
+            other => other,
         }
     }
 

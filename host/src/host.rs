@@ -17,12 +17,17 @@ use crate::attempt::{Attempt, Execution, Export, Returned};
 use crate::bindings::ToolPre;
 use crate::bindings::cofferdam::tool::types as wit;
 use crate::breaker::{Breaker, Refused, Verdict};
+use crate::budget::{Budgets, ScopeId};
 use crate::bulkhead::Bulkhead;
 use crate::classify::{disposition, may_retry};
 use crate::clock::{Clock, Jitter, SystemClock};
 use crate::component_cache::{ArtifactInfo, ComponentCache};
 use crate::engine::{self, EngineSettings};
 use crate::host_api::{self, LogRecord, ProgressSink};
+use crate::journal::{
+    AttemptRecord, BudgetStore, Claim, HistoryQuery, Journal, JournalEntry, JournalError,
+    JournalKey, JournalStore, Reserved, StoredOutcome, unix_millis,
+};
 use crate::policy::resolve_mount;
 use crate::retry::{RetryBudget, RetryConfig};
 use crate::sandbox::{CallState, Grants, ResolvedMount};
@@ -35,7 +40,10 @@ use crate::{
 ///
 /// | setting | default |
 /// |---|---|
-/// | [`data_dir`](Self::data_dir) | none: components compile in memory at every load |
+/// | [`data_dir`](Self::data_dir) | none: components compile in memory at every load, and the journal (idempotency, budgets, audit) lives in memory |
+/// | [`artifact_dir`](Self::artifact_dir) | `<data_dir>/artifacts` |
+/// | [`group_commit`](Self::group_commit) | on |
+/// | [`retention`](Self::retention) | 24 h for finished idempotency records |
 /// | [`allow_root`](Self::allow_root) | none: any policy with mounts is refused |
 /// | [`default_limits`](Self::default_limits) | [`Limits::default()`] (fuel 2e9, 30 s, 128 MiB, 1 MiB output…) |
 /// | [`token_price`](Self::token_price) | [`TokenPrice::default()`] (100,000 fuel or 4 output bytes per token) |
@@ -61,6 +69,9 @@ pub struct HostBuilder {
     engine: EngineSettings,
     clock: Option<Arc<dyn Clock>>,
     jitter_seed: Option<u64>,
+    artifact_dir: Option<PathBuf>,
+    group_commit: bool,
+    retention: Duration,
 }
 
 impl Default for HostBuilder {
@@ -78,6 +89,9 @@ impl Default for HostBuilder {
             },
             clock: None,
             jitter_seed: None,
+            artifact_dir: None,
+            group_commit: true,
+            retention: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -144,6 +158,26 @@ impl HostBuilder {
         self
     }
 
+    /// Where precompiled artifacts live, instead of `<data_dir>/artifacts`
+    /// (several hosts may share one artifact directory).
+    pub fn artifact_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.artifact_dir = Some(dir.into());
+        self
+    }
+
+    /// Whether journal writes of concurrent calls share one commit (default
+    /// on). Off, every durable write commits alone: for measuring only.
+    pub fn group_commit(mut self, enabled: bool) -> Self {
+        self.group_commit = enabled;
+        self
+    }
+
+    /// How long finished idempotency records are kept (default 24 h).
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
     /// Seeds the jitter of backoffs and open periods, for reproducible runs.
     pub fn jitter_seed(mut self, seed: u64) -> Self {
         self.jitter_seed = Some(seed);
@@ -174,8 +208,16 @@ impl HostBuilder {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .and_then(|()| host_api::add_to_linker(&mut linker))
             .map_err(|e| BuildError::Engine(e.into_boxed_dyn_error()))?;
-        let cache =
-            ComponentCache::new(&engine, self.data_dir.as_ref().map(|d| d.join("artifacts")));
+        let artifact_dir = self
+            .artifact_dir
+            .clone()
+            .or_else(|| self.data_dir.as_ref().map(|d| d.join("artifacts")));
+        let cache = ComponentCache::new(&engine, artifact_dir);
+        let journal = match &self.data_dir {
+            Some(dir) => Journal::open(&dir.join("journal.redb"), self.group_commit),
+            None => Journal::in_memory(),
+        }
+        .map_err(BuildError::Journal)?;
         let scratch_root = match &self.data_dir {
             Some(dir) => dir.join("scratch"),
             None => std::env::temp_dir().join("cofferdam-scratch"),
@@ -199,6 +241,9 @@ impl HostBuilder {
                     Some(seed) => Jitter::seeded(seed),
                     None => Jitter::from_entropy(),
                 }),
+                journal,
+                retention: self.retention,
+                last_reap_ms: AtomicU64::new(0),
                 tools: RwLock::new(HashMap::new()),
             }),
         })
@@ -234,6 +279,9 @@ struct Inner {
     max_instances: u32,
     clock: Arc<dyn Clock>,
     jitter: Arc<Jitter>,
+    journal: Journal,
+    retention: Duration,
+    last_reap_ms: AtomicU64,
     tools: RwLock<HashMap<ToolName, Arc<LoadedTool>>>,
 }
 
@@ -286,8 +334,19 @@ pub struct CallRequest {
     pub input: String,
     /// Identifier of the call, stable across attempts; generated when `None`.
     pub call_id: Option<String>,
-    /// Task the call belongs to, passed to the tool.
+    /// Task the call belongs to, passed to the tool; also a budget scope.
     pub task_id: Option<String>,
+    /// Agent making the call: a budget scope, and the idempotency scope
+    /// when no tenant is given.
+    pub agent: Option<String>,
+    /// Tenant of the embedding service: the outermost budget scope and the
+    /// idempotency scope.
+    pub tenant: Option<String>,
+    /// Idempotency key (1–255 bytes): the same key and input run once; a
+    /// repeat gets the stored outcome.
+    pub idempotency_key: Option<String>,
+    /// Tokens this call may spend at most, across its attempts.
+    pub max_tokens: Option<Tokens>,
     /// Fuel for this call; capped at the tool's limit.
     pub fuel: Option<Fuel>,
     /// Deadline for this call; capped at the tool's limit.
@@ -304,10 +363,31 @@ impl CallRequest {
             input: input.into(),
             call_id: None,
             task_id: None,
+            agent: None,
+            tenant: None,
+            idempotency_key: None,
+            max_tokens: None,
             fuel: None,
             timeout: None,
             progress: None,
         }
+    }
+}
+
+impl CallRequest {
+    /// The capped-or-not budget scopes of this call, outermost first.
+    fn scopes(&self) -> Vec<ScopeId> {
+        let mut scopes = Vec::new();
+        if let Some(t) = &self.tenant {
+            scopes.push(ScopeId::Tenant(t.clone()));
+        }
+        if let Some(a) = &self.agent {
+            scopes.push(ScopeId::Agent(a.clone()));
+        }
+        if let Some(t) = &self.task_id {
+            scopes.push(ScopeId::Task(t.clone()));
+        }
+        scopes
     }
 }
 
@@ -317,6 +397,10 @@ impl std::fmt::Debug for CallRequest {
             .field("tool", &self.tool)
             .field("call_id", &self.call_id)
             .field("task_id", &self.task_id)
+            .field("agent", &self.agent)
+            .field("tenant", &self.tenant)
+            .field("idempotency_key", &self.idempotency_key)
+            .field("max_tokens", &self.max_tokens)
             .field("fuel", &self.fuel)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
@@ -348,6 +432,8 @@ pub struct CallOutcome {
     /// Time spent queued for a slot and backing off between attempts.
     #[serde(rename = "waited_us", serialize_with = "crate::units::micros")]
     pub waited: Duration,
+    /// Answered from the idempotency journal: nothing ran and nothing was charged.
+    pub replayed: bool,
     /// What the tool logged through the host interface.
     pub logs: Vec<LogRecord>,
     /// Log records dropped past the limit.
@@ -560,10 +646,14 @@ impl Host {
         tools.get(&name).cloned()
     }
 
-    /// Calls a tool through the resilience pipeline: circuit breaker, then
-    /// bulkhead, then up to `retry.max_attempts` attempts, each in a fresh
-    /// sandboxed instance under the tool's limits. Which failures are retried
-    /// and which the breaker counts is fixed by the error-class table.
+    /// Calls a tool. With an idempotency key, the journal first decides
+    /// whether the call runs at all (a completed key replays its stored
+    /// outcome, with no execution and no charge). Then the resilience
+    /// pipeline: circuit breaker, bulkhead, and up to `retry.max_attempts`
+    /// attempts, each reserving what the call's budget scopes can pay for and
+    /// running in a fresh sandboxed instance with exactly that much fuel.
+    /// Which failures are retried and which the breaker counts is fixed by
+    /// the error-class table. Every attempt is recorded in the audit history.
     pub async fn call(&self, request: CallRequest) -> Result<CallOutcome, CallError> {
         let tool = self
             .find(&request.tool)
@@ -577,6 +667,170 @@ impl Host {
                 reason: e.to_string(),
             });
         }
+        self.reap_now_and_then();
+        let Some(key_text) = &request.idempotency_key else {
+            return self.run(&tool, &request, false).await;
+        };
+        if key_text.is_empty() || key_text.len() > MAX_KEY_LEN {
+            return Err(CallError::InvalidInput {
+                tool: name.clone(),
+                reason: format!("idempotency key must be 1 to {MAX_KEY_LEN} bytes"),
+            });
+        }
+        let key = JournalKey {
+            scope: request
+                .tenant
+                .as_ref()
+                .map(|t| format!("tenant:{t}"))
+                .or_else(|| request.agent.as_ref().map(|a| format!("agent:{a}")))
+                .unwrap_or_default(),
+            tool: name.to_string(),
+            key: key_text.clone(),
+        };
+        let journal = &self.inner.journal;
+        let fingerprint = fingerprint(&tool.description.digest, &request.input);
+        let lease = tool.retry.total_timeout + LEASE_MARGIN;
+        let journal_error = |e: JournalError| CallError::Journal {
+            tool: name.clone(),
+            reason: e.to_string(),
+        };
+        match journal
+            .claim(key.clone(), fingerprint, tool.description.effect, lease)
+            .await
+        {
+            Ok(Claim::Claimed) => {}
+            Ok(Claim::Replay(stored)) => return self.replay(&tool, &request, stored),
+            Ok(Claim::Mismatch) => {
+                return Err(CallError::IdempotencyMismatch {
+                    tool: name.clone(),
+                    key: key.key,
+                });
+            }
+            Ok(Claim::InProgress { retry_after }) => {
+                return Err(CallError::InProgress {
+                    tool: name.clone(),
+                    key: key.key,
+                    retry_after,
+                });
+            }
+            Ok(Claim::Unknown { reason }) => {
+                return Err(CallError::KeyUnknown {
+                    tool: name.clone(),
+                    key: key.key,
+                    reason,
+                });
+            }
+            Err(e) => return Err(journal_error(e)),
+        }
+        let result = self.run(&tool, &request, true).await;
+        let recorded = match &result {
+            Ok(outcome) => {
+                let stored = StoredOutcome::Output {
+                    output: outcome.output.clone(),
+                    tokens: outcome.tokens,
+                };
+                journal.complete(key, stored).await
+            }
+            Err(error @ CallError::UnknownOutcome { .. }) => {
+                journal.mark_unknown(key, error.to_string()).await
+            }
+            Err(error) if is_terminal(error) => {
+                let tool_error = match error.last_attempt_error() {
+                    CallError::Tool { error, .. } => Some(error.clone()),
+                    _ => None,
+                };
+                let stored = StoredOutcome::Error {
+                    class: error.last_attempt_error().class(),
+                    message: error.to_string(),
+                    tool_error,
+                };
+                journal.complete(key, stored).await
+            }
+            Err(_) => journal.release(key).await,
+        };
+        // Nothing is reported before its record is committed.
+        recorded.map_err(journal_error)?;
+        result
+    }
+
+    /// Answers a keyed call from its stored outcome: no execution, no charge.
+    fn replay(
+        &self,
+        tool: &LoadedTool,
+        request: &CallRequest,
+        stored: StoredOutcome,
+    ) -> Result<CallOutcome, CallError> {
+        let name = &tool.description.name;
+        let call_id = request.call_id.clone().unwrap_or_else(new_call_id);
+        let now = unix_millis();
+        let status = match &stored {
+            StoredOutcome::Output { .. } => "ok".to_owned(),
+            StoredOutcome::Error { class, .. } => class.as_str().to_owned(),
+        };
+        self.inner.journal.audit(AttemptRecord {
+            v: 1,
+            tool: name.to_string(),
+            digest: tool.description.digest.clone(),
+            call_id: call_id.clone(),
+            task: request.task_id.clone(),
+            agent: request.agent.clone(),
+            tenant: request.tenant.clone(),
+            attempt: 0,
+            started_ms: now,
+            ended_ms: now,
+            status,
+            fuel: 0,
+            tokens: 0,
+            error: None,
+            replayed: true,
+        });
+        match stored {
+            StoredOutcome::Output { output, .. } => Ok(CallOutcome {
+                tool: name.clone(),
+                call_id,
+                output,
+                fuel_used: Fuel(0),
+                tokens: Tokens(0),
+                duration: Duration::ZERO,
+                attempts: 0,
+                failed_attempts: Vec::new(),
+                breaker: tool.breaker.state(),
+                waited: Duration::ZERO,
+                replayed: true,
+                logs: Vec::new(),
+                logs_dropped: 0,
+                stdout: String::new(),
+                stdout_truncated: false,
+                stderr: String::new(),
+                stderr_truncated: false,
+            }),
+            StoredOutcome::Error {
+                tool_error: Some(error),
+                ..
+            } => Err(CallError::Tool {
+                tool: name.clone(),
+                error,
+            }),
+            StoredOutcome::Error {
+                class,
+                message,
+                tool_error: None,
+            } => Err(CallError::Replayed {
+                tool: name.clone(),
+                class,
+                message,
+            }),
+        }
+    }
+
+    /// The resilience pipeline and the attempts, with budgets and audit.
+    async fn run(
+        &self,
+        tool: &LoadedTool,
+        request: &CallRequest,
+        keyed: bool,
+    ) -> Result<CallOutcome, CallError> {
+        let name = &tool.description.name;
         let mut limits = tool.limits;
         if let Some(fuel) = request.fuel {
             limits.fuel = limits.fuel.min(fuel);
@@ -589,6 +843,8 @@ impl Host {
         let started = clock.now();
         let total = tool.retry.total_timeout;
         tool.retry_budget.deposit(started);
+        let scopes = request.scopes();
+        let mut call_left = request.max_tokens.map(|t| t.0);
 
         // A refused call costs nothing more: no queueing, no instance.
         let mut permit = tool
@@ -604,7 +860,7 @@ impl Host {
                     retry_after: full.retry_after,
                 })?;
 
-        let call_id = request.call_id.unwrap_or_else(new_call_id);
+        let call_id = request.call_id.clone().unwrap_or_else(new_call_id);
         let mut failed = Vec::new();
         let mut attempt = 1;
         loop {
@@ -615,10 +871,59 @@ impl Host {
             } else {
                 total.saturating_sub(clock.now().saturating_sub(started))
             };
-            let attempt_limits = Limits {
+            let mut attempt_limits = Limits {
                 timeout: limits.timeout.min(remaining).max(MIN_ATTEMPT_TIME),
                 ..limits
             };
+
+            // Budget admission: what the tightest scope can pay for.
+            let price = inner.price;
+            let want = price.tokens_for(attempt_limits.fuel).0.max(1) + price.per_call_tokens;
+            let mut asked = want;
+            if let Some(left) = call_left {
+                if left == 0 {
+                    return Err(CallError::BudgetExhausted {
+                        tool: name.clone(),
+                        scope: "call".into(),
+                        asked: Tokens(want),
+                        left: Tokens(0),
+                    });
+                }
+                asked = asked.min(left);
+            }
+            let reservation = if scopes.is_empty() {
+                None
+            } else {
+                match inner.journal.reserve(scopes.clone(), asked).await {
+                    Ok(Reserved::Unlimited) => None,
+                    Ok(Reserved::Granted(r)) => Some(r),
+                    Ok(Reserved::Exhausted { scope, left }) => {
+                        return Err(CallError::BudgetExhausted {
+                            tool: name.clone(),
+                            scope,
+                            asked: Tokens(asked),
+                            left: Tokens(left),
+                        });
+                    }
+                    Err(e) => {
+                        return Err(CallError::Journal {
+                            tool: name.clone(),
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+            };
+            let granted = reservation.as_ref().map_or(asked, |r| r.tokens);
+            // Which scope's balance bounds this attempt's fuel, if any does.
+            let limited_by = match &reservation {
+                _ if granted >= want => None,
+                Some(r) if r.tokens < asked => Some(r.tightest.clone()),
+                _ => Some("call".to_owned()),
+            };
+            let fuel_tokens = granted.saturating_sub(price.per_call_tokens);
+            let budget_fuel = Fuel(fuel_tokens.saturating_mul(price.fuel_per_token.max(1)));
+            attempt_limits.fuel = attempt_limits.fuel.min(budget_fuel);
+
             let ctx = wit::CallContext {
                 call_id: call_id.clone(),
                 task_id: request.task_id.clone(),
@@ -626,13 +931,14 @@ impl Host {
                 deadline_ms: u64::try_from(attempt_limits.timeout.as_millis()).unwrap_or(u64::MAX),
             };
             tool.invocations.fetch_add(1, Ordering::Relaxed);
+            let started_ms = unix_millis();
             let execution = Attempt {
                 engine: &inner.engine,
                 pre: &tool.pre,
                 tool: name,
                 grants: &tool.grants,
                 limits: attempt_limits,
-                price: inner.price,
+                price,
                 scratch_root: &inner.scratch_root,
                 progress: request.progress.clone(),
             }
@@ -642,14 +948,69 @@ impl Host {
             })
             .await;
             let duration = execution.duration;
+            let fuel_used = execution.fuel_used;
             tool.bulkhead.observe(duration);
-            let error = match checked_output(name, &attempt_limits, execution) {
+            let mut result = checked_output(name, &attempt_limits, execution);
+            let charge = match &result {
+                Ok(parts) => price.charge(fuel_used, parts.output.len()).0,
+                Err(_) => price.charge(fuel_used, 0).0,
+            };
+            if charge > granted {
+                // Only the output can push past the grant: it does not fit the budget.
+                result = Err(CallError::BudgetExhausted {
+                    tool: name.clone(),
+                    scope: limited_by.clone().unwrap_or_else(|| "call".into()),
+                    asked: Tokens(charge),
+                    left: Tokens(granted),
+                });
+            } else if let (Err(CallError::OutOfFuel { .. }), Some(scope)) = (&result, &limited_by) {
+                result = Err(CallError::BudgetExhausted {
+                    tool: name.clone(),
+                    scope: scope.clone(),
+                    asked: Tokens(want),
+                    left: Tokens(granted),
+                });
+            }
+            let charged = charge.min(granted);
+            if let Some(left) = &mut call_left {
+                *left = left.saturating_sub(charged);
+            }
+            if let Some(reservation) = reservation
+                && let Err(e) = inner.journal.settle(reservation, charged).await
+            {
+                return Err(CallError::Journal {
+                    tool: name.clone(),
+                    reason: e.to_string(),
+                });
+            }
+            inner.journal.audit(AttemptRecord {
+                v: 1,
+                tool: name.to_string(),
+                digest: tool.description.digest.clone(),
+                call_id: call_id.clone(),
+                task: request.task_id.clone(),
+                agent: request.agent.clone(),
+                tenant: request.tenant.clone(),
+                attempt,
+                started_ms,
+                ended_ms: unix_millis(),
+                status: match &result {
+                    Ok(_) => "ok".to_owned(),
+                    Err(e) => e.class().as_str().to_owned(),
+                },
+                fuel: fuel_used.0,
+                tokens: charged,
+                error: result.as_ref().err().map(ToString::to_string),
+                replayed: false,
+            });
+
+            let error = match result {
                 Ok(parts) => {
                     permit.record(Verdict::Success, duration);
                     return Ok(parts.into_outcome(
                         name,
                         call_id,
-                        inner.price,
+                        Tokens(charged),
                         attempt,
                         failed,
                         tool.breaker.state(),
@@ -670,7 +1031,7 @@ impl Host {
             }
             failed.push(class);
             let give_up = !row.retryable
-                || !may_retry(tool.description.effect, false)
+                || !may_retry(tool.description.effect, keyed)
                 || attempt >= tool.retry.max_attempts;
             if give_up {
                 return Err(exhausted(name, attempt, failed, error));
@@ -692,6 +1053,61 @@ impl Host {
                 .map_err(|r| refused(name, r, attempt))?;
             attempt += 1;
         }
+    }
+
+    /// Reaps journal records past retention, at most once an hour.
+    fn reap_now_and_then(&self) {
+        let now = unix_millis();
+        let last = self.inner.last_reap_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < REAP_EVERY.as_millis() as u64 {
+            return;
+        }
+        if self
+            .inner
+            .last_reap_ms
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            let journal = self.inner.journal.clone();
+            let before = now.saturating_sub(self.inner.retention.as_millis() as u64);
+            tokio::spawn(async move {
+                match journal.reap(before).await {
+                    Ok(n) if n > 0 => {
+                        tracing::info!(reaped = n, "journal records past retention removed")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot reap the journal"),
+                }
+            });
+        }
+    }
+
+    /// The budget ledger: caps, outside charges, balances.
+    pub fn budgets(&self) -> Budgets {
+        Budgets {
+            journal: self.inner.journal.clone(),
+        }
+    }
+
+    /// Attempts from the audit history, newest first.
+    pub fn history(&self, query: &HistoryQuery) -> Result<Vec<AttemptRecord>, JournalError> {
+        self.inner.journal.history(query)
+    }
+
+    /// Tokens charged per scope over the attempts `query` selects.
+    pub fn totals(&self, query: &HistoryQuery) -> Result<BTreeMap<String, u64>, JournalError> {
+        Ok(crate::journal::totals(&self.history(query)?))
+    }
+
+    /// The idempotency records.
+    pub fn journal_entries(&self) -> Result<Vec<JournalEntry>, JournalError> {
+        self.inner.journal.entries()
+    }
+
+    /// Deletes finished idempotency records older than `age`; returns how many.
+    pub async fn reap_journal(&self, age: Duration) -> Result<usize, JournalError> {
+        let before = unix_millis().saturating_sub(age.as_millis() as u64);
+        self.inner.journal.reap(before).await
     }
 
     /// Counters and breaker state of one tool.
@@ -755,6 +1171,43 @@ impl Host {
     }
 }
 
+/// Longest idempotency key, in bytes.
+const MAX_KEY_LEN: usize = 255;
+/// A key's lease outlives the call's total deadline by this much.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+/// How often finished journal records past retention are reaped.
+const REAP_EVERY: Duration = Duration::from_secs(3600);
+
+/// SHA-256 over the tool's digest and the canonical input (keys sorted).
+fn fingerprint(digest: &str, input: &str) -> String {
+    let canonical = serde_json::from_str::<serde_json::Value>(input)
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| input.to_owned());
+    let mut hasher = Sha256::new();
+    hasher.update(digest.as_bytes());
+    hasher.update([0]);
+    hasher.update(canonical.as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+/// Whether a keyed call's error is its final answer (stored and replayed)
+/// rather than a passing condition (the key is released for a later try).
+fn is_terminal(error: &CallError) -> bool {
+    use ErrorClass::*;
+    matches!(
+        error.last_attempt_error().class(),
+        InvalidInput
+            | Permanent
+            | Panic
+            | Trap
+            | MemoryLimit
+            | StackOverflow
+            | OutputTooLarge
+            | InvalidOutput
+            | DataLimit
+    )
+}
+
 /// Attempts get at least this long, however little of the total deadline is left.
 const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(1);
 
@@ -797,7 +1250,7 @@ impl Succeeded {
         self,
         tool: &ToolName,
         call_id: String,
-        price: TokenPrice,
+        tokens: Tokens,
         attempts: u32,
         failed_attempts: Vec<ErrorClass>,
         breaker: BreakerState,
@@ -807,7 +1260,7 @@ impl Succeeded {
         CallOutcome {
             tool: tool.clone(),
             call_id,
-            tokens: price.charge(e.fuel_used, self.output.len()),
+            tokens,
             output: self.output,
             fuel_used: e.fuel_used,
             duration: e.duration,
@@ -815,6 +1268,7 @@ impl Succeeded {
             failed_attempts,
             breaker,
             waited,
+            replayed: false,
             logs: e.logs,
             logs_dropped: e.logs_dropped,
             stdout: String::from_utf8_lossy(&e.stdout).into_owned(),

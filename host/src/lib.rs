@@ -30,8 +30,12 @@
 //! decided by one fixed error-class table. A [`CallError`] says precisely why a
 //! call failed, and [`CallError::retry_after`] when to come back.
 //!
-//! What this crate does not do yet: budgets across calls, the idempotency
-//! journal, durable tasks and MCP.
+//! Calls with an idempotency key run once: a redb journal (group-committed)
+//! stores their outcome and replays it. Budget scopes (tenant, agent, task)
+//! cap what calls spend in tokens, derived from fuel and output size, and
+//! every attempt lands in an audit history.
+//!
+//! What this crate does not do yet: durable tasks, escalations and MCP.
 
 #![warn(missing_docs)]
 #![deny(unsafe_code)] // `component_cache` alone opts out, with a SAFETY note.
@@ -39,6 +43,7 @@
 mod attempt;
 mod bindings;
 mod breaker;
+mod budget;
 mod bulkhead;
 mod classify;
 mod clock;
@@ -47,6 +52,7 @@ mod engine;
 mod error;
 mod host;
 mod host_api;
+mod journal;
 mod limits;
 mod policy;
 mod retry;
@@ -54,12 +60,16 @@ mod sandbox;
 mod units;
 
 pub use breaker::{BreakerConfig, BreakerMode, BreakerSnapshot, BreakerState, Window};
+pub use budget::{BudgetCap, BudgetError, BudgetStatus, Budgets, InvalidScope, ScopeId};
 pub use bulkhead::BulkheadConfig;
 pub use clock::{Clock, Jitter, ManualClock, SystemClock};
 pub use component_cache::{ArtifactInfo, ArtifactSource};
 pub use error::{BuildError, CallError, ErrorClass, LoadError, ToolError};
 pub use host::{CallOutcome, CallRequest, Host, HostBuilder, ToolDescription, ToolStats};
 pub use host_api::{LogLevel, LogRecord, Progress, ProgressSink};
+pub use journal::{
+    AttemptRecord, HistoryQuery, JournalEntry, JournalError, KeyState, StoredOutcome,
+};
 pub use limits::{Limits, LimitsSpec};
 pub use policy::{BreakerSpec, Mount, MountMode, PolicyError, PoolSpec, RetrySpec, ToolPolicy};
 pub use retry::RetryConfig;

@@ -13,8 +13,9 @@ pub fn shared_data_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("cofferdam-test-data")
 }
 
+/// A host sharing the artifact cache, with its own in-memory journal.
 pub fn builder() -> HostBuilder {
-    Host::builder().data_dir(shared_data_dir())
+    Host::builder().artifact_dir(shared_data_dir().join("artifacts"))
 }
 
 pub fn host() -> Host {

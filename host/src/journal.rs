@@ -1,0 +1,1386 @@
+//! Durable state in redb: the idempotency journal, the budget ledger and the
+//! audit history. The only module that imports redb.
+//!
+//! Writes go through one writer thread that practises group commit: it takes
+//! every request waiting in its queue, applies them in one write transaction,
+//! commits once (one fsync), and only then answers each caller. Nothing is
+//! reported to a caller before its record is committed. Audit records alone do
+//! not force an fsync; they are made durable by the next durable commit or by
+//! a flush within [`AUDIT_FLUSH`].
+//!
+//! Records are JSON with a version field; the file carries a schema version
+//! and a newer or unreadable file is refused, never rewritten. The
+//! [`JournalStore`] and [`BudgetStore`] traits are what the host needs, so a
+//! shared backend (PostgreSQL) can be added beside this one.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redb::{
+    ConcurrencyMode, Database, Durability, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::budget::{BudgetCap, BudgetStatus, ScopeId};
+use crate::{Effect, ErrorClass, Tokens, ToolError};
+
+/// Schema version this build writes and reads.
+const SCHEMA_VERSION: u64 = 1;
+/// Longest a non-durable audit record waits for an fsync.
+const AUDIT_FLUSH: Duration = Duration::from_secs(1);
+/// Requests applied in one transaction at most.
+const MAX_BATCH: usize = 1024;
+
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+const IDEMPOTENCY: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("idempotency");
+const BUDGETS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("budgets");
+const RESERVATIONS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("reservations");
+const AUDIT: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("audit");
+
+/// The journal could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// The file could not be opened: unreadable, corrupt, or locked in an
+    /// incompatible way. It is left as it is.
+    #[error("cannot open journal {path}: {message}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What redb said.
+        message: String,
+    },
+    /// The file was written by a newer cofferdam.
+    #[error(
+        "journal {path} has schema version {found}, newer than the {supported} this build reads; upgrade cofferdam"
+    )]
+    NewerVersion {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: u64,
+        /// The version this build supports.
+        supported: u64,
+    },
+    /// A read or write failed.
+    #[error("journal storage failed: {0}")]
+    Storage(String),
+    /// A stored record could not be decoded.
+    #[error("journal record `{key}` is unreadable: {message}")]
+    BadRecord {
+        /// The record's key.
+        key: String,
+        /// Why.
+        message: String,
+    },
+    /// The writer thread is gone (the host is shutting down).
+    #[error("journal writer has stopped")]
+    Stopped,
+}
+
+fn storage(e: impl std::fmt::Display) -> JournalError {
+    JournalError::Storage(e.to_string())
+}
+
+/// Milliseconds since the Unix epoch, the journal's timestamps.
+pub(crate) fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Where a keyed call stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum KeyState {
+    /// An attempt holds the key until `lease_until_ms` (Unix ms).
+    InProgress {
+        /// When the lease lapses.
+        lease_until_ms: u64,
+        /// Process that holds it.
+        owner_pid: u32,
+    },
+    /// Finished; the stored outcome is replayed to later callers.
+    Completed {
+        /// What the call produced.
+        outcome: StoredOutcome,
+    },
+    /// A side-effecting call was interrupted: it may or may not have acted.
+    /// Never re-run automatically; a human or the embedder decides.
+    Unknown {
+        /// What happened.
+        reason: String,
+    },
+}
+
+/// A finished call's outcome, as replayed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum StoredOutcome {
+    /// The call succeeded with this JSON output.
+    Output {
+        /// The output.
+        output: String,
+        /// Tokens it was charged.
+        tokens: Tokens,
+    },
+    /// The call ended in a terminal error (Stripe-style, errors are stored too).
+    Error {
+        /// Its class.
+        class: ErrorClass,
+        /// Its message.
+        message: String,
+        /// The tool's own error, when the tool reported it.
+        tool_error: Option<ToolError>,
+    },
+}
+
+/// One idempotency record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// Record encoding version.
+    pub v: u32,
+    /// Scope the key lives in (tenant, else agent, else empty).
+    pub scope: String,
+    /// The tool.
+    pub tool: String,
+    /// The caller's idempotency key.
+    pub key: String,
+    /// SHA-256 of the tool digest and the canonical input.
+    pub fingerprint: String,
+    /// The tool's effect class when claimed.
+    pub effect: Effect,
+    /// Attempts that claimed the key.
+    pub claims: u32,
+    /// Where it stands.
+    #[serde(flatten)]
+    pub state: KeyState,
+    /// When first claimed (Unix ms).
+    pub created_ms: u64,
+    /// When last changed (Unix ms).
+    pub updated_ms: u64,
+}
+
+/// What claiming a key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// The caller holds the key and must run the call.
+    Claimed,
+    /// Completed before: replay this.
+    Replay(StoredOutcome),
+    /// Same key, different input.
+    Mismatch,
+    /// Another attempt holds the key.
+    InProgress { retry_after: Duration },
+    /// An earlier side-effecting attempt was interrupted.
+    Unknown { reason: String },
+}
+
+/// One attempt, as the audit history keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// Record encoding version.
+    pub v: u32,
+    /// The tool.
+    pub tool: String,
+    /// SHA-256 of its component.
+    pub digest: String,
+    /// The call.
+    pub call_id: String,
+    /// The task, if any.
+    pub task: Option<String>,
+    /// The agent, if any.
+    pub agent: Option<String>,
+    /// The tenant, if any.
+    pub tenant: Option<String>,
+    /// Attempt number (0 for a replay, which runs nothing).
+    pub attempt: u32,
+    /// Start, Unix ms.
+    pub started_ms: u64,
+    /// End, Unix ms.
+    pub ended_ms: u64,
+    /// `ok`, or the error class.
+    pub status: String,
+    /// Fuel used.
+    pub fuel: u64,
+    /// Tokens charged.
+    pub tokens: u64,
+    /// The error message, if it failed.
+    pub error: Option<String>,
+    /// Whether this was a replay from the journal.
+    pub replayed: bool,
+}
+
+/// Which attempts [`crate::Host::history`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Only this tool.
+    pub tool: Option<String>,
+    /// Only this task.
+    pub task: Option<String>,
+    /// Only this agent.
+    pub agent: Option<String>,
+    /// Started at or after (Unix ms).
+    pub since_ms: Option<u64>,
+    /// Started before (Unix ms).
+    pub until_ms: Option<u64>,
+    /// At most this many, newest first (default 100).
+    pub limit: Option<usize>,
+}
+
+/// A budget reservation: tokens set aside in every capped scope of a call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Reservation {
+    pub id: u64,
+    pub scopes: Vec<String>,
+    pub tokens: u64,
+    pub owner_pid: u32,
+    /// The scope with the least left when reserved.
+    pub tightest: String,
+}
+
+/// What a reservation request got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reserved {
+    /// No scope of the call has a cap: nothing to reserve.
+    Unlimited,
+    /// Granted `tokens` (at most what was asked).
+    Granted(Reservation),
+    /// The tightest scope has nothing left.
+    Exhausted { scope: String, left: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct BudgetRecord {
+    v: u32,
+    cap: BudgetCap,
+    spent: u64,
+    reserved: u64,
+    window_start_ms: u64,
+    /// Whether the soft-threshold event fired in this window.
+    soft_alerted: bool,
+}
+
+impl BudgetRecord {
+    fn roll_window(&mut self, now_ms: u64) {
+        if let Some(window) = self.cap.window_ms
+            && now_ms >= self.window_start_ms.saturating_add(window)
+        {
+            self.spent = 0;
+            self.soft_alerted = false;
+            self.window_start_ms = now_ms - (now_ms - self.window_start_ms) % window.max(1);
+        }
+    }
+
+    fn left(&self) -> u64 {
+        self.cap.hard.0.saturating_sub(self.spent + self.reserved)
+    }
+
+    fn status(&self, scope: &str) -> BudgetStatus {
+        BudgetStatus {
+            scope: scope.to_owned(),
+            cap: self.cap,
+            spent: Tokens(self.spent),
+            reserved: Tokens(self.reserved),
+            left: Tokens(self.left()),
+            window_start_ms: self.cap.window_ms.map(|_| self.window_start_ms),
+        }
+    }
+}
+
+/// What the host needs from an idempotency journal.
+pub(crate) trait JournalStore {
+    /// Claims `key` for a new attempt, or says why not.
+    async fn claim(
+        &self,
+        key: JournalKey,
+        fingerprint: String,
+        effect: Effect,
+        lease: Duration,
+    ) -> Result<Claim, JournalError>;
+    /// Stores the final outcome of a claimed key.
+    async fn complete(&self, key: JournalKey, outcome: StoredOutcome) -> Result<(), JournalError>;
+    /// Frees a claimed key after a retryable failure.
+    async fn release(&self, key: JournalKey) -> Result<(), JournalError>;
+    /// Marks a claimed key unknown: the side-effecting call was interrupted.
+    async fn mark_unknown(&self, key: JournalKey, reason: String) -> Result<(), JournalError>;
+}
+
+/// What the host needs from a budget ledger.
+pub(crate) trait BudgetStore {
+    /// Sets aside up to `want` tokens in every capped scope, atomically.
+    async fn reserve(&self, scopes: Vec<ScopeId>, want: u64) -> Result<Reserved, JournalError>;
+    /// Turns a reservation into spending of `actual` tokens (at most reserved).
+    async fn settle(&self, reservation: Reservation, actual: u64) -> Result<(), JournalError>;
+}
+
+/// The scope, tool and key of an idempotency record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct JournalKey {
+    pub scope: String,
+    pub tool: String,
+    pub key: String,
+}
+
+impl JournalKey {
+    fn encode(&self) -> String {
+        format!("{}\u{1f}{}\u{1f}{}", self.scope, self.tool, self.key)
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, JournalError>>;
+
+enum Op {
+    Claim {
+        key: JournalKey,
+        fingerprint: String,
+        effect: Effect,
+        lease: Duration,
+        reply: Reply<Claim>,
+    },
+    Complete {
+        key: JournalKey,
+        outcome: StoredOutcome,
+        reply: Reply<()>,
+    },
+    Release {
+        key: JournalKey,
+        reply: Reply<()>,
+    },
+    MarkUnknown {
+        key: JournalKey,
+        reason: String,
+        reply: Reply<()>,
+    },
+    Reserve {
+        scopes: Vec<ScopeId>,
+        want: u64,
+        reply: Reply<Reserved>,
+    },
+    Settle {
+        reservation: Reservation,
+        actual: u64,
+        reply: Reply<()>,
+    },
+    Charge {
+        scope: ScopeId,
+        tokens: u64,
+        reply: Reply<Option<BudgetStatus>>,
+    },
+    SetCap {
+        scope: ScopeId,
+        cap: Option<BudgetCap>,
+        reply: Reply<()>,
+    },
+    Reap {
+        before_ms: u64,
+        reply: Reply<usize>,
+    },
+    Audit(Box<AttemptRecord>),
+}
+
+impl Op {
+    /// Whether the caller waits for this op, so it must be durable first.
+    fn durable(&self) -> bool {
+        !matches!(self, Op::Audit(_))
+    }
+}
+
+/// A reply to send once the batch's commit is known.
+type Answer = Box<dyn FnOnce(Result<(), JournalError>) + Send>;
+
+fn answer<T: Send + 'static>(reply: Reply<T>, result: Result<T, JournalError>) -> Answer {
+    Box::new(move |commit| {
+        let _ = reply.send(commit.and(result));
+    })
+}
+
+/// The journal: a redb database and its writer thread. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Journal {
+    db: std::sync::Arc<Database>,
+    tx: mpsc::Sender<Op>,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal file at `path`.
+    pub(crate) fn open(path: &Path, group_commit: bool) -> Result<Self, JournalError> {
+        let open_error = |e: &dyn std::fmt::Display| JournalError::Open {
+            path: path.to_owned(),
+            message: e.to_string(),
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| open_error(&e))?;
+        }
+        let db = Database::builder()
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .create(path)
+            .map_err(|e| open_error(&e))?;
+        Self::start(db, path, group_commit)
+    }
+
+    /// A journal that lives in memory only, for hosts without a data directory.
+    pub(crate) fn in_memory() -> Result<Self, JournalError> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| JournalError::Open {
+                path: "<memory>".into(),
+                message: e.to_string(),
+            })?;
+        Self::start(db, Path::new("<memory>"), true)
+    }
+
+    fn start(db: Database, path: &Path, group_commit: bool) -> Result<Self, JournalError> {
+        check_schema(&db, path)?;
+        recover(&db)?;
+        let db = std::sync::Arc::new(db);
+        let (tx, rx) = mpsc::channel();
+        let writer_db = std::sync::Arc::clone(&db);
+        std::thread::Builder::new()
+            .name("cofferdam-journal".into())
+            .spawn(move || writer(&writer_db, &rx, group_commit))
+            .map_err(storage)?;
+        Ok(Self { db, tx })
+    }
+
+    async fn request<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, JournalError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(op(reply)).map_err(|_| JournalError::Stopped)?;
+        answer.await.map_err(|_| JournalError::Stopped)?
+    }
+
+    /// Records an attempt; does not wait for the commit.
+    pub(crate) fn audit(&self, record: AttemptRecord) {
+        let _ = self.tx.send(Op::Audit(Box::new(record)));
+    }
+
+    /// Charges tokens spent outside the host to a scope.
+    pub(crate) async fn charge(
+        &self,
+        scope: ScopeId,
+        tokens: u64,
+    ) -> Result<Option<BudgetStatus>, JournalError> {
+        self.request(|reply| Op::Charge {
+            scope,
+            tokens,
+            reply,
+        })
+        .await
+    }
+
+    /// Sets (or with `None` removes) a scope's cap.
+    pub(crate) async fn set_cap(
+        &self,
+        scope: ScopeId,
+        cap: Option<BudgetCap>,
+    ) -> Result<(), JournalError> {
+        self.request(|reply| Op::SetCap { scope, cap, reply }).await
+    }
+
+    /// Deletes completed and unknown records last changed before `before_ms`.
+    pub(crate) async fn reap(&self, before_ms: u64) -> Result<usize, JournalError> {
+        self.request(|reply| Op::Reap { before_ms, reply }).await
+    }
+
+    /// Every budget with a cap.
+    pub(crate) fn budgets(&self) -> Result<Vec<BudgetStatus>, JournalError> {
+        let read = self.db.begin_read().map_err(storage)?;
+        let table = match read.open_table(BUDGETS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(storage(e)),
+        };
+        let now = unix_millis();
+        let mut out = Vec::new();
+        for row in table.iter().map_err(storage)? {
+            let (key, value) = row.map_err(storage)?;
+            let mut record: BudgetRecord = decode(key.value(), value.value())?;
+            record.roll_window(now);
+            out.push(record.status(key.value()));
+        }
+        Ok(out)
+    }
+
+    /// Idempotency records, oldest key first.
+    pub(crate) fn entries(&self) -> Result<Vec<JournalEntry>, JournalError> {
+        let read = self.db.begin_read().map_err(storage)?;
+        let table = match read.open_table(IDEMPOTENCY) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(storage(e)),
+        };
+        let mut out = Vec::new();
+        for row in table.iter().map_err(storage)? {
+            let (key, value) = row.map_err(storage)?;
+            out.push(decode(key.value(), value.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Attempts matching `query`, newest first.
+    pub(crate) fn history(&self, query: &HistoryQuery) -> Result<Vec<AttemptRecord>, JournalError> {
+        let read = self.db.begin_read().map_err(storage)?;
+        let table = match read.open_table(AUDIT) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(storage(e)),
+        };
+        let since = u128::from(query.since_ms.unwrap_or(0)) << 64;
+        let until = query.until_ms.map_or(u128::MAX, |ms| u128::from(ms) << 64);
+        let limit = query.limit.unwrap_or(100);
+        let mut out = Vec::new();
+        for row in table.range(since..until).map_err(storage)?.rev() {
+            let (key, value) = row.map_err(storage)?;
+            let record: AttemptRecord = decode(&key.value().to_string(), value.value())?;
+            let keep = query.tool.as_ref().is_none_or(|t| *t == record.tool)
+                && query
+                    .task
+                    .as_ref()
+                    .is_none_or(|t| record.task.as_ref() == Some(t))
+                && query
+                    .agent
+                    .as_ref()
+                    .is_none_or(|a| record.agent.as_ref() == Some(a));
+            if keep {
+                out.push(record);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl JournalStore for Journal {
+    async fn claim(
+        &self,
+        key: JournalKey,
+        fingerprint: String,
+        effect: Effect,
+        lease: Duration,
+    ) -> Result<Claim, JournalError> {
+        self.request(|reply| Op::Claim {
+            key,
+            fingerprint,
+            effect,
+            lease,
+            reply,
+        })
+        .await
+    }
+
+    async fn complete(&self, key: JournalKey, outcome: StoredOutcome) -> Result<(), JournalError> {
+        self.request(|reply| Op::Complete {
+            key,
+            outcome,
+            reply,
+        })
+        .await
+    }
+
+    async fn release(&self, key: JournalKey) -> Result<(), JournalError> {
+        self.request(|reply| Op::Release { key, reply }).await
+    }
+
+    async fn mark_unknown(&self, key: JournalKey, reason: String) -> Result<(), JournalError> {
+        self.request(|reply| Op::MarkUnknown { key, reason, reply })
+            .await
+    }
+}
+
+impl BudgetStore for Journal {
+    async fn reserve(&self, scopes: Vec<ScopeId>, want: u64) -> Result<Reserved, JournalError> {
+        self.request(|reply| Op::Reserve {
+            scopes,
+            want,
+            reply,
+        })
+        .await
+    }
+
+    async fn settle(&self, reservation: Reservation, actual: u64) -> Result<(), JournalError> {
+        self.request(|reply| Op::Settle {
+            reservation,
+            actual,
+            reply,
+        })
+        .await
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, JournalError> {
+    serde_json::from_slice(bytes).map_err(|e| JournalError::BadRecord {
+        key: key.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing plain records with string keys cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// Refuses files from a newer schema; stamps new files.
+fn check_schema(db: &Database, path: &Path) -> Result<(), JournalError> {
+    let txn = db.begin_write().map_err(storage)?;
+    {
+        let mut meta = txn.open_table(META).map_err(storage)?;
+        let found = meta.get("schema").map_err(storage)?.map(|v| v.value());
+        match found {
+            Some(found) if found > SCHEMA_VERSION => {
+                return Err(JournalError::NewerVersion {
+                    path: path.to_owned(),
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            Some(_) => {}
+            None => {
+                meta.insert("schema", SCHEMA_VERSION).map_err(storage)?;
+            }
+        }
+    }
+    txn.commit().map_err(storage)
+}
+
+/// After a crash: reservations of dead processes become spending (a crash
+/// cannot forget what may have been spent); claims of dead processes are
+/// handled when next claimed (see `claim`).
+fn recover(db: &Database) -> Result<(), JournalError> {
+    let txn = db.begin_write().map_err(storage)?;
+    {
+        let mut reservations = txn.open_table(RESERVATIONS).map_err(storage)?;
+        let mut budgets = txn.open_table(BUDGETS).map_err(storage)?;
+        let mut dead = Vec::new();
+        for row in reservations.iter().map_err(storage)? {
+            let (id, value) = row.map_err(storage)?;
+            let reservation: Reservation = decode(&id.value().to_string(), value.value())?;
+            if !process_alive(reservation.owner_pid) {
+                dead.push(reservation);
+            }
+        }
+        for reservation in dead {
+            reservations.remove(reservation.id).map_err(storage)?;
+            for scope in &reservation.scopes {
+                let Some(bytes) = budgets
+                    .get(scope.as_str())
+                    .map_err(storage)?
+                    .map(|v| v.value().to_vec())
+                else {
+                    continue;
+                };
+                let mut record: BudgetRecord = decode(scope, &bytes)?;
+                record.reserved = record.reserved.saturating_sub(reservation.tokens);
+                record.spent += reservation.tokens;
+                budgets
+                    .insert(scope.as_str(), encode(&record).as_slice())
+                    .map_err(storage)?;
+            }
+        }
+    }
+    txn.commit().map_err(storage)
+}
+
+/// Whether a process id belongs to a running process (Linux: `/proc/PID`).
+fn process_alive(pid: u32) -> bool {
+    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn writer(db: &Database, rx: &mpsc::Receiver<Op>, group_commit: bool) {
+    let mut dirty = false;
+    loop {
+        let first = match rx.recv_timeout(AUDIT_FLUSH) {
+            Ok(op) => op,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if dirty {
+                    // Make audit records written without fsync durable.
+                    if let Ok(txn) = db.begin_write() {
+                        dirty = txn.commit().is_err();
+                    }
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        let mut batch = vec![first];
+        if group_commit {
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+        }
+        let durable = batch.iter().any(Op::durable);
+        let answers = match apply(db, batch, durable) {
+            Ok(answers) => answers,
+            Err((answers, error)) => {
+                for answer in answers {
+                    answer(Err(JournalError::Storage(error.clone())));
+                }
+                continue;
+            }
+        };
+        dirty = !durable;
+        for answer in answers {
+            answer(Ok(()));
+        }
+    }
+}
+
+/// Applies a batch in one transaction and commits it.
+fn apply(
+    db: &Database,
+    batch: Vec<Op>,
+    durable: bool,
+) -> Result<Vec<Answer>, (Vec<Answer>, String)> {
+    let mut txn = match db.begin_write() {
+        Ok(txn) => txn,
+        Err(e) => {
+            return Err((
+                batch.into_iter().filter_map(drop_answer).collect(),
+                e.to_string(),
+            ));
+        }
+    };
+    if !durable {
+        let _ = txn.set_durability(Durability::None);
+    }
+    let now = unix_millis();
+    let answers: Vec<Answer> = batch
+        .into_iter()
+        .filter_map(|op| execute(&txn, op, now))
+        .collect();
+    match txn.commit() {
+        Ok(()) => Ok(answers),
+        Err(e) => Err((answers, e.to_string())),
+    }
+}
+
+fn drop_answer(op: Op) -> Option<Answer> {
+    let failed = |_: ()| -> Result<(), JournalError> { Err(JournalError::Stopped) };
+    match op {
+        Op::Claim { reply, .. } => Some(answer(reply, failed(()).map(|()| Claim::Claimed))),
+        Op::Complete { reply, .. }
+        | Op::Release { reply, .. }
+        | Op::MarkUnknown { reply, .. }
+        | Op::Settle { reply, .. }
+        | Op::SetCap { reply, .. } => Some(answer(reply, failed(()))),
+        Op::Reserve { reply, .. } => Some(answer(reply, failed(()).map(|()| Reserved::Unlimited))),
+        Op::Charge { reply, .. } => Some(answer(reply, failed(()).map(|()| None))),
+        Op::Reap { reply, .. } => Some(answer(reply, failed(()).map(|()| 0))),
+        Op::Audit(_) => None,
+    }
+}
+
+fn execute(txn: &WriteTransaction, op: Op, now: u64) -> Option<Answer> {
+    match op {
+        Op::Claim {
+            key,
+            fingerprint,
+            effect,
+            lease,
+            reply,
+        } => Some(answer(
+            reply,
+            claim(txn, &key, fingerprint, effect, lease, now),
+        )),
+        Op::Complete {
+            key,
+            outcome,
+            reply,
+        } => {
+            let result = update(txn, &key, now, |entry| {
+                entry.state = KeyState::Completed { outcome }
+            });
+            Some(answer(reply, result))
+        }
+        Op::MarkUnknown { key, reason, reply } => {
+            let result = update(txn, &key, now, |entry| {
+                entry.state = KeyState::Unknown { reason }
+            });
+            Some(answer(reply, result))
+        }
+        Op::Release { key, reply } => {
+            let result = txn
+                .open_table(IDEMPOTENCY)
+                .and_then(|mut t| {
+                    t.remove(key.encode().as_str())
+                        .map(drop)
+                        .map_err(Into::into)
+                })
+                .map_err(storage);
+            Some(answer(reply, result))
+        }
+        Op::Reserve {
+            scopes,
+            want,
+            reply,
+        } => Some(answer(reply, reserve(txn, &scopes, want, now))),
+        Op::Settle {
+            reservation,
+            actual,
+            reply,
+        } => Some(answer(reply, settle(txn, &reservation, actual, now))),
+        Op::Charge {
+            scope,
+            tokens,
+            reply,
+        } => Some(answer(reply, charge(txn, &scope, tokens, now))),
+        Op::SetCap { scope, cap, reply } => Some(answer(reply, set_cap(txn, &scope, cap, now))),
+        Op::Reap { before_ms, reply } => Some(answer(reply, reap(txn, before_ms))),
+        Op::Audit(record) => {
+            if let Err(e) = audit(txn, &record, now) {
+                tracing::warn!(error = %e, "cannot record an attempt in the audit history");
+            }
+            None
+        }
+    }
+}
+
+fn claim(
+    txn: &WriteTransaction,
+    key: &JournalKey,
+    fingerprint: String,
+    effect: Effect,
+    lease: Duration,
+    now: u64,
+) -> Result<Claim, JournalError> {
+    let mut table = txn.open_table(IDEMPOTENCY).map_err(storage)?;
+    let encoded = key.encode();
+    let existing = table
+        .get(encoded.as_str())
+        .map_err(storage)?
+        .map(|v| v.value().to_vec());
+    let lease_until_ms = now.saturating_add(lease.as_millis() as u64);
+    let in_progress = KeyState::InProgress {
+        lease_until_ms,
+        owner_pid: std::process::id(),
+    };
+    let mut entry = match existing {
+        None => JournalEntry {
+            v: 1,
+            scope: key.scope.clone(),
+            tool: key.tool.clone(),
+            key: key.key.clone(),
+            fingerprint,
+            effect,
+            claims: 1,
+            state: in_progress,
+            created_ms: now,
+            updated_ms: now,
+        },
+        Some(bytes) => {
+            let mut entry: JournalEntry = decode(&encoded, &bytes)?;
+            if entry.fingerprint != fingerprint {
+                return Ok(Claim::Mismatch);
+            }
+            match &entry.state {
+                KeyState::Completed { outcome } => return Ok(Claim::Replay(outcome.clone())),
+                KeyState::Unknown { reason } => {
+                    return Ok(Claim::Unknown {
+                        reason: reason.clone(),
+                    });
+                }
+                KeyState::InProgress {
+                    lease_until_ms: until,
+                    owner_pid,
+                } => {
+                    let holder_gone = !process_alive(*owner_pid);
+                    if now < *until && !holder_gone {
+                        return Ok(Claim::InProgress {
+                            retry_after: Duration::from_millis(until - now),
+                        });
+                    }
+                    if entry.effect == Effect::SideEffecting {
+                        // The holder crashed or hung mid-call: it may have acted.
+                        let reason = if holder_gone {
+                            format!("process {owner_pid} holding the key stopped mid-call")
+                        } else {
+                            "the lease on the key expired mid-call".to_owned()
+                        };
+                        entry.state = KeyState::Unknown {
+                            reason: reason.clone(),
+                        };
+                        entry.updated_ms = now;
+                        table
+                            .insert(encoded.as_str(), encode(&entry).as_slice())
+                            .map_err(storage)?;
+                        return Ok(Claim::Unknown { reason });
+                    }
+                }
+            }
+            entry.claims += 1;
+            entry.state = in_progress;
+            entry.updated_ms = now;
+            entry
+        }
+    };
+    entry.updated_ms = now;
+    table
+        .insert(encoded.as_str(), encode(&entry).as_slice())
+        .map_err(storage)?;
+    Ok(Claim::Claimed)
+}
+
+fn update(
+    txn: &WriteTransaction,
+    key: &JournalKey,
+    now: u64,
+    change: impl FnOnce(&mut JournalEntry),
+) -> Result<(), JournalError> {
+    let mut table = txn.open_table(IDEMPOTENCY).map_err(storage)?;
+    let encoded = key.encode();
+    let Some(bytes) = table
+        .get(encoded.as_str())
+        .map_err(storage)?
+        .map(|v| v.value().to_vec())
+    else {
+        return Err(JournalError::BadRecord {
+            key: encoded,
+            message: "no such record".into(),
+        });
+    };
+    let mut entry: JournalEntry = decode(&encoded, &bytes)?;
+    change(&mut entry);
+    entry.updated_ms = now;
+    table
+        .insert(encoded.as_str(), encode(&entry).as_slice())
+        .map_err(storage)?;
+    Ok(())
+}
+
+fn load_budgets(
+    table: &redb::Table<'_, &str, &[u8]>,
+    scopes: &[String],
+    now: u64,
+) -> Result<Vec<(String, BudgetRecord)>, JournalError> {
+    let mut found = Vec::new();
+    for scope in scopes {
+        if let Some(bytes) = table
+            .get(scope.as_str())
+            .map_err(storage)?
+            .map(|v| v.value().to_vec())
+        {
+            let mut record: BudgetRecord = decode(scope, &bytes)?;
+            record.roll_window(now);
+            found.push((scope.clone(), record));
+        }
+    }
+    Ok(found)
+}
+
+fn reserve(
+    txn: &WriteTransaction,
+    scopes: &[ScopeId],
+    want: u64,
+    now: u64,
+) -> Result<Reserved, JournalError> {
+    let names: Vec<String> = scopes.iter().map(ScopeId::to_string).collect();
+    let mut budgets = txn.open_table(BUDGETS).map_err(storage)?;
+    let mut capped = load_budgets(&budgets, &names, now)?;
+    let Some((tightest, left)) = capped
+        .iter()
+        .map(|(s, r)| (s.clone(), r.left()))
+        .min_by_key(|(_, left)| *left)
+    else {
+        return Ok(Reserved::Unlimited);
+    };
+    if left == 0 {
+        return Ok(Reserved::Exhausted {
+            scope: tightest,
+            left,
+        });
+    }
+    let tokens = want.min(left);
+    for (scope, record) in &mut capped {
+        record.reserved += tokens;
+        budgets
+            .insert(scope.as_str(), encode(record).as_slice())
+            .map_err(storage)?;
+    }
+    let mut reservations = txn.open_table(RESERVATIONS).map_err(storage)?;
+    let id = reservations
+        .last()
+        .map_err(storage)?
+        .map_or(1, |(k, _)| k.value() + 1);
+    let reservation = Reservation {
+        id,
+        scopes: capped.into_iter().map(|(s, _)| s).collect(),
+        tokens,
+        owner_pid: std::process::id(),
+        tightest,
+    };
+    reservations
+        .insert(id, encode(&reservation).as_slice())
+        .map_err(storage)?;
+    Ok(Reserved::Granted(reservation))
+}
+
+fn settle(
+    txn: &WriteTransaction,
+    reservation: &Reservation,
+    actual: u64,
+    now: u64,
+) -> Result<(), JournalError> {
+    let mut reservations = txn.open_table(RESERVATIONS).map_err(storage)?;
+    if reservations
+        .remove(reservation.id)
+        .map_err(storage)?
+        .is_none()
+    {
+        return Ok(()); // already settled by crash recovery
+    }
+    let mut budgets = txn.open_table(BUDGETS).map_err(storage)?;
+    let spent = actual.min(reservation.tokens);
+    for (scope, mut record) in load_budgets(&budgets, &reservation.scopes, now)? {
+        record.reserved = record.reserved.saturating_sub(reservation.tokens);
+        record.spent += spent;
+        alert_soft_threshold(&scope, &mut record);
+        budgets
+            .insert(scope.as_str(), encode(&record).as_slice())
+            .map_err(storage)?;
+    }
+    Ok(())
+}
+
+fn alert_soft_threshold(scope: &str, record: &mut BudgetRecord) {
+    let soft = record.cap.soft_threshold();
+    if !record.soft_alerted && record.spent >= soft {
+        record.soft_alerted = true;
+        tracing::warn!(target: "cofferdam::budget", scope, spent = record.spent,
+            cap = record.cap.hard.0, "budget passed its soft threshold");
+    }
+}
+
+fn charge(
+    txn: &WriteTransaction,
+    scope: &ScopeId,
+    tokens: u64,
+    now: u64,
+) -> Result<Option<BudgetStatus>, JournalError> {
+    let name = scope.to_string();
+    let mut budgets = txn.open_table(BUDGETS).map_err(storage)?;
+    let Some((_, mut record)) = load_budgets(&budgets, std::slice::from_ref(&name), now)?.pop()
+    else {
+        return Ok(None);
+    };
+    record.spent += tokens;
+    alert_soft_threshold(&name, &mut record);
+    budgets
+        .insert(name.as_str(), encode(&record).as_slice())
+        .map_err(storage)?;
+    Ok(Some(record.status(&name)))
+}
+
+fn set_cap(
+    txn: &WriteTransaction,
+    scope: &ScopeId,
+    cap: Option<BudgetCap>,
+    now: u64,
+) -> Result<(), JournalError> {
+    let name = scope.to_string();
+    let mut budgets = txn.open_table(BUDGETS).map_err(storage)?;
+    let Some(cap) = cap else {
+        budgets.remove(name.as_str()).map_err(storage)?;
+        return Ok(());
+    };
+    let record = match load_budgets(&budgets, std::slice::from_ref(&name), now)?.pop() {
+        Some((_, mut record)) => {
+            record.cap = cap;
+            record.soft_alerted = record.spent >= cap.soft_threshold();
+            record
+        }
+        None => BudgetRecord {
+            v: 1,
+            cap,
+            spent: 0,
+            reserved: 0,
+            window_start_ms: now,
+            soft_alerted: false,
+        },
+    };
+    budgets
+        .insert(name.as_str(), encode(&record).as_slice())
+        .map_err(storage)?;
+    Ok(())
+}
+
+fn reap(txn: &WriteTransaction, before_ms: u64) -> Result<usize, JournalError> {
+    let mut table = txn.open_table(IDEMPOTENCY).map_err(storage)?;
+    let mut stale = Vec::new();
+    for row in table.iter().map_err(storage)? {
+        let (key, value) = row.map_err(storage)?;
+        let entry: JournalEntry = decode(key.value(), value.value())?;
+        let finished = !matches!(entry.state, KeyState::InProgress { .. });
+        if finished && entry.updated_ms < before_ms {
+            stale.push(key.value().to_owned());
+        }
+    }
+    for key in &stale {
+        table.remove(key.as_str()).map_err(storage)?;
+    }
+    Ok(stale.len())
+}
+
+fn audit(txn: &WriteTransaction, record: &AttemptRecord, now: u64) -> Result<(), JournalError> {
+    let mut table = txn.open_table(AUDIT).map_err(storage)?;
+    // Keys sort by start time; the low bits keep same-millisecond records apart.
+    let base = u128::from(record.started_ms.max(1)) << 64;
+    let next = table
+        .range(base..base + (1u128 << 64))
+        .map_err(storage)?
+        .next_back()
+        .transpose()
+        .map_err(storage)?
+        .map_or(base, |(k, _)| k.value() + 1);
+    let _ = now;
+    table
+        .insert(next, encode(record).as_slice())
+        .map_err(storage)?;
+    Ok(())
+}
+
+/// The scopes of a call, keyed by kind, for reports.
+pub(crate) fn totals(records: &[AttemptRecord]) -> BTreeMap<String, u64> {
+    let mut totals = BTreeMap::new();
+    for r in records {
+        for scope in [
+            r.tenant.as_ref().map(|t| format!("tenant:{t}")),
+            r.agent.as_ref().map(|a| format!("agent:{a}")),
+            r.task.as_ref().map(|t| format!("task:{t}")),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *totals.entry(scope).or_insert(0) += r.tokens;
+        }
+    }
+    totals
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(k: &str) -> JournalKey {
+        JournalKey {
+            scope: "agent:a".into(),
+            tool: "t".into(),
+            key: k.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn claim_complete_replay_and_mismatch() {
+        let j = Journal::in_memory().expect("journal");
+        let lease = Duration::from_secs(30);
+        let claim = j
+            .claim(key("k"), "fp".into(), Effect::Pure, lease)
+            .await
+            .expect("claim");
+        assert_eq!(claim, Claim::Claimed);
+        let busy = j
+            .claim(key("k"), "fp".into(), Effect::Pure, lease)
+            .await
+            .expect("claim");
+        assert!(matches!(busy, Claim::InProgress { retry_after } if retry_after <= lease));
+        let stored = StoredOutcome::Output {
+            output: "1".into(),
+            tokens: Tokens(3),
+        };
+        j.complete(key("k"), stored.clone())
+            .await
+            .expect("complete");
+        assert_eq!(
+            j.claim(key("k"), "fp".into(), Effect::Pure, lease)
+                .await
+                .expect("claim"),
+            Claim::Replay(stored)
+        );
+        assert_eq!(
+            j.claim(key("k"), "other".into(), Effect::Pure, lease)
+                .await
+                .expect("claim"),
+            Claim::Mismatch
+        );
+    }
+
+    #[tokio::test]
+    async fn released_key_can_be_claimed_again() {
+        let j = Journal::in_memory().expect("journal");
+        let lease = Duration::from_secs(30);
+        j.claim(key("k"), "fp".into(), Effect::SideEffecting, lease)
+            .await
+            .expect("claim");
+        j.release(key("k")).await.expect("release");
+        let again = j
+            .claim(key("k"), "fp".into(), Effect::SideEffecting, lease)
+            .await;
+        assert_eq!(again.expect("claim"), Claim::Claimed);
+    }
+
+    #[tokio::test]
+    async fn expired_lease_is_unknown_for_side_effects_and_reclaimable_otherwise() {
+        let j = Journal::in_memory().expect("journal");
+        let gone = Duration::ZERO;
+        j.claim(key("s"), "fp".into(), Effect::SideEffecting, gone)
+            .await
+            .expect("claim");
+        let s = j
+            .claim(key("s"), "fp".into(), Effect::SideEffecting, gone)
+            .await
+            .expect("claim");
+        assert!(matches!(s, Claim::Unknown { .. }), "{s:?}");
+        let again = j
+            .claim(key("s"), "fp".into(), Effect::SideEffecting, gone)
+            .await;
+        assert!(
+            matches!(again.expect("claim"), Claim::Unknown { .. }),
+            "stays unknown"
+        );
+
+        j.claim(key("p"), "fp".into(), Effect::Pure, gone)
+            .await
+            .expect("claim");
+        let p = j
+            .claim(key("p"), "fp".into(), Effect::Pure, gone)
+            .await
+            .expect("claim");
+        assert_eq!(p, Claim::Claimed);
+        let entry = j
+            .entries()
+            .expect("entries")
+            .into_iter()
+            .find(|e| e.key == "p")
+            .expect("p");
+        assert_eq!(entry.claims, 2);
+    }
+
+    #[tokio::test]
+    async fn reserve_never_grants_more_than_the_tightest_scope_has_left() {
+        let j = Journal::in_memory().expect("journal");
+        let agent = ScopeId::Agent("a".into());
+        let task = ScopeId::Task("t".into());
+        j.set_cap(agent.clone(), Some(BudgetCap::new(Tokens(100))))
+            .await
+            .expect("cap");
+        j.set_cap(task.clone(), Some(BudgetCap::new(Tokens(30))))
+            .await
+            .expect("cap");
+        let scopes = vec![agent.clone(), task.clone()];
+        let Reserved::Granted(r) = j.reserve(scopes.clone(), 50).await.expect("reserve") else {
+            panic!("granted");
+        };
+        assert_eq!(r.tokens, 30, "the task has only 30");
+        let second = j.reserve(scopes.clone(), 50).await.expect("reserve");
+        assert_eq!(
+            second,
+            Reserved::Exhausted {
+                scope: "task:t".into(),
+                left: 0
+            }
+        );
+        j.settle(r, 12).await.expect("settle");
+        let budgets = j.budgets().expect("budgets");
+        let task_status = budgets.iter().find(|b| b.scope == "task:t").expect("task");
+        assert_eq!(
+            (task_status.spent, task_status.reserved, task_status.left),
+            (Tokens(12), Tokens(0), Tokens(18))
+        );
+        let agent_status = budgets
+            .iter()
+            .find(|b| b.scope == "agent:a")
+            .expect("agent");
+        assert_eq!(agent_status.spent, Tokens(12));
+        assert_eq!(
+            j.reserve(vec![ScopeId::Agent("other".into())], 5)
+                .await
+                .expect("reserve"),
+            Reserved::Unlimited
+        );
+    }
+
+    #[tokio::test]
+    async fn reap_removes_only_finished_records_older_than_the_cutoff() {
+        let j = Journal::in_memory().expect("journal");
+        let lease = Duration::from_secs(30);
+        j.claim(key("done"), "fp".into(), Effect::Pure, lease)
+            .await
+            .expect("claim");
+        j.complete(
+            key("done"),
+            StoredOutcome::Output {
+                output: "1".into(),
+                tokens: Tokens(1),
+            },
+        )
+        .await
+        .expect("complete");
+        j.claim(key("running"), "fp".into(), Effect::Pure, lease)
+            .await
+            .expect("claim");
+        assert_eq!(j.reap(0).await.expect("reap"), 0, "nothing is older than 0");
+        assert_eq!(
+            j.reap(u64::MAX).await.expect("reap"),
+            1,
+            "only the finished one"
+        );
+        let keys: Vec<String> = j
+            .entries()
+            .expect("entries")
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        assert_eq!(keys, vec!["running".to_owned()]);
+    }
+
+    #[test]
+    fn newer_schema_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("journal.redb");
+        drop(Journal::open(&path, true).expect("create"));
+        {
+            let db = Database::builder()
+                .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+                .open(&path)
+                .expect("open");
+            let txn = db.begin_write().expect("txn");
+            txn.open_table(META)
+                .expect("meta")
+                .insert("schema", 99)
+                .expect("insert");
+            txn.commit().expect("commit");
+        }
+        let error = Journal::open(&path, true).err().expect("refused");
+        assert!(
+            matches!(error, JournalError::NewerVersion { found: 99, .. }),
+            "{error}"
+        );
+        let error = Journal::open(&path, true)
+            .err()
+            .expect("still refused, not rewritten");
+        assert!(matches!(
+            error,
+            JournalError::NewerVersion { found: 99, .. }
+        ));
+    }
+
+    #[test]
+    fn garbage_file_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("journal.redb");
+        std::fs::write(&path, b"definitely not a redb file, just text").expect("write");
+        let error = Journal::open(&path, true).err().expect("refused");
+        assert!(matches!(error, JournalError::Open { .. }), "{error}");
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            b"definitely not a redb file, just text"
+        );
+    }
+}
