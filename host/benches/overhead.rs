@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use cofferdam::{BreakerMode, CallRequest, Host, LimitsSpec, PoolSpec, ToolPolicy};
 use cofferdam_test_artifacts as artifacts;
+use std::sync::Arc;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -197,6 +198,15 @@ fn main() {
             "  neighbour spinning on CPU  {spinning:>9.1} µs/call   {:.2}x",
             spinning / alone
         );
+        let calls = if full { 2000 } else { 40 };
+        let grouped = durable_calls_per_sec(true, calls).await;
+        let single = durable_calls_per_sec(false, calls).await;
+        println!("durable keyed calls of hello, {calls} calls, 64 at a time (journal on disk)");
+        println!("  one commit per write       {single:>9.0} calls/s   1.00x");
+        println!(
+            "  group commit               {grouped:>9.0} calls/s   {:.1}x",
+            grouped / single
+        );
         println!("load hello (host build + load)");
         println!("  compile and cache          {:>9.1} ms", ms(compiled));
         println!(
@@ -291,4 +301,49 @@ async fn with_neighbours(
     }
     host.unload(&name);
     latency
+}
+
+/// Throughput of keyed calls whose claims and results are committed to disk
+/// before each caller hears back.
+async fn durable_calls_per_sec(group_commit: bool, calls: u32) -> f64 {
+    let data = tempfile::tempdir().expect("tempdir");
+    let host = Host::builder()
+        .data_dir(data.path())
+        .group_commit(group_commit)
+        .build()
+        .expect("host");
+    let pool = PoolSpec {
+        max_concurrent: Some(64),
+        max_queue: Some(100_000),
+        max_wait_ms: Some(600_000),
+    };
+    host.load_file(
+        Path::new(artifacts::HELLO),
+        ToolPolicy {
+            pool,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("load");
+    let host = Arc::new(host);
+    let limit = Arc::new(tokio::sync::Semaphore::new(64));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..calls)
+        .map(|i| {
+            let (host, limit) = (Arc::clone(&host), Arc::clone(&limit));
+            tokio::spawn(async move {
+                let _permit = limit.acquire().await.expect("semaphore");
+                let request = CallRequest {
+                    idempotency_key: Some(format!("key-{i}")),
+                    ..CallRequest::new("hello", INPUT)
+                };
+                host.call(request).await.expect("durable call");
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+    f64::from(calls) / start.elapsed().as_secs_f64()
 }

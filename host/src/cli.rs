@@ -16,8 +16,9 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use cofferdam::{
-    BreakerMode, CallError, CallOutcome, CallRequest, ErrorClass, Host, LimitsSpec, LoadError,
-    Mount, MountMode, ToolDescription, ToolPolicy,
+    BreakerMode, BudgetCap, CallError, CallOutcome, CallRequest, Effect, ErrorClass, HistoryQuery,
+    Host, KeyState, LimitsSpec, LoadError, Mount, MountMode, ScopeId, StoredOutcome, Tokens,
+    ToolDescription, ToolPolicy,
 };
 
 #[derive(Parser)]
@@ -33,17 +34,99 @@ struct Cli {
     /// [default: $COFFERDAM_DATA_DIR, else $XDG_CACHE_HOME/cofferdam, else ~/.cache/cofferdam]
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// Where precompiled artifacts live [default: <data-dir>/artifacts]
+    #[arg(long, global = true)]
+    artifact_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Call a tool once and print its JSON output.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show what a component is: name, effect, input schema, imports.
     Inspect(InspectArgs),
     /// Show or set operator modes of circuit breakers (remembered in the data dir).
     #[command(subcommand)]
     Breakers(BreakersCommand),
+    /// Budget caps and balances of scopes (tenant:ID, agent:ID, task:ID).
+    #[command(subcommand)]
+    Budget(BudgetCommand),
+    /// The idempotency journal: keyed calls and their outcomes.
+    #[command(subcommand)]
+    Journal(JournalCommand),
+    /// The audit history: every attempt, newest first.
+    History(HistoryArgs),
+}
+
+#[derive(Subcommand)]
+enum BudgetCommand {
+    /// Show every capped scope's balance.
+    Show {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a scope's cap (spending so far is kept).
+    Set {
+        /// The scope: tenant:ID, agent:ID or task:ID.
+        scope: String,
+        /// Hard cap in tokens.
+        #[arg(long)]
+        cap: u64,
+        /// Percent of the cap at which a warning is logged [default: 80].
+        #[arg(long, default_value_t = 80)]
+        soft_percent: u8,
+        /// Reset spending every window, such as 1h or 24h.
+        #[arg(long, value_parser = parse_duration)]
+        window: Option<Duration>,
+    },
+    /// Charge tokens spent outside cofferdam (LLM calls) to a capped scope.
+    Charge {
+        /// The scope.
+        scope: String,
+        /// Tokens.
+        tokens: u64,
+    },
+    /// Remove a scope's cap and balance.
+    Remove {
+        /// The scope.
+        scope: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum JournalCommand {
+    /// List idempotency records.
+    List {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete finished records older than an age (default 24h).
+    Reap {
+        /// Age, such as 24h or 30m.
+        #[arg(long, value_parser = parse_duration, default_value = "24h")]
+        older_than: Duration,
+    },
+}
+
+#[derive(Args)]
+struct HistoryArgs {
+    /// Only this tool.
+    #[arg(long)]
+    tool: Option<String>,
+    /// Only this task.
+    #[arg(long)]
+    task: Option<String>,
+    /// Only this agent.
+    #[arg(long)]
+    agent: Option<String>,
+    /// At most this many attempts [default: 100].
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -98,9 +181,27 @@ struct RunArgs {
     #[arg(long)]
     memory_mib: Option<u64>,
     /// Attempts including the first (1: no retries). Only pure and idempotent
-    /// tools are retried, and only after transient failures.
+    /// tools (or keyed calls) are retried, and only after transient failures.
     #[arg(long)]
     attempts: Option<u32>,
+    /// Idempotency key: the same key and input run once; repeats replay the outcome.
+    #[arg(long)]
+    key: Option<String>,
+    /// Agent making the call (a budget scope).
+    #[arg(long)]
+    agent: Option<String>,
+    /// Task the call belongs to (a budget scope).
+    #[arg(long)]
+    task: Option<String>,
+    /// Tenant (the outermost budget scope).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Tokens this call may spend at most.
+    #[arg(long)]
+    max_tokens: Option<u64>,
+    /// Override the tool's effect class: pure, idempotent or side-effecting.
+    #[arg(long, value_parser = parse_effect)]
+    effect: Option<Effect>,
     /// Give the call a private writable /scratch directory.
     #[arg(long)]
     scratch: bool,
@@ -145,11 +246,18 @@ pub(crate) fn main() -> ExitCode {
         }
     };
     let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
+    let dirs = Dirs {
+        data: data_dir.clone(),
+        artifacts: cli.artifact_dir.clone(),
+    };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(args, &data_dir).await,
-            Command::Inspect(args) => inspect(args, &data_dir).await,
+            Command::Run(args) => run(*args, &dirs).await,
+            Command::Inspect(args) => inspect(args, &dirs).await,
             Command::Breakers(command) => breakers(command, &data_dir),
+            Command::Budget(command) => budget(command, &data_dir).await,
+            Command::Journal(command) => journal(command, &data_dir).await,
+            Command::History(args) => history(args, &data_dir),
         }
     });
     match result {
@@ -174,7 +282,23 @@ fn default_data_dir() -> PathBuf {
     }
 }
 
-async fn run(args: RunArgs, data_dir: &Path) -> Result<ExitCode> {
+/// The data directory, and where artifacts live if elsewhere.
+struct Dirs {
+    data: PathBuf,
+    artifacts: Option<PathBuf>,
+}
+
+impl Dirs {
+    fn host(&self) -> cofferdam::HostBuilder {
+        let builder = Host::builder().data_dir(&self.data);
+        match &self.artifacts {
+            Some(dir) => builder.artifact_dir(dir),
+            None => builder,
+        }
+    }
+}
+
+async fn run(args: RunArgs, dirs: &Dirs) -> Result<ExitCode> {
     let (component, mut policy, mut roots) = match &args.manifest {
         Some(manifest) => {
             let policy = ToolPolicy::from_file(manifest)?;
@@ -211,6 +335,7 @@ async fn run(args: RunArgs, data_dir: &Path) -> Result<ExitCode> {
     }
     policy.scratch |= args.scratch;
     policy.retry.max_attempts = args.attempts.or(policy.retry.max_attempts);
+    policy.effect = args.effect.or(policy.effect);
     policy.limits = LimitsSpec {
         fuel: args.fuel.or(policy.limits.fuel),
         timeout_ms: args
@@ -233,7 +358,7 @@ async fn run(args: RunArgs, data_dir: &Path) -> Result<ExitCode> {
         (None, None) => "{}".to_owned(),
     };
 
-    let mut builder = Host::builder().data_dir(data_dir);
+    let mut builder = dirs.host();
     for root in roots {
         builder = builder.allow_root(root);
     }
@@ -242,7 +367,15 @@ async fn run(args: RunArgs, data_dir: &Path) -> Result<ExitCode> {
         Ok(tool) => tool,
         Err(error) => return Ok(report_load_error(&component, error)),
     };
-    let result = host.call(CallRequest::new(tool.name.as_str(), input)).await;
+    let request = CallRequest {
+        idempotency_key: args.key.clone(),
+        agent: args.agent.clone(),
+        task_id: args.task.clone(),
+        tenant: args.tenant.clone(),
+        max_tokens: args.max_tokens.map(Tokens),
+        ..CallRequest::new(tool.name.as_str(), input)
+    };
+    let result = host.call(request).await;
     Ok(report_call(&tool, result, args.json))
 }
 
@@ -289,7 +422,9 @@ fn report_call(
                         );
                     }
                 }
-                let retried = if outcome.attempts > 1 {
+                let retried = if outcome.replayed {
+                    ", replayed from the journal (not run again)".to_owned()
+                } else if outcome.attempts > 1 {
                     let classes: Vec<&str> =
                         outcome.failed_attempts.iter().map(|c| c.as_str()).collect();
                     format!(
@@ -368,8 +503,8 @@ fn exit_code(error: &CallError) -> u8 {
     }
 }
 
-async fn inspect(args: InspectArgs, data_dir: &Path) -> Result<ExitCode> {
-    let host = Host::builder().data_dir(data_dir).build()?;
+async fn inspect(args: InspectArgs, dirs: &Dirs) -> Result<ExitCode> {
+    let host = dirs.host().build()?;
     let tool = match host.load_file(&args.component, ToolPolicy::default()).await {
         Ok(tool) => tool,
         Err(error) => return Ok(report_load_error(&args.component, error)),
@@ -421,6 +556,140 @@ fn breakers(command: BreakersCommand, data_dir: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+async fn budget(command: BudgetCommand, data_dir: &Path) -> Result<ExitCode> {
+    let host = Host::builder().data_dir(data_dir).build()?;
+    let budgets = host.budgets();
+    match command {
+        BudgetCommand::Show { json } => {
+            let list = budgets.list()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.is_empty() {
+                println!("no budget caps set");
+            } else {
+                println!(
+                    "{:<28} {:>12} {:>12} {:>12} {:>12}",
+                    "scope", "cap", "spent", "reserved", "left"
+                );
+                for b in list {
+                    println!(
+                        "{:<28} {:>12} {:>12} {:>12} {:>12}",
+                        b.scope, b.cap.hard.0, b.spent.0, b.reserved.0, b.left.0
+                    );
+                }
+            }
+        }
+        BudgetCommand::Set {
+            scope,
+            cap,
+            soft_percent,
+            window,
+        } => {
+            let scope: ScopeId = scope.parse()?;
+            let cap = BudgetCap {
+                hard: Tokens(cap),
+                soft_percent,
+                window_ms: window.map(|w| w.as_millis() as u64),
+            };
+            budgets.set_cap(&scope, cap).await?;
+            println!("budget of `{scope}` capped at {} tokens", cap.hard.0);
+        }
+        BudgetCommand::Charge { scope, tokens } => {
+            let scope: ScopeId = scope.parse()?;
+            let status = budgets.charge(&scope, Tokens(tokens)).await?;
+            println!(
+                "`{scope}`: {} spent, {} left",
+                status.spent.0, status.left.0
+            );
+        }
+        BudgetCommand::Remove { scope } => {
+            let scope: ScopeId = scope.parse()?;
+            budgets.remove(&scope).await?;
+            println!("budget of `{scope}` removed");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn journal(command: JournalCommand, data_dir: &Path) -> Result<ExitCode> {
+    let host = Host::builder().data_dir(data_dir).build()?;
+    match command {
+        JournalCommand::List { json } => {
+            let entries = host.journal_entries()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+            } else if entries.is_empty() {
+                println!("no keyed calls recorded");
+            } else {
+                for e in entries {
+                    let state = match &e.state {
+                        KeyState::InProgress { .. } => "in-progress".to_owned(),
+                        KeyState::Completed {
+                            outcome: StoredOutcome::Output { .. },
+                        } => "completed".to_owned(),
+                        KeyState::Completed {
+                            outcome: StoredOutcome::Error { class, .. },
+                        } => {
+                            format!("completed with {}", class.as_str())
+                        }
+                        KeyState::Unknown { reason } => format!("UNKNOWN: {reason}"),
+                    };
+                    let scope = if e.scope.is_empty() {
+                        "-"
+                    } else {
+                        e.scope.as_str()
+                    };
+                    println!("{scope:<20} {:<16} {:<32} {state}", e.tool, e.key);
+                }
+            }
+        }
+        JournalCommand::Reap { older_than } => {
+            let reaped = host.reap_journal(older_than).await?;
+            println!("removed {reaped} finished records");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn history(args: HistoryArgs, data_dir: &Path) -> Result<ExitCode> {
+    let host = Host::builder().data_dir(data_dir).build()?;
+    let query = HistoryQuery {
+        tool: args.tool,
+        task: args.task,
+        agent: args.agent,
+        limit: args.limit,
+        ..HistoryQuery::default()
+    };
+    let records = host.history(&query)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&records)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in &records {
+        let replayed = if r.replayed { " (replayed)" } else { "" };
+        println!(
+            "{} {:<16} {:<28} #{} {:<20} {:>12} fuel {:>8} tokens{replayed}",
+            r.started_ms, r.tool, r.call_id, r.attempt, r.status, r.fuel, r.tokens
+        );
+    }
+    let totals = host.totals(&query)?;
+    for (scope, tokens) in totals {
+        println!("total {scope}: {tokens} tokens");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_effect(text: &str) -> Result<Effect, String> {
+    match text {
+        "pure" => Ok(Effect::Pure),
+        "idempotent" => Ok(Effect::Idempotent),
+        "side-effecting" => Ok(Effect::SideEffecting),
+        _ => Err(format!(
+            "`{text}` is not one of pure, idempotent, side-effecting"
+        )),
+    }
+}
+
 fn breaker_mode_name(mode: BreakerMode) -> &'static str {
     match mode {
         BreakerMode::Normal => "normal",
@@ -459,7 +728,7 @@ fn parse_mount(spec: &str) -> Result<Mount> {
     })
 }
 
-/// `250ms`, `2s`, `1m`, or a bare number of milliseconds.
+/// `250ms`, `2s`, `1m`, `1h`, or a bare number of milliseconds.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -472,7 +741,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
-        _ => return Err(format!("`{text}`: unit must be ms, s or m")),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("`{text}`: unit must be ms, s, m or h")),
     };
     if duration.is_zero() {
         return Err("the timeout must be greater than zero".into());
@@ -505,7 +775,8 @@ mod tests {
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert_eq!(parse_duration("40"), Ok(Duration::from_millis(40)));
-        assert!(parse_duration("2h").is_err());
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_duration("2d").is_err());
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("s").is_err());
     }

@@ -1,0 +1,542 @@
+//! Idempotency keys, budgets and the audit history with real guests.
+
+mod common;
+
+use std::time::Duration;
+
+use cofferdam::{
+    BudgetCap, CallError, CallRequest, Effect, ErrorClass, HistoryQuery, Host, Jitter, LimitsSpec,
+    Mount, RetrySpec, ScopeId, Tokens, ToolPolicy,
+};
+use cofferdam_test_artifacts as artifacts;
+use common::load;
+use serde_json::json;
+
+fn keyed(tool: &str, input: &str, key: &str) -> CallRequest {
+    CallRequest {
+        idempotency_key: Some(key.into()),
+        agent: Some("a1".into()),
+        ..CallRequest::new(tool, input)
+    }
+}
+
+fn invocations(host: &Host, tool: &str) -> u64 {
+    host.stats(tool).expect("loaded").invocations
+}
+
+fn single_attempt() -> RetrySpec {
+    RetrySpec {
+        max_attempts: Some(1),
+        ..RetrySpec::default()
+    }
+}
+
+#[tokio::test]
+async fn keyed_call_runs_once_and_repeats_replay_its_output() {
+    let host = common::host();
+    load(&host, artifacts::HELLO, ToolPolicy::default()).await;
+    let first = host
+        .call(keyed("hello", r#"{"name":"Ada"}"#, "k1"))
+        .await
+        .expect("runs");
+    assert!(!first.replayed);
+    assert!(first.tokens.0 > 0);
+    // Same input with keys in another order: the canonical input is the same.
+    let again = host
+        .call(keyed("hello", r#"{ "name" : "Ada" }"#, "k1"))
+        .await
+        .expect("replays");
+    assert!(again.replayed);
+    assert_eq!(again.output, first.output);
+    assert_eq!(
+        (again.tokens, again.fuel_used, again.attempts),
+        (Tokens(0), cofferdam::Fuel(0), 0)
+    );
+    assert_eq!(invocations(&host, "hello"), 1);
+}
+
+#[tokio::test]
+async fn same_key_with_another_input_is_a_mismatch() {
+    let host = common::host();
+    load(&host, artifacts::HELLO, ToolPolicy::default()).await;
+    host.call(keyed("hello", r#"{"name":"Ada"}"#, "k"))
+        .await
+        .expect("runs");
+    let error = host
+        .call(keyed("hello", r#"{"name":"Bob"}"#, "k"))
+        .await
+        .expect_err("mismatch");
+    assert!(
+        matches!(error, CallError::IdempotencyMismatch { .. }),
+        "{error:?}"
+    );
+    let elsewhere = CallRequest {
+        agent: Some("a2".into()),
+        ..keyed("hello", r#"{"name":"Bob"}"#, "k")
+    };
+    assert!(
+        !host
+            .call(elsewhere)
+            .await
+            .expect("another scope's key")
+            .replayed
+    );
+    let long = keyed("hello", r#"{"name":"Ada"}"#, &"k".repeat(256));
+    assert_eq!(
+        host.call(long).await.expect_err("too long").class(),
+        ErrorClass::InvalidInput
+    );
+}
+
+#[tokio::test]
+async fn calls_racing_one_key_execute_once() {
+    let host = common::host();
+    load(&host, artifacts::SLEEPY, ToolPolicy::default()).await;
+    let calls: Vec<_> = (0..16)
+        .map(|_| {
+            let host = host.clone();
+            tokio::spawn(async move {
+                host.call(keyed("sleepy", r#"{"millis":300}"#, "race"))
+                    .await
+            })
+        })
+        .collect();
+    let (mut ran, mut replayed, mut busy) = (0, 0, 0);
+    for call in calls {
+        match call.await.expect("task") {
+            Ok(outcome) if outcome.replayed => replayed += 1,
+            Ok(_) => ran += 1,
+            Err(CallError::InProgress { retry_after, .. }) => {
+                assert!(retry_after > Duration::ZERO);
+                busy += 1;
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        ran, 1,
+        "exactly one execution ({replayed} replayed, {busy} in progress)"
+    );
+    assert_eq!(ran + replayed + busy, 16);
+    assert_eq!(invocations(&host, "sleepy"), 1);
+    assert!(
+        host.call(keyed("sleepy", r#"{"millis":300}"#, "race"))
+            .await
+            .expect("done")
+            .replayed
+    );
+}
+
+#[tokio::test]
+async fn terminal_errors_are_stored_and_replayed_but_retryable_ones_release_the_key() {
+    let host = common::host();
+    load(
+        &host,
+        artifacts::FLAKY,
+        ToolPolicy {
+            retry: single_attempt(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let permanent = r#"{"fail_times":9,"failure":"permanent"}"#;
+    let error = host
+        .call(keyed("flaky", permanent, "p"))
+        .await
+        .expect_err("fails");
+    assert_eq!(error.class(), ErrorClass::Permanent);
+    let replay = host
+        .call(keyed("flaky", permanent, "p"))
+        .await
+        .expect_err("stored");
+    assert_eq!(replay.class(), ErrorClass::Permanent);
+    assert_eq!(
+        invocations(&host, "flaky"),
+        1,
+        "the stored error was replayed"
+    );
+
+    let transient = r#"{"fail_times":9,"failure":"transient"}"#;
+    host.call(keyed("flaky", transient, "t"))
+        .await
+        .expect_err("fails");
+    host.call(keyed("flaky", transient, "t"))
+        .await
+        .expect_err("runs again");
+    assert_eq!(
+        invocations(&host, "flaky"),
+        3,
+        "a retryable failure released the key"
+    );
+}
+
+#[tokio::test]
+async fn keyed_side_effecting_call_is_retried_after_transient_failures() {
+    let host = common::host();
+    let policy = ToolPolicy {
+        effect: Some(Effect::SideEffecting),
+        ..Default::default()
+    };
+    load(&host, artifacts::FLAKY, policy).await;
+    let input = r#"{"fail_times":2,"failure":"transient"}"#;
+    let unkeyed = host
+        .call(CallRequest::new("flaky", input))
+        .await
+        .expect_err("no key, no retry");
+    assert_eq!(unkeyed.class(), ErrorClass::Transient);
+    let outcome = host
+        .call(keyed("flaky", input, "pay-1"))
+        .await
+        .expect("retried with a key");
+    assert_eq!(outcome.attempts, 3);
+}
+
+#[tokio::test]
+async fn interrupted_side_effecting_keyed_call_stays_unknown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = common::builder()
+        .allow_root(dir.path())
+        .build()
+        .expect("host");
+    let policy = ToolPolicy {
+        effect: Some(Effect::SideEffecting),
+        mounts: vec![Mount::read_write(dir.path(), "/out")],
+        limits: LimitsSpec {
+            timeout_ms: Some(200),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    load(&host, artifacts::SLEEPY, policy).await;
+    let input = json!({"millis": 60000, "mark": "/out/mark"}).to_string();
+    let error = host
+        .call(keyed("sleepy", &input, "charge-7"))
+        .await
+        .expect_err("interrupted");
+    assert_eq!(error.class(), ErrorClass::UnknownOutcome);
+    let again = host
+        .call(keyed("sleepy", &input, "charge-7"))
+        .await
+        .expect_err("never re-run");
+    assert!(matches!(again, CallError::KeyUnknown { .. }), "{again:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("mark")).expect("mark"),
+        "acted\n"
+    );
+    assert_eq!(invocations(&host, "sleepy"), 1);
+    let entry = host
+        .journal_entries()
+        .expect("entries")
+        .pop()
+        .expect("one record");
+    assert!(
+        matches!(entry.state, cofferdam::KeyState::Unknown { .. }),
+        "{entry:?}"
+    );
+}
+
+#[tokio::test]
+async fn endless_loop_stops_where_the_budget_runs_out() {
+    let host = common::host();
+    let policy = ToolPolicy {
+        retry: single_attempt(),
+        ..Default::default()
+    };
+    load(&host, artifacts::LOOP_FOREVER, policy).await;
+    let agent = ScopeId::Agent("a1".into());
+    host.budgets()
+        .set_cap(&agent, BudgetCap::new(Tokens(1000)))
+        .await
+        .expect("cap");
+    let request = CallRequest {
+        agent: Some("a1".into()),
+        ..CallRequest::new("loop-forever", "{}")
+    };
+    let error = host.call(request.clone()).await.expect_err("out of budget");
+    match &error {
+        CallError::BudgetExhausted {
+            scope, asked, left, ..
+        } => {
+            assert_eq!(scope, "agent:a1");
+            assert_eq!(*left, Tokens(1000), "it could pay for 1000 tokens of fuel");
+            assert!(
+                asked.0 > 1000,
+                "it wanted the tool's whole fuel limit: {asked:?}"
+            );
+        }
+        other => panic!("expected budget-exhausted, got {other:?}"),
+    }
+    let status = host.budgets().get(&agent).expect("get").expect("capped");
+    assert_eq!(
+        (status.spent, status.reserved, status.left),
+        (Tokens(1000), Tokens(0), Tokens(0))
+    );
+    let refused = host.call(request).await.expect_err("nothing left");
+    assert!(
+        matches!(
+            refused,
+            CallError::BudgetExhausted {
+                left: Tokens(0),
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(
+        invocations(&host, "loop-forever"),
+        1,
+        "refused before running"
+    );
+}
+
+#[tokio::test]
+async fn output_is_charged_by_size_and_must_fit_the_budget() {
+    let host = common::host();
+    load(
+        &host,
+        artifacts::HUGE_OUTPUT,
+        ToolPolicy {
+            retry: single_attempt(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let outcome = host
+        .call(CallRequest::new("huge-output", r#"{"bytes":4000}"#))
+        .await
+        .expect("unbudgeted");
+    assert!(
+        outcome.tokens.0 >= 4002 / 4,
+        "charged {:?} for 4002 bytes",
+        outcome.tokens
+    );
+    let task = ScopeId::Task("t".into());
+    host.budgets()
+        .set_cap(&task, BudgetCap::new(Tokens(500)))
+        .await
+        .expect("cap");
+    let request = CallRequest {
+        task_id: Some("t".into()),
+        ..CallRequest::new("huge-output", r#"{"bytes":4000}"#)
+    };
+    let error = host.call(request).await.expect_err("does not fit");
+    assert_eq!(error.class(), ErrorClass::BudgetExhausted);
+    let status = host.budgets().get(&task).expect("get").expect("capped");
+    assert!(status.spent.0 <= 500, "never above the cap: {status:?}");
+    let per_call = CallRequest {
+        max_tokens: Some(Tokens(10)),
+        ..CallRequest::new("huge-output", r#"{"bytes":4000}"#)
+    };
+    let error = host.call(per_call).await.expect_err("call cap");
+    assert!(
+        matches!(&error, CallError::BudgetExhausted { scope, .. } if scope == "call"),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn outside_spending_counts_against_the_same_cap() {
+    let host = common::host();
+    load(&host, artifacts::HELLO, ToolPolicy::default()).await;
+    let agent = ScopeId::Agent("a1".into());
+    host.budgets()
+        .set_cap(&agent, BudgetCap::new(Tokens(100)))
+        .await
+        .expect("cap");
+    let after = host
+        .budgets()
+        .charge(&agent, Tokens(100))
+        .await
+        .expect("charged");
+    assert_eq!(after.left, Tokens(0));
+    let request = CallRequest {
+        agent: Some("a1".into()),
+        ..CallRequest::new("hello", r#"{"name":"x"}"#)
+    };
+    let error = host.call(request).await.expect_err("the LLM spent it all");
+    assert_eq!(error.class(), ErrorClass::BudgetExhausted);
+    let unknown = host
+        .budgets()
+        .charge(&ScopeId::Agent("nobody".into()), Tokens(1))
+        .await;
+    assert!(unknown.is_err(), "no cap, nothing to charge");
+}
+
+/// Property: however many calls race against a cap, the ledger never spends
+/// more than the cap and no reservation is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_never_overspend_a_cap() {
+    let host = common::host();
+    let queued = cofferdam::PoolSpec {
+        max_concurrent: Some(8),
+        max_queue: Some(64),
+        max_wait_ms: Some(60_000),
+    };
+    load(
+        &host,
+        artifacts::HELLO,
+        ToolPolicy {
+            pool: queued,
+            ..Default::default()
+        },
+    )
+    .await;
+    let rng = Jitter::seeded(2026);
+    for round in 0..6 {
+        let scope = format!("r{round}");
+        let cap = 20 + (rng.next_unit() * 400.0) as u64;
+        host.budgets()
+            .set_cap(&ScopeId::Agent(scope.clone()), BudgetCap::new(Tokens(cap)))
+            .await
+            .expect("cap");
+        let calls: Vec<_> = (0..24)
+            .map(|i| {
+                let host = host.clone();
+                let request = CallRequest {
+                    agent: Some(scope.clone()),
+                    ..CallRequest::new("hello", format!(r#"{{"name":"caller {i}"}}"#))
+                };
+                tokio::spawn(async move { host.call(request).await })
+            })
+            .collect();
+        let mut paid = 0;
+        for call in calls {
+            match call.await.expect("task") {
+                Ok(outcome) => paid += outcome.tokens.0,
+                Err(e) => assert_eq!(e.class(), ErrorClass::BudgetExhausted, "{e:?}"),
+            }
+        }
+        let status = host
+            .budgets()
+            .get(&ScopeId::Agent(scope))
+            .expect("get")
+            .expect("capped");
+        assert!(
+            status.spent.0 <= cap,
+            "round {round}: spent {:?} of {cap}",
+            status.spent
+        );
+        assert!(paid <= status.spent.0, "successful calls were charged");
+        assert_eq!(status.reserved, Tokens(0));
+    }
+}
+
+#[tokio::test]
+async fn history_records_every_attempt_and_totals_per_scope() {
+    let host = common::host();
+    load(&host, artifacts::FLAKY, ToolPolicy::default()).await;
+    let request = CallRequest {
+        agent: Some("histo".into()),
+        task_id: Some("t1".into()),
+        ..CallRequest::new("flaky", r#"{"fail_times":2,"failure":"transient"}"#)
+    };
+    let outcome = host.call(request).await.expect("third attempt");
+    // Audit records are written asynchronously; the writer drains in order.
+    let query = HistoryQuery {
+        agent: Some("histo".into()),
+        ..HistoryQuery::default()
+    };
+    let mut records = Vec::new();
+    for _ in 0..200 {
+        records = host.history(&query).expect("history");
+        if records.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut statuses: Vec<(u32, String)> = records
+        .iter()
+        .map(|r| (r.attempt, r.status.clone()))
+        .collect();
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        vec![
+            (1, "transient".into()),
+            (2, "transient".into()),
+            (3, "ok".into())
+        ]
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r.call_id == outcome.call_id && r.tool == "flaky")
+    );
+    let totals = host.totals(&query).expect("totals");
+    let spent: u64 = records.iter().map(|r| r.tokens).sum();
+    assert_eq!(totals["agent:histo"], spent);
+    assert_eq!(totals["task:t1"], spent);
+}
+
+#[tokio::test]
+async fn a_restarted_host_remembers_spending_and_replays_completed_keys() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let shared = common::shared_data_dir().join("artifacts");
+    let build = || {
+        Host::builder()
+            .data_dir(data.path())
+            .artifact_dir(&shared)
+            .build()
+            .expect("host")
+    };
+    let host = build();
+    load(&host, artifacts::HELLO, ToolPolicy::default()).await;
+    let agent = ScopeId::Agent("a1".into());
+    host.budgets()
+        .set_cap(&agent, BudgetCap::new(Tokens(10_000)))
+        .await
+        .expect("cap");
+    let first = host
+        .call(keyed("hello", r#"{"name":"Ada"}"#, "once"))
+        .await
+        .expect("runs");
+    let spent = host
+        .budgets()
+        .get(&agent)
+        .expect("get")
+        .expect("capped")
+        .spent;
+    assert_eq!(spent, first.tokens);
+    drop(host);
+
+    let host = build();
+    load(&host, artifacts::HELLO, ToolPolicy::default()).await;
+    assert_eq!(
+        host.budgets()
+            .get(&agent)
+            .expect("get")
+            .expect("capped")
+            .spent,
+        spent
+    );
+    let again = host
+        .call(keyed("hello", r#"{"name":"Ada"}"#, "once"))
+        .await
+        .expect("replays");
+    assert!(again.replayed);
+    assert_eq!(again.output, first.output);
+    assert_eq!(invocations(&host, "hello"), 0);
+}
+
+#[tokio::test]
+async fn journal_records_past_retention_are_reaped() {
+    let host = common::host();
+    load(&host, artifacts::HELLO, ToolPolicy::default()).await;
+    host.call(keyed("hello", r#"{"name":"Ada"}"#, "old"))
+        .await
+        .expect("runs");
+    assert_eq!(
+        host.reap_journal(Duration::from_secs(3600))
+            .await
+            .expect("reap"),
+        0
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(host.reap_journal(Duration::ZERO).await.expect("reap"), 1);
+    assert!(host.journal_entries().expect("entries").is_empty());
+    let rerun = host
+        .call(keyed("hello", r#"{"name":"Ada"}"#, "old"))
+        .await
+        .expect("runs again");
+    assert!(!rerun.replayed);
+}
