@@ -105,6 +105,9 @@ pub struct BudgetStatus {
     pub left: Tokens,
     /// Start of the current window (Unix ms), for windowed caps.
     pub window_start_ms: Option<u64>,
+    /// Whether spending passed the soft threshold in this window (the warning
+    /// event fires once, when it first does).
+    pub past_soft_threshold: bool,
 }
 
 /// Reading or changing budgets failed.

@@ -102,6 +102,11 @@ enum JournalCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show the records of one idempotency key (in every scope and tool) as JSON.
+    Show {
+        /// The key.
+        key: String,
+    },
     /// Delete finished records older than an age (default 24h).
     Reap {
         /// Age, such as 24h or 30m.
@@ -642,6 +647,17 @@ async fn journal(command: JournalCommand, data_dir: &Path) -> Result<ExitCode> {
                     println!("{scope:<20} {:<16} {:<32} {state}", e.tool, e.key);
                 }
             }
+        }
+        JournalCommand::Show { key } => {
+            let entries: Vec<_> = host
+                .journal_entries()?
+                .into_iter()
+                .filter(|e| e.key == key)
+                .collect();
+            if entries.is_empty() {
+                bail!("no journal record has key `{key}`");
+            }
+            println!("{}", serde_json::to_string_pretty(&entries)?);
         }
         JournalCommand::Reap { older_than } => {
             let reaped = host.reap_journal(older_than).await?;

@@ -5,8 +5,9 @@
 //! every request waiting in its queue, applies them in one write transaction,
 //! commits once (one fsync), and only then answers each caller. Nothing is
 //! reported to a caller before its record is committed. Audit records alone do
-//! not force an fsync; they are made durable by the next durable commit or by
-//! a flush within [`AUDIT_FLUSH`].
+//! not force a commit: they ride along with the next durable one, or are
+//! committed in batches (at most [`AUDIT_LINGER`] late) without fsync and
+//! made durable by a flush within [`AUDIT_FLUSH`].
 //!
 //! Records are JSON with a version field; the file carries a schema version
 //! and a newer or unreadable file is refused, never rewritten. The
@@ -34,6 +35,10 @@ const SCHEMA_VERSION: u64 = 1;
 const AUDIT_FLUSH: Duration = Duration::from_secs(1);
 /// Requests applied in one transaction at most.
 const MAX_BATCH: usize = 1024;
+/// Audit records that trigger a commit on their own.
+const AUDIT_BATCH: usize = 512;
+/// Longest an audit record waits for a commit to ride along with.
+const AUDIT_LINGER: Duration = Duration::from_millis(50);
 
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const IDEMPOTENCY: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("idempotency");
@@ -288,6 +293,7 @@ impl BudgetRecord {
             reserved: Tokens(self.reserved),
             left: Tokens(self.left()),
             window_start_ms: self.cap.window_ms.map(|_| self.window_start_ms),
+            past_soft_threshold: self.soft_alerted,
         }
     }
 }
@@ -692,32 +698,59 @@ fn process_alive(pid: u32) -> bool {
 }
 
 fn writer(db: &Database, rx: &mpsc::Receiver<Op>, group_commit: bool) {
+    // Audit records wait here until a durable request comes (they ride along
+    // in its transaction), AUDIT_BATCH of them pile up, or AUDIT_LINGER
+    // passes: a stream of calls costs a commit per batch, not per call.
+    let mut audit: Vec<Op> = Vec::new();
+    let mut audit_since = std::time::Instant::now();
     let mut dirty = false;
     loop {
-        let first = match rx.recv_timeout(AUDIT_FLUSH) {
-            Ok(op) => op,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if dirty {
-                    // Make audit records written without fsync durable.
-                    if let Ok(txn) = db.begin_write() {
-                        dirty = txn.commit().is_err();
-                    }
-                }
-                continue;
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        let wait = if audit.is_empty() {
+            AUDIT_FLUSH
+        } else {
+            AUDIT_LINGER.saturating_sub(audit_since.elapsed())
         };
-        let mut batch = vec![first];
-        if group_commit {
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(op) => batch.push(op),
-                    Err(_) => break,
+        let first = match rx.recv_timeout(wait) {
+            Ok(op) => Some(op),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let _ = apply(db, std::mem::take(&mut audit), true);
+                return;
+            }
+        };
+        let mut batch = Vec::new();
+        if let Some(op) = first {
+            batch.push(op);
+            if group_commit {
+                while batch.len() + audit.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(op) => batch.push(op),
+                        Err(_) => break,
+                    }
                 }
             }
         }
         let durable = batch.iter().any(Op::durable);
-        let answers = match apply(db, batch, durable) {
+        let (records, requests): (Vec<Op>, Vec<Op>) =
+            batch.into_iter().partition(|op| !op.durable());
+        if audit.is_empty() && !records.is_empty() {
+            audit_since = std::time::Instant::now();
+        }
+        audit.extend(records);
+        let audit_due = !audit.is_empty()
+            && (audit.len() >= AUDIT_BATCH || audit_since.elapsed() >= AUDIT_LINGER);
+        if !durable && !audit_due {
+            if first_was_timeout(&requests, &audit) && dirty {
+                // Make audit records committed without fsync durable.
+                if let Ok(txn) = db.begin_write() {
+                    dirty = txn.commit().is_err();
+                }
+            }
+            continue;
+        }
+        let mut ops = std::mem::take(&mut audit);
+        ops.extend(requests);
+        let answers = match apply(db, ops, durable) {
             Ok(answers) => answers,
             Err((answers, error)) => {
                 for answer in answers {
@@ -731,6 +764,11 @@ fn writer(db: &Database, rx: &mpsc::Receiver<Op>, group_commit: bool) {
             answer(Ok(()));
         }
     }
+}
+
+/// Nothing arrived and nothing is pending: an idle moment.
+fn first_was_timeout(requests: &[Op], audit: &[Op]) -> bool {
+    requests.is_empty() && audit.is_empty()
 }
 
 /// Applies a batch in one transaction and commits it.
@@ -1287,6 +1325,10 @@ mod tests {
             }
         );
         j.settle(r, 12).await.expect("settle");
+        let Reserved::Granted(r) = j.reserve(vec![task.clone()], 18).await.expect("reserve") else {
+            panic!("granted");
+        };
+        j.settle(r, 0).await.expect("settle");
         let budgets = j.budgets().expect("budgets");
         let task_status = budgets.iter().find(|b| b.scope == "task:t").expect("task");
         assert_eq!(
@@ -1298,6 +1340,13 @@ mod tests {
             .find(|b| b.scope == "agent:a")
             .expect("agent");
         assert_eq!(agent_status.spent, Tokens(12));
+        assert!(!task_status.past_soft_threshold, "12 of 30 is below 80%");
+        let status = j
+            .charge(task.clone(), 12)
+            .await
+            .expect("charge")
+            .expect("capped");
+        assert!(status.past_soft_threshold, "24 of 30 is past 80%");
         assert_eq!(
             j.reserve(vec![ScopeId::Agent("other".into())], 5)
                 .await

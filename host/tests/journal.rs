@@ -540,3 +540,26 @@ async fn journal_records_past_retention_are_reaped() {
         .expect("runs again");
     assert!(!rerun.replayed);
 }
+
+#[tokio::test]
+async fn guest_sees_the_budget_it_was_given() {
+    let host = common::host();
+    load(&host, artifacts::INTROSPECT, ToolPolicy::default()).await;
+    let agent = ScopeId::Agent("tight".into());
+    host.budgets()
+        .set_cap(&agent, BudgetCap::new(Tokens(500)))
+        .await
+        .expect("cap");
+    let request = CallRequest {
+        agent: Some("tight".into()),
+        ..CallRequest::new("introspect", "{}")
+    };
+    let outcome = host.call(request).await.expect("fits");
+    let remaining = outcome.output_json()["remaining_budget"]
+        .as_u64()
+        .expect("number");
+    assert!(
+        remaining < 500 && remaining > 400,
+        "the store got 500 tokens of fuel: {remaining}"
+    );
+}
