@@ -50,6 +50,7 @@
 mod context;
 mod error;
 mod handler;
+pub mod http;
 
 pub use context::{Context, Effect, Level};
 pub use error::{ResultExt, ToolError};
@@ -81,7 +82,7 @@ mod metadata;
 
 /// Exports a handler function as this component's tool.
 ///
-/// ```ignore
+/// ```text
 /// cofferdam_guest::export_tool!(handler);
 /// cofferdam_guest::export_tool!(handler, name = "hello", description = "Greets", effect = Effect::Pure);
 /// ```

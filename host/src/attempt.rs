@@ -13,6 +13,7 @@ use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use crate::bindings::ToolPre;
 use crate::bindings::cofferdam::tool::types as wit;
 use crate::host_api::{GuestServices, LogRecord, ProgressSink};
+use crate::net::HttpStats;
 use crate::sandbox::{self, CallState, Grants, MemoryLimitHit};
 use crate::{CallError, Fuel, Limits, TokenPrice, ToolError, ToolName};
 
@@ -42,6 +43,7 @@ pub(crate) struct Execution {
     pub stderr_dropped: u64,
     pub logs: Vec<LogRecord>,
     pub logs_dropped: u64,
+    pub http: HttpStats,
 }
 
 /// The trap raised by the epoch callback once the deadline has passed.
@@ -79,6 +81,7 @@ impl Attempt<'_> {
             limits.max_stderr_bytes,
             limits.memory_bytes,
             services,
+            start + limits.timeout,
         );
         let (state, sandbox) = match prepared {
             Ok(prepared) => prepared,
@@ -130,6 +133,7 @@ impl Attempt<'_> {
         let outcome = tokio::time::timeout_at(deadline.into(), run).await;
 
         let fuel_used = Fuel(limits.fuel.0.saturating_sub(store.get_fuel().unwrap_or(0)));
+        let http = sandbox.http.snapshot();
         let (stdout, stdout_dropped) = sandbox.stdout.take();
         let (stderr, stderr_dropped) = sandbox.stderr.take();
         let result = match outcome {
@@ -154,6 +158,7 @@ impl Attempt<'_> {
             stderr_dropped,
             logs,
             logs_dropped,
+            http,
         }
     }
 }
@@ -170,6 +175,7 @@ impl Execution {
             stderr_dropped: 0,
             logs: Vec::new(),
             logs_dropped: 0,
+            http: HttpStats::default(),
         }
     }
 }

@@ -28,6 +28,7 @@ use crate::journal::{
     AttemptRecord, BudgetStore, Claim, HistoryQuery, Journal, JournalEntry, JournalError,
     JournalKey, JournalStore, Reserved, StoredOutcome, unix_millis,
 };
+use crate::net::{HttpStats, NetPolicy};
 use crate::policy::resolve_mount;
 use crate::retry::{RetryBudget, RetryConfig};
 use crate::sandbox::{CallState, Grants, ResolvedMount};
@@ -206,6 +207,7 @@ impl HostBuilder {
         engine::start_epoch_ticker(&engine, self.engine.epoch_tick);
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
             .and_then(|()| host_api::add_to_linker(&mut linker))
             .map_err(|e| BuildError::Engine(e.into_boxed_dyn_error()))?;
         let artifact_dir = self
@@ -434,6 +436,8 @@ pub struct CallOutcome {
     pub waited: Duration,
     /// Answered from the idempotency journal: nothing ran and nothing was charged.
     pub replayed: bool,
+    /// What the successful attempt's outbound HTTP did.
+    pub http: HttpStats,
     /// What the tool logged through the host interface.
     pub logs: Vec<LogRecord>,
     /// Log records dropped past the limit.
@@ -515,10 +519,12 @@ impl Host {
                 mode: mount.mode,
             });
         }
+        let net = NetPolicy::from_spec(&policy.http).map_err(PolicyError::from)?;
         let grants = Grants {
             mounts,
             env: policy.env.clone(),
             scratch: policy.scratch,
+            net: Arc::new(net),
         };
 
         let digest = hex::encode(Sha256::digest(&bytes));
@@ -783,6 +789,9 @@ impl Host {
             tokens: 0,
             error: None,
             replayed: true,
+            http_requests: 0,
+            http_bytes_in: 0,
+            http_bytes_out: 0,
         });
         match stored {
             StoredOutcome::Output { output, .. } => Ok(CallOutcome {
@@ -797,6 +806,7 @@ impl Host {
                 breaker: tool.breaker.state(),
                 waited: Duration::ZERO,
                 replayed: true,
+                http: HttpStats::default(),
                 logs: Vec::new(),
                 logs_dropped: 0,
                 stdout: String::new(),
@@ -949,6 +959,7 @@ impl Host {
             .await;
             let duration = execution.duration;
             let fuel_used = execution.fuel_used;
+            let http = execution.http.clone();
             tool.bulkhead.observe(duration);
             let mut result = checked_output(name, &attempt_limits, execution);
             let charge = match &result {
@@ -1002,6 +1013,9 @@ impl Host {
                 tokens: charged,
                 error: result.as_ref().err().map(ToString::to_string),
                 replayed: false,
+                http_requests: http.requests,
+                http_bytes_in: http.bytes_in,
+                http_bytes_out: http.bytes_out,
             });
 
             let error = match result {
@@ -1269,6 +1283,7 @@ impl Succeeded {
             breaker,
             waited,
             replayed: false,
+            http: e.http,
             logs: e.logs,
             logs_dropped: e.logs_dropped,
             stdout: String::from_utf8_lossy(&e.stdout).into_owned(),

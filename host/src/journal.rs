@@ -218,6 +218,15 @@ pub struct AttemptRecord {
     pub error: Option<String>,
     /// Whether this was a replay from the journal.
     pub replayed: bool,
+    /// Outbound HTTP requests that reached an upstream.
+    #[serde(default)]
+    pub http_requests: u32,
+    /// Outbound HTTP bytes received (response bodies).
+    #[serde(default)]
+    pub http_bytes_in: u64,
+    /// Outbound HTTP bytes sent (request bodies).
+    #[serde(default)]
+    pub http_bytes_out: u64,
 }
 
 /// Which attempts [`crate::Host::history`] returns.

@@ -54,6 +54,7 @@ mod host;
 mod host_api;
 mod journal;
 mod limits;
+mod net;
 mod policy;
 mod retry;
 mod sandbox;
@@ -71,6 +72,7 @@ pub use journal::{
     AttemptRecord, HistoryQuery, JournalEntry, JournalError, KeyState, StoredOutcome,
 };
 pub use limits::{Limits, LimitsSpec};
+pub use net::{HttpSpec, HttpStats, NetPolicyError};
 pub use policy::{BreakerSpec, Mount, MountMode, PolicyError, PoolSpec, RetrySpec, ToolPolicy};
 pub use retry::RetryConfig;
 pub use units::{Effect, Fuel, InvalidToolName, TokenPrice, Tokens, ToolName};

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::breaker::{BreakerConfig, BreakerMode, Window};
 use crate::bulkhead::BulkheadConfig;
 use crate::limits::LimitsSpec;
+use crate::net::{HttpSpec, NetPolicy, NetPolicyError};
 use crate::retry::RetryConfig;
 use crate::{Effect, ToolName};
 
@@ -82,6 +83,9 @@ pub struct ToolPolicy {
     /// Retry settings.
     #[serde(default)]
     pub retry: RetrySpec,
+    /// Outbound HTTP: allowed origins and limits (nothing is allowed by default).
+    #[serde(default)]
+    pub http: HttpSpec,
 }
 
 /// `[pool]`: the tool's bulkhead. Unset keys keep [`BulkheadConfig::default`].
@@ -309,6 +313,9 @@ pub enum PolicyError {
         /// The key.
         key: &'static str,
     },
+    /// The `[http]` table is invalid.
+    #[error(transparent)]
+    Http(#[from] NetPolicyError),
     /// A setting that must be positive is zero.
     #[error("`{key}` must be greater than zero")]
     ZeroSetting {
@@ -471,6 +478,7 @@ impl ToolPolicy {
                 range: "0 to 1000000",
             });
         }
+        NetPolicy::from_spec(&self.http)?;
         Ok(())
     }
 }
@@ -636,6 +644,22 @@ mod tests {
         ));
         let err = ToolPolicy::from_toml("[retry]\nmax_attemps = 2").expect_err("typo");
         assert!(err.to_string().contains("max_attemps"), "{err}");
+    }
+
+    #[test]
+    fn http_table_is_checked() {
+        let policy = ToolPolicy::from_toml(
+            "[http]\nallow = [\"https://api.example.com\", \"http://127.0.0.1:8000-8099\"]\n\
+             allow_private = [\"127.0.0.0/8\"]\nmax_requests = 4",
+        )
+        .expect("valid");
+        assert_eq!(policy.http.max_requests, Some(4));
+        let err = ToolPolicy::from_toml("[http]\nallow = [\"ftp://x\"]").expect_err("scheme");
+        assert!(err.to_string().contains("ftp://x"), "{err}");
+        let err = ToolPolicy::from_toml("[http]\nallow_private = [\"10/8\"]").expect_err("cidr");
+        assert!(err.to_string().contains("10/8"), "{err}");
+        let err = ToolPolicy::from_toml("[http]\nalow = []").expect_err("typo");
+        assert!(err.to_string().contains("alow"), "{err}");
     }
 
     #[test]

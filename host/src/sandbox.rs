@@ -18,8 +18,11 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
 use crate::MountMode;
 use crate::host_api::GuestServices;
+use crate::net::{self, NetPolicy};
 
 /// Guest path of the per-call scratch directory.
 pub(crate) const SCRATCH_GUEST_PATH: &str = "/scratch";
@@ -33,17 +36,31 @@ pub(crate) struct ResolvedMount {
 }
 
 /// What a tool is granted; built once at load from its policy.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct Grants {
     pub mounts: Vec<ResolvedMount>,
     pub env: BTreeMap<String, String>,
     pub scratch: bool,
+    pub net: Arc<NetPolicy>,
+}
+
+impl Default for Grants {
+    fn default() -> Self {
+        Self {
+            mounts: Vec::new(),
+            env: BTreeMap::new(),
+            scratch: false,
+            net: Arc::new(NetPolicy::deny_all()),
+        }
+    }
 }
 
 /// The store data of one call.
 pub(crate) struct CallState {
     wasi: WasiCtx,
     table: ResourceTable,
+    http: WasiHttpCtx,
+    http_hooks: net::Hooks,
     pub memory: MemoryCap,
     pub services: GuestServices,
 }
@@ -57,6 +74,16 @@ impl WasiView for CallState {
     }
 }
 
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
+        }
+    }
+}
+
 /// A call's sandbox, kept by the caller to read stdio and drop the scratch
 /// directory after the call.
 pub(crate) struct Sandbox {
@@ -64,6 +91,8 @@ pub(crate) struct Sandbox {
     pub stderr: CapturedOutput,
     /// Removed from disk when dropped.
     pub scratch: Option<tempfile::TempDir>,
+    /// What the call's outbound HTTP did.
+    pub http: Arc<net::HttpCounters>,
 }
 
 /// Builds the store data and the sandbox handles for one call.
@@ -74,6 +103,7 @@ pub(crate) fn prepare(
     stderr_limit: usize,
     memory_limit: u64,
     services: GuestServices,
+    deadline: std::time::Instant,
 ) -> std::io::Result<(CallState, Sandbox)> {
     let stdout = CapturedOutput::new(stdout_limit);
     let stderr = CapturedOutput::new(stderr_limit);
@@ -104,9 +134,16 @@ pub(crate) fn prepare(
     } else {
         None
     };
+    let http = Arc::new(net::HttpCounters::default());
     let state = CallState {
         wasi: wasi.build(),
         table: ResourceTable::new(),
+        http: WasiHttpCtx::new(),
+        http_hooks: net::Hooks {
+            policy: Arc::clone(&grants.net),
+            counters: Arc::clone(&http),
+            deadline,
+        },
         memory: MemoryCap::new(memory_limit),
         services,
     };
@@ -116,6 +153,7 @@ pub(crate) fn prepare(
             stdout,
             stderr,
             scratch,
+            http,
         },
     ))
 }

@@ -14,6 +14,8 @@ const GUESTS: &[&str] = &[
     "examples/hello",
     "examples/grep",
     "examples/notes",
+    "examples/weather",
+    "examples/flights",
     "tests/tools/loop-forever",
     "tests/tools/alloc-forever",
     "tests/tools/deep-recursion",
@@ -24,6 +26,7 @@ const GUESTS: &[&str] = &[
     "tests/tools/flaky",
     "tests/tools/sleepy",
     "tests/tools/introspect",
+    "tests/tools/fetch",
 ];
 
 fn main() -> Result<()> {
