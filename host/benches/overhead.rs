@@ -21,8 +21,9 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cofferdam::{BreakerMode, CallRequest, Host, LimitsSpec, PoolSpec, ToolPolicy};
+use cofferdam::{BreakerMode, CallRequest, Host, HttpSpec, LimitsSpec, PoolSpec, ToolPolicy};
 use cofferdam_test_artifacts as artifacts;
+use cofferdam_test_artifacts::upstream::{Reply, Upstream};
 use std::sync::Arc;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
@@ -198,6 +199,14 @@ fn main() {
             "  neighbour spinning on CPU  {spinning:>9.1} µs/call   {:.2}x",
             spinning / alone
         );
+        let (solo, outage, weather_requests) = cascade(rounds, batch / 4 + 1).await;
+        println!("flights (HTTP to a local API) while weather's API answers 503 to everything");
+        println!("  flights alone              {solo:>9.1} µs/call   1.00x");
+        println!(
+            "  flights during the outage  {outage:>9.1} µs/call   {:.2}x",
+            outage / solo
+        );
+        println!("  requests that reached the broken weather API: {weather_requests}");
         let calls = if full { 2000 } else { 40 };
         let grouped = durable_calls_per_sec(true, calls).await;
         let single = durable_calls_per_sec(false, calls).await;
@@ -346,4 +355,70 @@ async fn durable_calls_per_sec(group_commit: bool, calls: u32) -> f64 {
         task.await.expect("task");
     }
     f64::from(calls) / start.elapsed().as_secs_f64()
+}
+
+fn api_policy(env: &str, origin: &str) -> ToolPolicy {
+    ToolPolicy {
+        env: [(env.to_owned(), origin.to_owned())].into(),
+        http: HttpSpec {
+            allow: vec![origin.to_owned()],
+            allow_private: vec!["127.0.0.1/32".into()],
+            ..HttpSpec::default()
+        },
+        ..ToolPolicy::default()
+    }
+}
+
+/// `flights` latency alone, then while `weather` is called in a loop against
+/// an API that answers 503; and how many requests the broken API received.
+async fn cascade(rounds: u32, batch: u32) -> (f64, f64, usize) {
+    let weather_api = Upstream::start(|_, _| Reply::status(503));
+    let flights_api = Upstream::start(|_, _| {
+        Reply::json(
+            serde_json::json!([{"number": "TP1940", "departs": "08:10", "price_eur": 49.0}]),
+        )
+    });
+    let host = Host::builder().build().expect("host");
+    let (w, f) = (weather_api.origin(), flights_api.origin());
+    host.load_file(
+        Path::new(artifacts::WEATHER),
+        api_policy("WEATHER_BASE_URL", &w),
+    )
+    .await
+    .expect("load");
+    host.load_file(
+        Path::new(artifacts::FLIGHTS),
+        api_policy("FLIGHTS_BASE_URL", &f),
+    )
+    .await
+    .expect("load");
+    let flights = |host: Host| async move {
+        let mut samples = Vec::new();
+        for _ in 0..rounds {
+            let start = Instant::now();
+            for _ in 0..batch {
+                let request = CallRequest::new("flights", r#"{"from":"LIS","to":"OPO"}"#);
+                black_box(host.call(request).await.expect("flights stay healthy"));
+            }
+            samples.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(batch));
+        }
+        median(samples)
+    };
+    let solo = flights(host.clone()).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let noise = tokio::spawn({
+        let (host, stop) = (host.clone(), Arc::clone(&stop));
+        async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = host
+                    .call(CallRequest::new("weather", r#"{"city":"Faro"}"#))
+                    .await;
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    let outage = flights(host.clone()).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    noise.await.expect("weather loop");
+    (solo, outage, weather_api.requests())
 }

@@ -4,123 +4,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cofferdam::{
     CallRequest, ErrorClass, HttpSpec, LimitsSpec, ManualClock, RetrySpec, ToolPolicy,
 };
 use cofferdam_test_artifacts as artifacts;
+use cofferdam_test_artifacts::upstream::{Reply, Upstream};
 use common::load;
 use serde_json::json;
-
-/// What the upstream answers.
-struct Reply {
-    status: u16,
-    headers: Vec<(&'static str, String)>,
-    body: String,
-    delay: Duration,
-}
-
-impl Reply {
-    fn json(body: serde_json::Value) -> Self {
-        Self {
-            status: 200,
-            headers: vec![("content-type", "application/json".into())],
-            body: body.to_string(),
-            delay: Duration::ZERO,
-        }
-    }
-
-    fn status(status: u16) -> Self {
-        Self {
-            status,
-            headers: Vec::new(),
-            body: String::new(),
-            delay: Duration::ZERO,
-        }
-    }
-}
-
-/// A tiny HTTP/1.1 server on loopback; counts connections and requests.
-struct Upstream {
-    addr: SocketAddr,
-    connections: Arc<AtomicUsize>,
-    paths: Arc<Mutex<Vec<String>>>,
-}
-
-impl Upstream {
-    fn start(handler: impl Fn(&str, usize) -> Reply + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let connections = Arc::new(AtomicUsize::new(0));
-        let paths = Arc::new(Mutex::new(Vec::new()));
-        let handler = Arc::new(handler);
-        let (c, p) = (Arc::clone(&connections), Arc::clone(&paths));
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                c.fetch_add(1, Ordering::SeqCst);
-                let (p, handler) = (Arc::clone(&p), Arc::clone(&handler));
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).is_err() {
-                        return;
-                    }
-                    let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
-                    loop {
-                        let mut header = String::new();
-                        if reader.read_line(&mut header).is_err()
-                            || header == "\r\n"
-                            || header.is_empty()
-                        {
-                            break;
-                        }
-                    }
-                    let index = {
-                        let mut paths = p.lock().expect("lock");
-                        paths.push(path.clone());
-                        paths.len() - 1
-                    };
-                    let reply = handler(&path, index);
-                    std::thread::sleep(reply.delay);
-                    let mut head = format!(
-                        "HTTP/1.1 {} X\r\ncontent-length: {}\r\nconnection: close\r\n",
-                        reply.status,
-                        reply.body.len()
-                    );
-                    for (k, v) in &reply.headers {
-                        head.push_str(&format!("{k}: {v}\r\n"));
-                    }
-                    head.push_str("\r\n");
-                    let _ = stream.write_all(head.as_bytes());
-                    let _ = stream.write_all(reply.body.as_bytes());
-                });
-            }
-        });
-        Self {
-            addr,
-            connections,
-            paths,
-        }
-    }
-
-    fn origin(&self) -> String {
-        format!("http://127.0.0.1:{}", self.addr.port())
-    }
-
-    fn connections(&self) -> usize {
-        self.connections.load(Ordering::SeqCst)
-    }
-
-    fn requests(&self) -> usize {
-        self.paths.lock().expect("lock").len()
-    }
-}
 
 fn weather_reply(path: &str, _: usize) -> Reply {
     let city = path.split("city=").nth(1).unwrap_or("?").to_owned();
@@ -177,10 +70,7 @@ async fn allowed_origin_succeeds_and_traffic_is_counted() {
     assert_eq!(outcome.http.requests, 1);
     assert!(outcome.http.bytes_in > 40, "{:?}", outcome.http);
     assert_eq!(upstream.requests(), 1);
-    assert_eq!(
-        upstream.paths.lock().expect("lock")[0],
-        "/forecast?city=Lisbon"
-    );
+    assert_eq!(upstream.paths()[0], "/forecast?city=Lisbon");
 }
 
 #[tokio::test]

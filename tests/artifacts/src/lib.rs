@@ -7,3 +7,5 @@
 //! `OUT_DIR`, so it never contends with the outer build's lock.
 
 include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
+
+pub mod upstream;
