@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2
 echo "== building the tools (wasm32-wasip2 components) and the cofferdam CLI"
-cargo build --release --target wasm32-wasip2 -p hello -p grep -p notes -p loop-forever -p fs-escape
+cargo build --release --target wasm32-wasip2 -p hello -p grep -p notes -p weather -p loop-forever -p fs-escape
 cargo build -p cofferdam
 tools=target/wasm32-wasip2/release
 cofferdam=target/debug/cofferdam
@@ -18,9 +18,9 @@ export COFFERDAM_DATA_DIR="$work/data"
 step() { printf '\n== %s\n$ %s\n' "$1" "${*:2}"; "${@:2}" || echo "(exit code $?)"; }
 
 step "what a tool says about itself" $cofferdam inspect $tools/hello.wasm
-step "a typed call (first load compiles the component)" \
+step "a typed call (inspect compiled the component; this run maps its artifact)" \
   $cofferdam run $tools/hello.wasm --input '{"name":"Ada","excitement":3}'
-step "the same call again: the precompiled artifact is mapped, not compiled" \
+step "another call: every run gets a fresh sandboxed instance" \
   $cofferdam run $tools/hello.wasm --input '{"name":"Grace"}'
 step "bad input is the caller's fault: exit code 1, class invalid-input" \
   $cofferdam run $tools/hello.wasm --input '{"name":""}'
@@ -41,6 +41,28 @@ step "it follows a symlink planted to point outside: denied" \
   $cofferdam run $tools/fs_escape.wasm --mount "$work/docs:/data" --input '{"op":"read","path":"/data/link"}'
 step "it writes to the read-only mount: denied" \
   $cofferdam run $tools/fs_escape.wasm --mount "$work/docs:/data" --input '{"op":"write","path":"/data/x","contents":"x"}'
+# A local "weather API" (python3's static file server) for the HTTP example.
+mkdir -p "$work/api"
+printf '{"city":"Lisbon","summary":"sunny","temperature_c":21.5}' > "$work/api/forecast"
+port=$((18000 + $$ % 1000))
+python3 -m http.server "$port" --bind 127.0.0.1 --directory "$work/api" >/dev/null 2>&1 &
+api=$!
+trap 'kill $api 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 50); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+cat > "$work/weather.toml" <<TOML
+component = "$PWD/$tools/weather.wasm"
+[env]
+WEATHER_BASE_URL = "http://127.0.0.1:$port"
+[http]
+allow = ["http://127.0.0.1:$port", "http://169.254.169.254"]
+allow_private = ["127.0.0.1/32"]
+TOML
+step "outbound HTTP to an allowlisted origin" \
+  $cofferdam run --manifest "$work/weather.toml" --input '{"city":"Lisbon"}'
+sed -i "s|^WEATHER_BASE_URL = .*|WEATHER_BASE_URL = \"http://169.254.169.254\"|" "$work/weather.toml"
+step "the same tool pointed at the cloud metadata address: refused, no connection made" \
+  $cofferdam run --manifest "$work/weather.toml" --input '{"city":"Lisbon"}' --attempts 1
+
 step "a tool that never returns is stopped by fuel (exit code 3)" \
   $cofferdam run $tools/loop_forever.wasm --fuel 200000000
 step "or by the wall-clock deadline when fuel is plentiful" \
