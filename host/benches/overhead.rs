@@ -73,21 +73,29 @@ impl wit_host::Host for Plain {
 struct PlainWasmtime {
     engine: Engine,
     pre: ToolPre<Plain>,
+    metered: bool,
 }
 
 impl PlainWasmtime {
-    fn new(component: &[u8]) -> Self {
+    /// `metered`: compile with fuel and epoch checks and give each store fuel
+    /// and a deadline, as any embedding that bounds guests must.
+    fn new(component: &[u8], metered: bool) -> Self {
         let mut config = Config::new();
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(
             PoolingAllocationConfig::new(),
         ));
+        config.consume_fuel(metered).epoch_interruption(metered);
         let engine = Engine::new(&config).expect("engine");
         let component = Component::new(&engine, component).expect("component");
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("wasi");
         Tool::add_to_linker::<_, HasSelf<Plain>>(&mut linker, |s| s).expect("host");
         let pre = ToolPre::new(linker.instantiate_pre(&component).expect("pre")).expect("tool");
-        Self { engine, pre }
+        Self {
+            engine,
+            pre,
+            metered,
+        }
     }
 
     async fn call(&self, input: &str) -> String {
@@ -96,6 +104,10 @@ impl PlainWasmtime {
             table: ResourceTable::new(),
         };
         let mut store = Store::new(&self.engine, state);
+        if self.metered {
+            store.set_fuel(1_000_000_000).expect("fuel");
+            store.set_epoch_deadline(1_000);
+        }
         let tool = self
             .pre
             .instantiate_async(&mut store)
@@ -148,14 +160,20 @@ fn main() {
         let cached = start.elapsed();
         assert_eq!(tool.artifact.source, cofferdam::ArtifactSource::Cached);
 
-        let plain = PlainWasmtime::new(&bytes);
-        let (mut plain_us, mut host_us) = (Vec::new(), Vec::new());
+        let plain = PlainWasmtime::new(&bytes, false);
+        let metered = PlainWasmtime::new(&bytes, true);
+        let (mut plain_us, mut metered_us, mut host_us) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             let start = Instant::now();
             for _ in 0..batch {
                 black_box(plain.call(INPUT).await);
             }
             plain_us.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(batch));
+            let start = Instant::now();
+            for _ in 0..batch {
+                black_box(metered.call(INPUT).await);
+            }
+            metered_us.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(batch));
             let start = Instant::now();
             for _ in 0..batch {
                 let outcome = host
@@ -166,10 +184,14 @@ fn main() {
             }
             host_us.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(batch));
         }
-        let (plain, ours) = (median(plain_us), median(host_us));
+        let (plain, metered, ours) = (median(plain_us), median(metered_us), median(host_us));
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!("hello, fresh instance per call ({rounds} rounds x {batch} calls, medians)");
         println!("  plain wasmtime 48          {plain:>9.1} µs/call   1.00x");
+        println!(
+            "  plain + fuel + epochs      {metered:>9.1} µs/call   {:.2}x",
+            metered / plain
+        );
         println!(
             "  cofferdam Host::call       {ours:>9.1} µs/call   {:.2}x",
             ours / plain
