@@ -640,8 +640,27 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
-/// Refuses files from a newer schema; stamps new files.
+/// Refuses files from a newer schema; stamps new files. Reads first, so
+/// opening an existing journal costs no commit.
 fn check_schema(db: &Database, path: &Path) -> Result<(), JournalError> {
+    let read = db.begin_read().map_err(storage)?;
+    let stamped = match read.open_table(META) {
+        Ok(meta) => meta.get("schema").map_err(storage)?.map(|v| v.value()),
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(e) => return Err(storage(e)),
+    };
+    drop(read);
+    match stamped {
+        Some(found) if found > SCHEMA_VERSION => {
+            return Err(JournalError::NewerVersion {
+                path: path.to_owned(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        Some(_) => return Ok(()),
+        None => {}
+    }
     let txn = db.begin_write().map_err(storage)?;
     {
         let mut meta = txn.open_table(META).map_err(storage)?;
@@ -667,6 +686,24 @@ fn check_schema(db: &Database, path: &Path) -> Result<(), JournalError> {
 /// cannot forget what may have been spent); claims of dead processes are
 /// handled when next claimed (see `claim`).
 fn recover(db: &Database) -> Result<(), JournalError> {
+    let read = db.begin_read().map_err(storage)?;
+    let orphans = match read.open_table(RESERVATIONS) {
+        Ok(table) => {
+            let mut any = false;
+            for row in table.iter().map_err(storage)? {
+                let (id, value) = row.map_err(storage)?;
+                let reservation: Reservation = decode(&id.value().to_string(), value.value())?;
+                any |= !process_alive(reservation.owner_pid);
+            }
+            any
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => false,
+        Err(e) => return Err(storage(e)),
+    };
+    drop(read);
+    if !orphans {
+        return Ok(());
+    }
     let txn = db.begin_write().map_err(storage)?;
     {
         let mut reservations = txn.open_table(RESERVATIONS).map_err(storage)?;
@@ -1427,6 +1464,40 @@ mod tests {
             error,
             JournalError::NewerVersion { found: 99, .. }
         ));
+    }
+
+    #[tokio::test]
+    async fn a_dead_process_reservation_counts_as_spent_on_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("journal.redb");
+        let scope = ScopeId::Agent("a".into());
+        {
+            let j = Journal::open(&path, true).expect("open");
+            j.set_cap(scope.clone(), Some(BudgetCap::new(Tokens(100))))
+                .await
+                .expect("cap");
+            let Reserved::Granted(r) = j.reserve(vec![scope.clone()], 40).await.expect("reserve")
+            else {
+                panic!("granted");
+            };
+            // Pretend the process that reserved died before settling.
+            let dead = Reservation {
+                owner_pid: 4_000_000,
+                ..r
+            };
+            let txn = j.db.begin_write().expect("txn");
+            txn.open_table(RESERVATIONS)
+                .expect("table")
+                .insert(dead.id, encode(&dead).as_slice())
+                .expect("insert");
+            txn.commit().expect("commit");
+        }
+        let j = Journal::open(&path, true).expect("reopen");
+        let status = j.budgets().expect("budgets").pop().expect("capped");
+        assert_eq!(
+            (status.spent, status.reserved, status.left),
+            (Tokens(40), Tokens(0), Tokens(60))
+        );
     }
 
     #[test]
