@@ -592,6 +592,20 @@ async fn tls_connect(
     connector.connect(name, tcp).await.map_err(HttpError::Tls)
 }
 
+/// Client TLS: Mozilla's roots (webpki-roots), ring, safe protocol versions.
+fn tls_config() -> Result<rustls::ClientConfig, HttpError> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+    };
+    // An explicit provider: `builder()` would panic if another crate enabled a second one.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|_| HttpError::TlsProtocolError)?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// tokio I/O as hyper I/O.
 struct TokioIo(Box<dyn IoStream>);
 
@@ -704,6 +718,11 @@ mod tests {
         ] {
             assert!(bad.parse::<OriginPattern>().is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn tls_client_config_builds() {
+        assert!(tls_config().is_ok());
     }
 
     #[test]
