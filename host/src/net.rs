@@ -580,13 +580,7 @@ async fn tls_connect(
     host: &str,
     tcp: TcpStream,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, HttpError> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-    };
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config()?));
     let name = rustls::pki_types::ServerName::try_from(host.to_owned())
         .map_err(|_| HttpError::TlsCertificateError)?;
     connector.connect(name, tcp).await.map_err(HttpError::Tls)
