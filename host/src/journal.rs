@@ -1466,6 +1466,40 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn windowed_budgets_reset_at_each_window_boundary() {
+        let cap = BudgetCap {
+            window_ms: Some(3_600_000),
+            ..BudgetCap::new(Tokens(100))
+        };
+        let mut record = BudgetRecord {
+            v: 1,
+            cap,
+            spent: 90,
+            reserved: 5,
+            window_start_ms: 1_000_000,
+            soft_alerted: true,
+        };
+        record.roll_window(1_000_000 + 3_599_999);
+        assert_eq!(
+            (record.spent, record.window_start_ms),
+            (90, 1_000_000),
+            "same window"
+        );
+        record.roll_window(1_000_000 + 2 * 3_600_000 + 42);
+        assert_eq!(record.spent, 0, "a new window starts empty");
+        assert!(!record.soft_alerted, "and may warn again");
+        assert_eq!(
+            record.reserved, 5,
+            "running attempts keep their reservations"
+        );
+        assert_eq!(
+            record.window_start_ms,
+            1_000_000 + 2 * 3_600_000,
+            "aligned to the boundary"
+        );
+    }
+
     #[tokio::test]
     async fn a_dead_process_reservation_counts_as_spent_on_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
