@@ -415,10 +415,29 @@ fn answer<T: Send + 'static>(reply: Reply<T>, result: Result<T, JournalError>) -
 }
 
 /// The journal: a redb database and its writer thread. Cheap to clone.
+/// When the last clone is dropped, the writer commits what it holds and the
+/// drop waits for it, so a short-lived process (the CLI) loses no record.
 #[derive(Clone)]
 pub(crate) struct Journal {
     db: std::sync::Arc<Database>,
+    // Field order matters: `tx` drops first, closing the channel, then the
+    // last `_writer` handle joins the thread.
     tx: mpsc::Sender<Op>,
+    _writer: std::sync::Arc<WriterThread>,
+}
+
+/// Joins the writer thread when the last journal handle goes away.
+struct WriterThread(std::sync::Mutex<Option<std::thread::JoinHandle<()>>>);
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        let handle = self.0.get_mut().ok().and_then(Option::take);
+        if let Some(handle) = handle
+            && handle.join().is_err()
+        {
+            tracing::error!("the journal writer thread panicked");
+        }
+    }
 }
 
 impl Journal {
@@ -455,11 +474,12 @@ impl Journal {
         let db = std::sync::Arc::new(db);
         let (tx, rx) = mpsc::channel();
         let writer_db = std::sync::Arc::clone(&db);
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("cofferdam-journal".into())
             .spawn(move || writer(&writer_db, &rx, group_commit))
             .map_err(storage)?;
-        Ok(Self { db, tx })
+        let writer = std::sync::Arc::new(WriterThread(std::sync::Mutex::new(Some(handle))));
+        Ok(Self { db, tx, _writer: writer })
     }
 
     async fn request<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, JournalError> {

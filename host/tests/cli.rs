@@ -268,3 +268,57 @@ fn run_retries_a_flaky_tool_and_says_so() {
     );
     assert_eq!(once.status.code(), Some(1));
 }
+
+#[test]
+fn a_run_lands_in_the_history_and_a_keyed_run_replays() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let artifacts_dir = common::shared_data_dir().join("artifacts");
+    let dir = artifacts_dir.display().to_string();
+    let args = |extra: &[&str]| {
+        let mut all = vec!["--artifact-dir", dir.as_str()];
+        all.extend_from_slice(extra);
+        all.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let run = [
+        "run",
+        artifacts::HELLO,
+        "--input",
+        r#"{"name":"Ada"}"#,
+        "--key",
+        "k1",
+        "--agent",
+        "a1",
+    ];
+    let first = cofferdam(
+        data.path(),
+        &args(&run).iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let second = cofferdam(
+        data.path(),
+        &args(&run).iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(
+        text(&second.stderr).contains("replayed from the journal"),
+        "{}",
+        text(&second.stderr)
+    );
+
+    let history = cofferdam(data.path(), &["history", "--agent", "a1", "--json"]);
+    let records: serde_json::Value = serde_json::from_slice(&history.stdout).expect("JSON");
+    let records = records.as_array().expect("array");
+    assert_eq!(records.len(), 2, "the run and its replay: {records:?}");
+    assert!(records.iter().any(|r| r["replayed"] == true));
+    assert!(
+        records
+            .iter()
+            .any(|r| r["replayed"] == false && r["status"] == "ok")
+    );
+
+    let journal = cofferdam(data.path(), &["journal", "show", "k1"]);
+    assert!(
+        text(&journal.stdout).contains("\"completed\""),
+        "{}",
+        text(&journal.stdout)
+    );
+}
