@@ -479,7 +479,11 @@ impl Journal {
             .spawn(move || writer(&writer_db, &rx, group_commit))
             .map_err(storage)?;
         let writer = std::sync::Arc::new(WriterThread(std::sync::Mutex::new(Some(handle))));
-        Ok(Self { db, tx, _writer: writer })
+        Ok(Self {
+            db,
+            tx,
+            _writer: writer,
+        })
     }
 
     async fn request<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, JournalError> {
