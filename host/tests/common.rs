@@ -52,3 +52,21 @@ pub async fn assert_host_still_serves(host: &Host) {
         .expect("a normal call succeeds after a hostile one");
     assert_eq!(outcome.output_json()["greeting"], "Hello, after!");
 }
+
+/// A host with `sleepy` loaded as side-effecting, a 200 ms deadline, and a
+/// read-write `/out` on the returned directory (for its `mark` side effect).
+pub async fn side_effecting_sleepy() -> (Host, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = builder().allow_root(dir.path()).build().expect("host");
+    let policy = ToolPolicy {
+        effect: Some(cofferdam::Effect::SideEffecting),
+        mounts: vec![cofferdam::Mount::read_write(dir.path(), "/out")],
+        limits: LimitsSpec {
+            timeout_ms: Some(200),
+            ..LimitsSpec::default()
+        },
+        ..ToolPolicy::default()
+    };
+    load(&host, artifacts::SLEEPY, policy).await;
+    (host, dir)
+}

@@ -5,8 +5,8 @@ mod common;
 use std::time::Duration;
 
 use cofferdam::{
-    BudgetCap, CallError, CallRequest, Effect, ErrorClass, HistoryQuery, Host, Jitter, LimitsSpec,
-    Mount, RetrySpec, ScopeId, Tokens, ToolPolicy,
+    BudgetCap, CallError, CallRequest, Effect, ErrorClass, HistoryQuery, Host, Jitter, RetrySpec,
+    ScopeId, Tokens, ToolPolicy,
 };
 use cofferdam_test_artifacts as artifacts;
 use common::load;
@@ -193,21 +193,7 @@ async fn keyed_side_effecting_call_is_retried_after_transient_failures() {
 
 #[tokio::test]
 async fn interrupted_side_effecting_keyed_call_stays_unknown() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let host = common::builder()
-        .allow_root(dir.path())
-        .build()
-        .expect("host");
-    let policy = ToolPolicy {
-        effect: Some(Effect::SideEffecting),
-        mounts: vec![Mount::read_write(dir.path(), "/out")],
-        limits: LimitsSpec {
-            timeout_ms: Some(200),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    load(&host, artifacts::SLEEPY, policy).await;
+    let (host, dir) = common::side_effecting_sleepy().await;
     let input = json!({"millis": 60000, "mark": "/out/mark"}).to_string();
     let error = host
         .call(keyed("sleepy", &input, "charge-7"))

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cofferdam::{
     BreakerMode, BreakerSpec, BreakerState, CallError, CallRequest, Clock, Effect, ErrorClass,
-    Host, LimitsSpec, LoadError, ManualClock, Mount, PoolSpec, RetrySpec, ToolPolicy,
+    Host, LimitsSpec, LoadError, ManualClock, PoolSpec, RetrySpec, ToolPolicy,
 };
 use cofferdam_test_artifacts as artifacts;
 use common::{assert_host_still_serves, load};
@@ -119,21 +119,7 @@ async fn permanent_and_invalid_input_errors_are_not_retried() {
 
 #[tokio::test]
 async fn side_effecting_tool_that_times_out_is_unknown_and_not_invoked_again() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let host = common::builder()
-        .allow_root(dir.path())
-        .build()
-        .expect("host");
-    let policy = ToolPolicy {
-        effect: Some(Effect::SideEffecting),
-        mounts: vec![Mount::read_write(dir.path(), "/out")],
-        limits: LimitsSpec {
-            timeout_ms: Some(200),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    load(&host, artifacts::SLEEPY, policy).await;
+    let (host, dir) = common::side_effecting_sleepy().await;
     let input = json!({"millis": 60000, "mark": "/out/marks.txt"}).to_string();
     let error = host
         .call(CallRequest::new("sleepy", input))
