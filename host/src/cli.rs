@@ -17,8 +17,8 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use cofferdam::{
     BreakerMode, BudgetCap, CallError, CallOutcome, CallRequest, Effect, ErrorClass, HistoryQuery,
-    Host, KeyState, LimitsSpec, LoadError, Mount, MountMode, ScopeId, StoredOutcome, Tokens,
-    ToolDescription, ToolPolicy,
+    Host, HostConfig, KeyState, LimitsSpec, LoadError, Mount, MountMode, ScopeId, StoredOutcome,
+    Tokens, ToolDescription, ToolPolicy,
 };
 
 #[derive(Parser)]
@@ -45,6 +45,11 @@ enum Command {
     Run(Box<RunArgs>),
     /// Show what a component is: name, effect, input schema, imports.
     Inspect(InspectArgs),
+    /// Validate a cofferdam.toml: every key, path, policy and tool, naming each error.
+    Check {
+        /// The config file.
+        config: PathBuf,
+    },
     /// Show or set operator modes of circuit breakers (remembered in the data dir).
     #[command(subcommand)]
     Breakers(BreakersCommand),
@@ -259,6 +264,7 @@ pub(crate) fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(*args, &dirs).await,
             Command::Inspect(args) => inspect(args, &dirs).await,
+            Command::Check { config } => check(&config).await,
             Command::Breakers(command) => breakers(command, &data_dir),
             Command::Budget(command) => budget(command, &data_dir).await,
             Command::Journal(command) => journal(command, &data_dir).await,
@@ -704,6 +710,39 @@ fn parse_effect(text: &str) -> Result<Effect, String> {
             "`{text}` is not one of pure, idempotent, side-effecting"
         )),
     }
+}
+
+async fn check(path: &Path) -> Result<ExitCode> {
+    let config = HostConfig::from_file(path)?;
+    let problems = config.check();
+    if !problems.is_empty() {
+        for problem in &problems {
+            eprintln!("error: {problem}");
+        }
+        eprintln!("{}: {} problem(s)", path.display(), problems.len());
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
+    // Loading checks what the file alone cannot: pins, imports, `describe`.
+    let host = config.builder().build()?;
+    let mut failed = 0;
+    for (name, result) in config.load(&host).await {
+        match result {
+            Ok(tool) => println!(
+                "ok  tools.{name}: {} {} ({})",
+                tool.name, tool.version, tool.effect
+            ),
+            Err(error) => {
+                failed += 1;
+                eprintln!("error: tools.{name}: {:#}", anyhow::Error::new(error));
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("{}: {failed} tool(s) failed to load", path.display());
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
+    println!("{}: ok, {} tool(s)", path.display(), config.tools.len());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn breaker_mode_name(mode: BreakerMode) -> &'static str {

@@ -48,6 +48,7 @@ mod bulkhead;
 mod classify;
 mod clock;
 mod component_cache;
+mod config;
 mod engine;
 mod error;
 mod host;
@@ -65,6 +66,7 @@ pub use budget::{BudgetCap, BudgetError, BudgetStatus, Budgets, InvalidScope, Sc
 pub use bulkhead::BulkheadConfig;
 pub use clock::{Clock, Jitter, ManualClock, SystemClock};
 pub use component_cache::{ArtifactInfo, ArtifactSource};
+pub use config::{ConfigError, ConfigProblem, HostConfig};
 pub use error::{BuildError, CallError, ErrorClass, LoadError, ToolError};
 pub use host::{CallOutcome, CallRequest, Host, HostBuilder, ToolDescription, ToolStats};
 pub use host_api::{LogLevel, LogRecord, Progress, ProgressSink};

@@ -322,3 +322,56 @@ fn a_run_lands_in_the_history_and_a_keyed_run_replays() {
         text(&journal.stdout)
     );
 }
+
+#[test]
+fn check_validates_a_config_and_names_every_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("docs")).expect("mkdir");
+    let good = dir.path().join("cofferdam.toml");
+    std::fs::write(
+        &good,
+        format!(
+            "data_dir = \"data\"\nallowed_roots = [\"docs\"]\n[tools.greeter]\ncomponent = {:?}\n\
+             [tools.search]\ncomponent = {:?}\n[[tools.search.mounts]]\nhost = \"docs\"\nguest = \"/data\"\n",
+            artifacts::HELLO,
+            artifacts::GREP
+        ),
+    )
+    .expect("write");
+    let data = common::shared_data_dir();
+    let ok = cofferdam(&data, &["check", &good.display().to_string()]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert!(
+        text(&ok.stdout).contains("ok  tools.greeter: greeter"),
+        "{}",
+        text(&ok.stdout)
+    );
+    assert!(
+        text(&ok.stdout).contains("ok, 2 tool(s)"),
+        "{}",
+        text(&ok.stdout)
+    );
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[tools.x]\ncomponent = \"nope.wasm\"\n[tools.y]\ncomponent = \"nope2.wasm\"\nsha256 = \"12\"\n",
+    )
+    .expect("write");
+    let failed = cofferdam(&data, &["check", &bad.display().to_string()]);
+    assert_eq!(failed.status.code(), Some(2));
+    let stderr = text(&failed.stderr);
+    assert!(stderr.contains("tools.x: component"), "{stderr}");
+    assert!(stderr.contains("tools.y: `sha256`"), "{stderr}");
+    assert!(stderr.contains("3 problem(s)"), "{stderr}");
+
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(&typo, "[tools.x]\ncomponnet = \"a.wasm\"\n").expect("write");
+    let failed = cofferdam(&data, &["check", &typo.display().to_string()]);
+    assert_eq!(failed.status.code(), Some(2));
+    assert!(
+        text(&failed.stderr).contains("componnet"),
+        "{}",
+        text(&failed.stderr)
+    );
+}

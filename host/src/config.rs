@@ -1,0 +1,285 @@
+//! `cofferdam.toml`: one file for a host (data dir, allowed roots, pool and
+//! default limits) and a `[tools.NAME]` table per tool, each a
+//! [`ToolPolicy`]. Relative paths are resolved against the file's directory.
+//!
+//! ```toml
+//! data_dir = "data"
+//! allowed_roots = ["shared"]
+//! max_instances = 256
+//!
+//! [defaults]            # limits for tools that do not set them
+//! timeout_ms = 10000
+//!
+//! [tools.grep]
+//! component = "tools/grep.wasm"
+//! [[tools.grep.mounts]]
+//! host = "shared/docs"
+//! guest = "/data"
+//! ```
+//!
+//! It does not run anything: [`HostConfig::check`] finds every problem it can
+//! without the components, and [`HostConfig::load`] builds a host and loads
+//! the tools (where pins, links and `describe` are checked).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::limits::LimitsSpec;
+use crate::{Host, HostBuilder, LoadError, ToolDescription, ToolName, ToolPolicy};
+
+/// A parsed `cofferdam.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// Data directory (artifacts, journal, scratch).
+    pub data_dir: Option<PathBuf>,
+    /// Directories below which mounts are allowed.
+    #[serde(default)]
+    pub allowed_roots: Vec<PathBuf>,
+    /// Instances live at once across all tools.
+    pub max_instances: Option<u32>,
+    /// Largest memory any tool may have, in MiB.
+    pub max_memory_mib: Option<u64>,
+    /// Limits for tools that do not set them.
+    #[serde(default)]
+    pub defaults: LimitsSpec,
+    /// The tools, by name.
+    #[serde(default)]
+    pub tools: BTreeMap<String, ToolPolicy>,
+}
+
+/// A config file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has an unknown key (named in the message).
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with the key and line.
+        message: String,
+    },
+}
+
+/// One problem [`HostConfig::check`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Where: `tools.grep`, `allowed_roots`, …
+    pub at: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.at, self.message)
+    }
+}
+
+impl HostConfig {
+    /// Parses a config file, resolving relative paths against its directory.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: Self = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let rebase = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(dir) = &mut config.data_dir {
+            rebase(dir);
+        }
+        config.allowed_roots.iter_mut().for_each(rebase);
+        for policy in config.tools.values_mut() {
+            if let Some(component) = &mut policy.component {
+                rebase(component);
+            }
+            for mount in &mut policy.mounts {
+                rebase(&mut mount.host);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Every problem that can be found without loading the components:
+    /// tool names, missing components, policy errors, missing roots. Empty
+    /// when the config is usable as far as that goes.
+    pub fn check(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        let mut push = |at: String, message: String| problems.push(ConfigProblem { at, message });
+        for root in &self.allowed_roots {
+            if !root.is_dir() {
+                push(
+                    "allowed_roots".into(),
+                    format!("{} is not a directory", root.display()),
+                );
+            }
+        }
+        for (name, policy) in &self.tools {
+            let at = format!("tools.{name}");
+            if let Err(e) = ToolName::new(name) {
+                push(at.clone(), e.to_string());
+            }
+            match &policy.component {
+                None => push(at.clone(), "no `component`".into()),
+                Some(path) if !path.is_file() => {
+                    push(
+                        at.clone(),
+                        format!("component {} does not exist", path.display()),
+                    );
+                }
+                Some(_) => {}
+            }
+            if let Err(e) = policy.validate() {
+                push(at.clone(), e.to_string());
+            }
+            let roots: Vec<PathBuf> = self
+                .allowed_roots
+                .iter()
+                .filter_map(|r| r.canonicalize().ok())
+                .collect();
+            for mount in &policy.mounts {
+                if let Err(e) = crate::policy::resolve_mount(mount, &roots) {
+                    push(at.clone(), e.to_string());
+                }
+            }
+        }
+        problems
+    }
+
+    /// A host builder with this config's settings.
+    pub fn builder(&self) -> HostBuilder {
+        let mut builder =
+            Host::builder().default_limits(self.defaults.apply(crate::Limits::default()));
+        if let Some(dir) = &self.data_dir {
+            builder = builder.data_dir(dir);
+        }
+        for root in &self.allowed_roots {
+            builder = builder.allow_root(root);
+        }
+        if let Some(n) = self.max_instances {
+            builder = builder.max_instances(n);
+        }
+        if let Some(mib) = self.max_memory_mib {
+            builder = builder.max_memory_bytes(mib << 20);
+        }
+        builder
+    }
+
+    /// Loads every tool into `host` under its table's name, and reports each
+    /// tool's result (a failing tool does not stop the others).
+    pub async fn load(&self, host: &Host) -> Vec<(String, Result<ToolDescription, LoadError>)> {
+        let mut results = Vec::with_capacity(self.tools.len());
+        for (name, policy) in &self.tools {
+            let result = async {
+                let tool_name = ToolName::new(name).map_err(|e| LoadError::BadToolInfo {
+                    reason: e.to_string(),
+                })?;
+                let component = policy.component.clone().ok_or(LoadError::NoComponent)?;
+                let policy = ToolPolicy {
+                    name: Some(tool_name),
+                    ..policy.clone()
+                };
+                host.load_file(&component, policy).await
+            }
+            .await;
+            results.push((name.clone(), result));
+        }
+        results
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    #[test]
+    fn paths_are_relative_to_the_file_and_tables_become_policies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("docs")).expect("mkdir");
+        write(dir.path(), "grep.wasm", "");
+        let file = write(
+            dir.path(),
+            "cofferdam.toml",
+            "data_dir = \"data\"\nallowed_roots = [\".\"]\n[defaults]\ntimeout_ms = 5000\n\
+             [tools.grep]\ncomponent = \"grep.wasm\"\n[[tools.grep.mounts]]\nhost = \"docs\"\nguest = \"/data\"\n",
+        );
+        let config = HostConfig::from_file(&file).expect("valid");
+        assert_eq!(config.data_dir, Some(dir.path().join("data")));
+        assert_eq!(
+            config.tools["grep"].component,
+            Some(dir.path().join("grep.wasm"))
+        );
+        assert_eq!(config.tools["grep"].mounts[0].host, dir.path().join("docs"));
+        assert_eq!(config.defaults.timeout_ms, Some(5000));
+        assert_eq!(config.check(), Vec::new());
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_table() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = write(
+            dir.path(),
+            "c.toml",
+            "[tools.grep]\ncomponent = \"g.wasm\"\ntimout_ms = 5\n",
+        );
+        let error = HostConfig::from_file(&file).expect_err("typo");
+        assert!(error.to_string().contains("timout_ms"), "{error}");
+        let file = write(dir.path(), "d.toml", "dat_dir = \"x\"\n");
+        assert!(
+            HostConfig::from_file(&file)
+                .expect_err("typo")
+                .to_string()
+                .contains("dat_dir")
+        );
+    }
+
+    #[test]
+    fn check_names_every_problem_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = write(
+            dir.path(),
+            "c.toml",
+            "allowed_roots = [\"nope\"]\n[tools.Bad]\ncomponent = \"missing.wasm\"\n\
+             [tools.ok]\ncomponent = \"missing2.wasm\"\n[tools.ok.limits]\ntimeout_ms = 0\n\
+             [[tools.ok.mounts]]\nhost = \"/\"\nguest = \"/root\"\n",
+        );
+        let problems = HostConfig::from_file(&file).expect("parses").check();
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let has = |needle: &str| text.iter().any(|t| t.contains(needle));
+        assert!(has("allowed_roots"), "{text:#?}");
+        assert!(has("tools.Bad: invalid tool name"), "{text:#?}");
+        assert!(has("missing.wasm does not exist"), "{text:#?}");
+        assert!(has("tools.ok: limit `limits.timeout_ms`"), "{text:#?}");
+        assert!(has("outside the host's allowed roots"), "{text:#?}");
+        assert_eq!(problems.len(), 6, "{text:#?}");
+    }
+}
