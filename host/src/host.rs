@@ -254,6 +254,10 @@ impl HostBuilder {
 
 /// Runs tools. Cheap to clone; clones share the engine and loaded tools.
 ///
+/// Calls must run inside a tokio runtime with the time driver enabled
+/// (`enable_time` or `enable_all`): deadlines, backoff and journal upkeep use
+/// it. Dropping the last clone waits for the journal to commit what it holds.
+///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// use cofferdam::{CallRequest, Host, ToolPolicy};
