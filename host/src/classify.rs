@@ -15,13 +15,17 @@ pub(crate) struct Disposition {
     pub verdict: Verdict,
     /// The tool was stopped (or its result lost) after it may have acted.
     pub interrupted: bool,
+    /// The same input would end the same way: a keyed call stores this error
+    /// and replays it, instead of releasing the key for another try.
+    pub terminal: bool,
 }
 
-const fn row(retryable: bool, verdict: Verdict, interrupted: bool) -> Disposition {
+const fn row(retryable: bool, verdict: Verdict, interrupted: bool, terminal: bool) -> Disposition {
     Disposition {
         retryable,
         verdict,
         interrupted,
+        terminal,
     }
 }
 
@@ -32,22 +36,28 @@ pub(crate) fn disposition(class: ErrorClass) -> Disposition {
     use Verdict::{Failure, Ignore};
     match class {
         // The caller's fault or the caller's budget: not the tool's health.
-        UnknownTool | InvalidInput => row(false, Ignore, false),
-        OutOfFuel => row(false, Ignore, true),
+        UnknownTool => row(false, Ignore, false, false),
+        InvalidInput => row(false, Ignore, false, true),
+        // A bigger budget may let the same input finish.
+        OutOfFuel => row(false, Ignore, true, false),
         // Upstream hiccups the tool reported: worth another attempt.
-        Transient | RateLimited => row(true, Failure, false),
+        Transient | RateLimited => row(true, Failure, false, false),
         // A hang may be a passing overload; the attempt may have acted.
-        DeadlineExceeded => row(true, Failure, true),
-        Permanent => row(false, Failure, false),
+        DeadlineExceeded => row(true, Failure, true, false),
+        Permanent => row(false, Failure, false, true),
         // Deterministic for the same input: retrying repeats them.
         MemoryLimit | StackOverflow | Panic | Trap | OutputTooLarge | InvalidOutput | DataLimit => {
-            row(false, Failure, true)
+            row(false, Failure, true, true)
         }
         // The host failed before the guest ran.
-        Host => row(false, Ignore, false),
-        CircuitOpen | BulkheadFull | UnknownOutcome | RetriesExhausted => row(false, Ignore, false),
+        Host => row(false, Ignore, false, false),
+        CircuitOpen | BulkheadFull | UnknownOutcome | RetriesExhausted => {
+            row(false, Ignore, false, false)
+        }
         // The caller's budget, the caller's key, the host's disk.
-        BudgetExhausted | IdempotencyMismatch | InProgress | Journal => row(false, Ignore, false),
+        BudgetExhausted | IdempotencyMismatch | InProgress | Journal => {
+            row(false, Ignore, false, false)
+        }
     }
 }
 
@@ -81,6 +91,18 @@ mod tests {
             assert_eq!((d.retryable, d.verdict), (retryable, verdict), "{class:?}");
         }
         assert!(disposition(ErrorClass::DeadlineExceeded).interrupted);
+        let terminal = [
+            ErrorClass::InvalidInput,
+            ErrorClass::Permanent,
+            ErrorClass::Panic,
+        ];
+        assert!(terminal.iter().all(|c| disposition(*c).terminal));
+        let passing = [
+            ErrorClass::Transient,
+            ErrorClass::OutOfFuel,
+            ErrorClass::CircuitOpen,
+        ];
+        assert!(passing.iter().all(|c| !disposition(*c).terminal));
         assert!(!disposition(ErrorClass::Transient).interrupted);
         assert!(!may_retry(Effect::SideEffecting, false));
         assert!(may_retry(Effect::SideEffecting, true));

@@ -963,7 +963,11 @@ impl Host {
             .await;
             let duration = execution.duration;
             let fuel_used = execution.fuel_used;
-            let http = execution.http.clone();
+            let (http_requests, http_bytes_in, http_bytes_out) = (
+                execution.http.requests,
+                execution.http.bytes_in,
+                execution.http.bytes_out,
+            );
             tool.bulkhead.observe(duration);
             let mut result = checked_output(name, &attempt_limits, execution);
             let charge = match &result {
@@ -1017,9 +1021,9 @@ impl Host {
                 tokens: charged,
                 error: result.as_ref().err().map(ToString::to_string),
                 replayed: false,
-                http_requests: http.requests,
-                http_bytes_in: http.bytes_in,
-                http_bytes_out: http.bytes_out,
+                http_requests,
+                http_bytes_in,
+                http_bytes_out,
             });
 
             let error = match result {
@@ -1211,19 +1215,7 @@ fn fingerprint(digest: &str, input: &str) -> String {
 /// Whether a keyed call's error is its final answer (stored and replayed)
 /// rather than a passing condition (the key is released for a later try).
 fn is_terminal(error: &CallError) -> bool {
-    use ErrorClass::*;
-    matches!(
-        error.last_attempt_error().class(),
-        InvalidInput
-            | Permanent
-            | Panic
-            | Trap
-            | MemoryLimit
-            | StackOverflow
-            | OutputTooLarge
-            | InvalidOutput
-            | DataLimit
-    )
+    disposition(error.last_attempt_error().class()).terminal
 }
 
 /// Attempts get at least this long, however little of the total deadline is left.
