@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use crate::bindings::ToolPre;
@@ -46,6 +47,13 @@ pub(crate) struct Execution {
     pub http: HttpStats,
 }
 
+/// How the guest's future ended.
+enum Stopped<T> {
+    Finished(T),
+    Deadline,
+    Cancelled,
+}
+
 /// The trap raised by the epoch callback once the deadline has passed.
 #[derive(Debug, thiserror::Error)]
 #[error("wall-clock deadline reached")]
@@ -60,6 +68,8 @@ pub(crate) struct Attempt<'a> {
     pub price: TokenPrice,
     pub scratch_root: &'a Path,
     pub progress: Option<ProgressSink>,
+    /// Stops the attempt like a deadline does, but as `Cancelled`.
+    pub cancel: Option<&'a CancellationToken>,
 }
 
 impl Attempt<'_> {
@@ -130,19 +140,40 @@ impl Attempt<'_> {
         };
         // The epoch callback stops a guest that computes; this timeout stops
         // one blocked in a host call, which epochs and fuel cannot interrupt.
-        let outcome = tokio::time::timeout_at(deadline.into(), run).await;
+        // Cancellation drops the guest's future at its next yield (every
+        // epoch tick, or any host call), exactly as the deadline does.
+        let cancel = self.cancel;
+        let cancelled = async {
+            match cancel {
+                Some(token) => token.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        let outcome = tokio::select! {
+            biased;
+            () = cancelled => Stopped::Cancelled,
+            outcome = tokio::time::timeout_at(deadline.into(), run) => match outcome {
+                Ok(result) => Stopped::Finished(result),
+                Err(_elapsed) => Stopped::Deadline,
+            },
+        };
 
         let fuel_used = Fuel(limits.fuel.0.saturating_sub(store.get_fuel().unwrap_or(0)));
         let http = sandbox.http.snapshot();
         let (stdout, stdout_dropped) = sandbox.stdout.take();
         let (stderr, stderr_dropped) = sandbox.stderr.take();
         let result = match outcome {
-            Err(_elapsed) => Err(CallError::DeadlineExceeded {
+            Stopped::Deadline => Err(CallError::DeadlineExceeded {
                 tool: self.tool.clone(),
                 timeout: limits.timeout,
             }),
-            Ok(Err(error)) => Err(classify(error, self.tool, &limits, &stderr, instantiated)),
-            Ok(Ok(returned)) => Ok(returned),
+            Stopped::Cancelled => Err(CallError::Cancelled {
+                tool: self.tool.clone(),
+            }),
+            Stopped::Finished(Err(error)) => {
+                Err(classify(error, self.tool, &limits, &stderr, instantiated))
+            }
+            Stopped::Finished(Ok(returned)) => Ok(returned),
         };
         let logs = std::mem::take(&mut store.data_mut().services.logs);
         let logs_dropped = store.data().services.logs_dropped;

@@ -50,6 +50,16 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
+    /// Every state, in declaration order.
+    pub const ALL: [Self; 6] = [
+        Self::Closed,
+        Self::Open,
+        Self::HalfOpen,
+        Self::Disabled,
+        Self::ForcedOpen,
+        Self::MetricsOnly,
+    ];
+
     /// Kebab-case name.
     pub fn as_str(self) -> &'static str {
         match self {

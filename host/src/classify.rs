@@ -51,6 +51,9 @@ pub(crate) fn disposition(class: ErrorClass) -> Disposition {
         }
         // The host failed before the guest ran.
         Host => row(false, Ignore, false, false),
+        // The caller walked away: not the tool's health, and the attempt
+        // may have acted before it was stopped.
+        Cancelled => row(false, Ignore, true, false),
         CircuitOpen | BulkheadFull | UnknownOutcome | RetriesExhausted => {
             row(false, Ignore, false, false)
         }
@@ -104,6 +107,8 @@ mod tests {
         ];
         assert!(passing.iter().all(|c| !disposition(*c).terminal));
         assert!(!disposition(ErrorClass::Transient).interrupted);
+        let cancelled = disposition(ErrorClass::Cancelled);
+        assert!(cancelled.interrupted && !cancelled.retryable && !cancelled.terminal);
         assert!(!may_retry(Effect::SideEffecting, false));
         assert!(may_retry(Effect::SideEffecting, true));
         assert!(may_retry(Effect::Idempotent, false));

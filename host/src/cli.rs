@@ -1,4 +1,6 @@
-//! The `cofferdam` command line: `run` one tool call, `inspect` a component.
+//! The `cofferdam` command line: `run` one tool call, `inspect` a component,
+//! `check` and `serve` a config, and look into breakers, budgets, journal and
+//! history.
 //!
 //! Built only on the library's public API. Errors print their whole chain
 //! once; the exit code tells what kind of failure it was:
@@ -61,6 +63,9 @@ enum Command {
     Journal(JournalCommand),
     /// The audit history: every attempt, newest first.
     History(HistoryArgs),
+    /// Serve the tools of a cofferdam.toml to MCP clients (stdio, or
+    /// streamable HTTP with --http), reloading the config on SIGHUP or change.
+    Serve(crate::serve::ServeArgs),
 }
 
 #[derive(Subcommand)]
@@ -269,6 +274,9 @@ pub(crate) fn main() -> ExitCode {
             Command::Budget(command) => budget(command, &data_dir).await,
             Command::Journal(command) => journal(command, &data_dir).await,
             Command::History(args) => history(args, &data_dir),
+            Command::Serve(args) => {
+                crate::serve::serve(args, &data_dir, dirs.artifacts.as_deref()).await
+            }
         }
     });
     match result {
@@ -784,7 +792,7 @@ fn parse_mount(spec: &str) -> Result<Mount> {
 }
 
 /// `250ms`, `2s`, `1m`, `1h`, or a bare number of milliseconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());

@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use crate::limits::LimitsSpec;
 use crate::{Host, HostBuilder, LoadError, ToolDescription, ToolName, ToolPolicy};
@@ -194,20 +195,119 @@ impl HostConfig {
         let mut results = Vec::with_capacity(self.tools.len());
         for (name, policy) in &self.tools {
             let result = async {
-                let tool_name = ToolName::new(name).map_err(|e| LoadError::BadToolInfo {
-                    reason: e.to_string(),
-                })?;
-                let component = policy.component.clone().ok_or(LoadError::NoComponent)?;
-                let policy = ToolPolicy {
-                    name: Some(tool_name),
-                    ..policy.clone()
-                };
+                let (component, policy) = named(name, policy)?;
                 host.load_file(&component, policy).await
             }
             .await;
             results.push((name.clone(), result));
         }
         results
+    }
+
+    /// Brings `host`, loaded from `previous`, in line with this config:
+    /// tools no longer listed are unloaded, new ones loaded, and those whose
+    /// table or component file changed are replaced (running calls finish on
+    /// the old version). A tool that fails to load keeps its old version.
+    /// Host-wide settings cannot change without a restart; they are reported.
+    pub async fn reload(&self, host: &Host, previous: &HostConfig) -> ReloadReport {
+        let mut report = ReloadReport::default();
+        let host_wide = [
+            ("data_dir", self.data_dir != previous.data_dir),
+            (
+                "allowed_roots",
+                self.allowed_roots != previous.allowed_roots,
+            ),
+            (
+                "max_instances",
+                self.max_instances != previous.max_instances,
+            ),
+            (
+                "max_memory_mib",
+                self.max_memory_mib != previous.max_memory_mib,
+            ),
+            ("defaults", self.defaults != previous.defaults),
+        ];
+        report.needs_restart = host_wide
+            .into_iter()
+            .filter_map(|(key, changed)| changed.then_some(key))
+            .collect();
+        for name in previous.tools.keys() {
+            if !self.tools.contains_key(name) && host.unload(name) {
+                report.removed.push(name.clone());
+            }
+        }
+        for (name, policy) in &self.tools {
+            let loaded = host.tool(name);
+            let result = async {
+                let (component, named_policy) = named(name, policy)?;
+                let Some(loaded) = loaded else {
+                    return host
+                        .load_file(&component, named_policy)
+                        .await
+                        .map(|_| Some(true));
+                };
+                let bytes =
+                    tokio::fs::read(&component)
+                        .await
+                        .map_err(|source| LoadError::Read {
+                            path: component.clone(),
+                            source,
+                        })?;
+                let same_file = hex::encode(Sha256::digest(&bytes)) == loaded.digest;
+                if same_file && previous.tools.get(name) == Some(policy) {
+                    return Ok(None);
+                }
+                host.replace_file(&component, named_policy)
+                    .await
+                    .map(|_| Some(false))
+            }
+            .await;
+            match result {
+                Ok(Some(true)) => report.added.push(name.clone()),
+                Ok(Some(false)) => report.updated.push(name.clone()),
+                Ok(None) => {}
+                Err(error) => report.failed.push((name.clone(), error)),
+            }
+        }
+        report
+    }
+}
+
+/// The component path and policy of `[tools.NAME]`, registered as `NAME`.
+fn named(name: &str, policy: &ToolPolicy) -> Result<(PathBuf, ToolPolicy), LoadError> {
+    let tool_name = ToolName::new(name).map_err(|e| LoadError::BadToolInfo {
+        reason: e.to_string(),
+    })?;
+    let component = policy.component.clone().ok_or(LoadError::NoComponent)?;
+    Ok((
+        component,
+        ToolPolicy {
+            name: Some(tool_name),
+            ..policy.clone()
+        },
+    ))
+}
+
+/// What [`HostConfig::reload`] changed.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct ReloadReport {
+    /// Tools loaded for the first time.
+    pub added: Vec<String>,
+    /// Tools replaced by a new version or policy.
+    pub updated: Vec<String>,
+    /// Tools unloaded.
+    pub removed: Vec<String>,
+    /// Tools that failed to load; a replaced tool keeps its old version.
+    pub failed: Vec<(String, LoadError)>,
+    /// Host-wide keys that changed but take effect only on restart.
+    pub needs_restart: Vec<&'static str>,
+}
+
+impl ReloadReport {
+    /// Whether the set of tools or any tool changed.
+    pub fn tools_changed(&self) -> bool {
+        !(self.added.is_empty() && self.updated.is_empty() && self.removed.is_empty())
     }
 }
 

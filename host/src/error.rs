@@ -167,6 +167,8 @@ pub enum ErrorClass {
     Journal,
     /// The host could not set up or run the call.
     Host,
+    /// The caller cancelled the call.
+    Cancelled,
 }
 
 impl ErrorClass {
@@ -196,6 +198,7 @@ impl ErrorClass {
             Self::InProgress => "in-progress",
             Self::Journal => "journal",
             Self::Host => "host",
+            Self::Cancelled => "cancelled",
         }
     }
 }
@@ -429,6 +432,14 @@ pub enum CallError {
         /// What failed.
         reason: String,
     },
+    /// The caller cancelled the call (an MCP `notifications/cancelled`, a
+    /// dropped HTTP request, [`CallRequest::cancel`](crate::CallRequest::cancel)).
+    /// A side-effecting tool cancelled while it ran ends in `UnknownOutcome`.
+    #[error("call of tool `{tool}` was cancelled by the caller")]
+    Cancelled {
+        /// The tool.
+        tool: ToolName,
+    },
     /// The host could not set up or run the call (not the tool's fault).
     #[error("host failed to run tool `{tool}`: {reason}")]
     Host {
@@ -471,6 +482,7 @@ impl CallError {
             Self::Replayed { class, .. } => *class,
             Self::Journal { .. } => ErrorClass::Journal,
             Self::Host { .. } => ErrorClass::Host,
+            Self::Cancelled { .. } => ErrorClass::Cancelled,
         }
     }
 
@@ -487,6 +499,36 @@ impl CallError {
             Self::RetriesExhausted { last, .. } => last.retry_after(),
             Self::InProgress { retry_after, .. } => Some(*retry_after),
             _ => None,
+        }
+    }
+
+    /// The loaded tool the error is about (`None` for an unknown tool).
+    pub fn tool(&self) -> Option<&ToolName> {
+        match self {
+            Self::UnknownTool { .. } => None,
+            Self::InvalidInput { tool, .. }
+            | Self::Tool { tool, .. }
+            | Self::OutOfFuel { tool, .. }
+            | Self::DeadlineExceeded { tool, .. }
+            | Self::MemoryLimit { tool, .. }
+            | Self::StackOverflow { tool }
+            | Self::Panic { tool, .. }
+            | Self::Trap { tool, .. }
+            | Self::OutputTooLarge { tool, .. }
+            | Self::InvalidOutput { tool, .. }
+            | Self::DataLimit { tool, .. }
+            | Self::CircuitOpen { tool, .. }
+            | Self::BulkheadFull { tool, .. }
+            | Self::UnknownOutcome { tool, .. }
+            | Self::RetriesExhausted { tool, .. }
+            | Self::BudgetExhausted { tool, .. }
+            | Self::IdempotencyMismatch { tool, .. }
+            | Self::InProgress { tool, .. }
+            | Self::KeyUnknown { tool, .. }
+            | Self::Replayed { tool, .. }
+            | Self::Journal { tool, .. }
+            | Self::Cancelled { tool }
+            | Self::Host { tool, .. } => Some(tool),
         }
     }
 

@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
@@ -28,6 +30,7 @@ use crate::journal::{
     AttemptRecord, BudgetStore, Claim, HistoryQuery, Journal, JournalEntry, JournalError,
     JournalKey, JournalStore, Reserved, StoredOutcome, unix_millis,
 };
+use crate::metrics::Metrics;
 use crate::net::{HttpStats, NetPolicy};
 use crate::policy::resolve_mount;
 use crate::retry::{RetryBudget, RetryConfig};
@@ -247,6 +250,7 @@ impl HostBuilder {
                 retention: self.retention,
                 last_reap_ms: AtomicU64::new(0),
                 tools: RwLock::new(HashMap::new()),
+                metrics: Metrics::default(),
             }),
         })
     }
@@ -289,6 +293,7 @@ struct Inner {
     retention: Duration,
     last_reap_ms: AtomicU64,
     tools: RwLock<HashMap<ToolName, Arc<LoadedTool>>>,
+    metrics: Metrics,
 }
 
 struct LoadedTool {
@@ -359,6 +364,11 @@ pub struct CallRequest {
     pub timeout: Option<Duration>,
     /// Receives the tool's progress reports.
     pub progress: Option<ProgressSink>,
+    /// Cancelling it stops the call wherever it is: waiting for a bulkhead
+    /// slot, backing off, or running (the guest is stopped at its next
+    /// yield). The call fails with `Cancelled`, or `UnknownOutcome` when a
+    /// side-effecting tool was stopped mid-run.
+    pub cancel: Option<CancellationToken>,
 }
 
 impl CallRequest {
@@ -376,6 +386,7 @@ impl CallRequest {
             fuel: None,
             timeout: None,
             progress: None,
+            cancel: None,
         }
     }
 }
@@ -486,7 +497,26 @@ impl Host {
                 path: path.to_owned(),
                 source,
             })?;
-        self.load_bytes(bytes, policy).await
+        self.install(bytes, policy, Install::New).await
+    }
+
+    /// Loads the component at `path` under `policy` in place of the loaded
+    /// tool of the same name (or as a new tool when none is loaded). Calls
+    /// already running finish on the old version; new calls get the new
+    /// one, with a fresh breaker and bulkhead. On error the old version
+    /// stays.
+    pub async fn replace_file(
+        &self,
+        path: &Path,
+        policy: ToolPolicy,
+    ) -> Result<ToolDescription, LoadError> {
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|source| LoadError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+        self.install(bytes, policy, Install::Replace).await
     }
 
     /// Loads a tool from a manifest file naming its component.
@@ -503,6 +533,15 @@ impl Host {
         &self,
         bytes: Vec<u8>,
         policy: ToolPolicy,
+    ) -> Result<ToolDescription, LoadError> {
+        self.install(bytes, policy, Install::New).await
+    }
+
+    async fn install(
+        &self,
+        bytes: Vec<u8>,
+        policy: ToolPolicy,
+        mode: Install,
     ) -> Result<ToolDescription, LoadError> {
         policy.validate()?;
         let inner = &self.inner;
@@ -574,6 +613,7 @@ impl Host {
             price: inner.price,
             scratch_root: &inner.scratch_root,
             progress: None,
+            cancel: None,
         }
         .execute(Export::Describe)
         .await;
@@ -609,14 +649,16 @@ impl Host {
             invocations: AtomicU64::new(0),
         });
         let mut tools = inner.tools.write().unwrap_or_else(|e| e.into_inner());
-        if tools.contains_key(&description.name) {
+        if mode == Install::New && tools.contains_key(&description.name) {
             return Err(LoadError::AlreadyLoaded {
                 name: description.name,
             });
         }
+        // A replaced tool's slots go to its successor.
         let reserved: u32 = tools
-            .values()
-            .map(|t| t.bulkhead.config().max_concurrent)
+            .iter()
+            .filter(|(name, _)| **name != description.name)
+            .map(|(_, t)| t.bulkhead.config().max_concurrent)
             .sum();
         let free = inner.max_instances.saturating_sub(reserved);
         if bulkhead.max_concurrent > free {
@@ -664,7 +706,44 @@ impl Host {
     /// running in a fresh sandboxed instance with exactly that much fuel.
     /// Which failures are retried and which the breaker counts is fixed by
     /// the error-class table. Every attempt is recorded in the audit history.
-    pub async fn call(&self, request: CallRequest) -> Result<CallOutcome, CallError> {
+    pub async fn call(&self, mut request: CallRequest) -> Result<CallOutcome, CallError> {
+        let started = std::time::Instant::now();
+        let call_id = request.call_id.get_or_insert_with(new_call_id).clone();
+        let span = tracing::info_span!(
+            "call",
+            tool = %request.tool,
+            %call_id,
+            task = request.task_id.as_deref(),
+            agent = request.agent.as_deref(),
+            attempts = tracing::field::Empty,
+            fuel = tracing::field::Empty,
+            tokens = tracing::field::Empty,
+            class = tracing::field::Empty,
+            replayed = tracing::field::Empty,
+        );
+        let result = self.call_keyed(request).instrument(span.clone()).await;
+        let outcome = match &result {
+            Ok(outcome) => {
+                span.record("replayed", outcome.replayed);
+                "ok"
+            }
+            Err(error) => error.class().as_str(),
+        };
+        span.record("class", outcome);
+        if let Some(name) = match &result {
+            Ok(outcome) => Some(&outcome.tool),
+            Err(error) => error.tool(),
+        } {
+            let replayed = result.as_ref().is_ok_and(|o| o.replayed);
+            self.inner
+                .metrics
+                .call(name, outcome, started.elapsed(), replayed);
+        }
+        result
+    }
+
+    /// The journal layer: keyed calls run at most once.
+    async fn call_keyed(&self, request: CallRequest) -> Result<CallOutcome, CallError> {
         let tool = self
             .find(&request.tool)
             .ok_or_else(|| CallError::UnknownTool {
@@ -865,18 +944,19 @@ impl Host {
             .breaker
             .try_acquire()
             .map_err(|r| refused(name, r, 0))?;
-        let (_slot, mut waited) =
-            tool.bulkhead
-                .acquire()
-                .await
-                .map_err(|full| CallError::BulkheadFull {
-                    tool: name.clone(),
-                    retry_after: full.retry_after,
-                })?;
+        let cancelled = || CallError::Cancelled { tool: name.clone() };
+        let (_slot, mut waited) = until_cancelled(request.cancel.as_ref(), tool.bulkhead.acquire())
+            .await
+            .ok_or_else(cancelled)?
+            .map_err(|full| CallError::BulkheadFull {
+                tool: name.clone(),
+                retry_after: full.retry_after,
+            })?;
 
         let call_id = request.call_id.clone().unwrap_or_else(new_call_id);
         let mut failed = Vec::new();
         let mut attempt = 1;
+        let (mut total_fuel, mut total_tokens) = (0u64, 0u64);
         loop {
             // The first attempt gets the whole attempt timeout (within the
             // total); later ones get what is left of the total.
@@ -955,6 +1035,7 @@ impl Host {
                 price,
                 scratch_root: &inner.scratch_root,
                 progress: request.progress.clone(),
+                cancel: request.cancel.as_ref(),
             }
             .execute(Export::Invoke {
                 ctx,
@@ -1026,6 +1107,14 @@ impl Host {
                 http_bytes_out,
             });
 
+            inner.metrics.attempt(name, fuel_used.0, charged);
+            total_fuel += fuel_used.0;
+            total_tokens += charged;
+            let span = tracing::Span::current();
+            span.record("attempts", attempt);
+            span.record("fuel", total_fuel);
+            span.record("tokens", total_tokens);
+
             let error = match result {
                 Ok(parts) => {
                     permit.record(Verdict::Success, duration);
@@ -1044,7 +1133,13 @@ impl Host {
             let class = error.class();
             let row = disposition(class);
             permit.record(row.verdict, duration);
-            tracing::debug!(tool = %name, %call_id, attempt, class = class.as_str(), "attempt failed");
+            tracing::debug!(
+                attempt,
+                class = class.as_str(),
+                fuel = fuel_used.0,
+                tokens = charged,
+                "attempt failed"
+            );
             if row.interrupted && tool.description.effect == Effect::SideEffecting {
                 return Err(CallError::UnknownOutcome {
                     tool: name.clone(),
@@ -1067,7 +1162,9 @@ impl Host {
             {
                 return Err(exhausted(name, attempt, failed, error));
             }
-            clock.sleep(backoff).await;
+            until_cancelled(request.cancel.as_ref(), clock.sleep(backoff))
+                .await
+                .ok_or_else(cancelled)?;
             waited += backoff;
             permit = tool
                 .breaker
@@ -1109,6 +1206,18 @@ impl Host {
         Budgets {
             journal: self.inner.journal.clone(),
         }
+    }
+
+    /// Metrics in the Prometheus text format: calls by outcome, a latency
+    /// histogram, attempts, fuel, tokens and replays per tool (kept across
+    /// reloads), and bulkhead and breaker gauges of the loaded tools.
+    pub fn metrics_text(&self) -> String {
+        let loaded: Vec<ToolStats> = self
+            .tools()
+            .iter()
+            .filter_map(|t| self.stats(t.name.as_str()))
+            .collect();
+        self.inner.metrics.render(&loaded)
     }
 
     /// Attempts from the audit history, newest first.
@@ -1201,6 +1310,24 @@ const LEASE_MARGIN: Duration = Duration::from_secs(5);
 const REAP_EVERY: Duration = Duration::from_secs(3600);
 
 /// SHA-256 over the tool's digest and the canonical input (keys sorted).
+/// Runs `work` unless `cancel` fires first (`None` then).
+async fn until_cancelled<T>(
+    cancel: Option<&CancellationToken>,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    match cancel {
+        Some(token) => token.run_until_cancelled(work).await,
+        None => Some(work.await),
+    }
+}
+
+/// Whether installing a tool may take the place of one with the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Install {
+    New,
+    Replace,
+}
+
 fn fingerprint(digest: &str, input: &str) -> String {
     let canonical = serde_json::from_str::<serde_json::Value>(input)
         .map(|v| v.to_string())

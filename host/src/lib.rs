@@ -55,6 +55,8 @@ mod host;
 mod host_api;
 mod journal;
 mod limits;
+mod mcp;
+mod metrics;
 mod net;
 mod policy;
 mod retry;
@@ -66,7 +68,7 @@ pub use budget::{BudgetCap, BudgetError, BudgetStatus, Budgets, InvalidScope, Sc
 pub use bulkhead::BulkheadConfig;
 pub use clock::{Clock, Jitter, ManualClock, SystemClock};
 pub use component_cache::{ArtifactInfo, ArtifactSource};
-pub use config::{ConfigError, ConfigProblem, HostConfig};
+pub use config::{ConfigError, ConfigProblem, HostConfig, ReloadReport};
 pub use error::{BuildError, CallError, ErrorClass, LoadError, ToolError};
 pub use host::{CallOutcome, CallRequest, Host, HostBuilder, ToolDescription, ToolStats};
 pub use host_api::{LogLevel, LogRecord, Progress, ProgressSink};
@@ -74,7 +76,9 @@ pub use journal::{
     AttemptRecord, HistoryQuery, JournalEntry, JournalError, KeyState, StoredOutcome,
 };
 pub use limits::{Limits, LimitsSpec};
+pub use mcp::{HttpAccess, McpServer, ServeError};
 pub use net::{HttpSpec, HttpStats, NetPolicyError};
 pub use policy::{BreakerSpec, Mount, MountMode, PolicyError, PoolSpec, RetrySpec, ToolPolicy};
 pub use retry::RetryConfig;
+pub use tokio_util::sync::CancellationToken;
 pub use units::{Effect, Fuel, InvalidToolName, TokenPrice, Tokens, ToolName};

@@ -1,0 +1,245 @@
+//! `cofferdam serve`: the tools of a `cofferdam.toml` as an MCP server over
+//! stdio or streamable HTTP, with `/metrics`, and the config reloaded on
+//! SIGHUP or when the file (or a component it names) changes.
+//!
+//! It does not daemonize or manage TLS: put it behind a process supervisor,
+//! and behind a TLS-terminating proxy when it listens beyond loopback.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use cofferdam::{CancellationToken, Host, HostConfig, HttpAccess, McpServer};
+
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// The host config (data dir, limits, `[tools.NAME]` tables).
+    #[arg(long)]
+    config: PathBuf,
+    /// Serve streamable HTTP on this address (MCP at /mcp, metrics at
+    /// /metrics) instead of stdio. Use 127.0.0.1:0 for any free port.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+    /// With stdio, also serve /metrics on this address.
+    #[arg(long, value_name = "ADDR", conflicts_with = "http")]
+    metrics: Option<SocketAddr>,
+    /// Accept this `Host` header value (besides localhost, 127.0.0.1 and ::1);
+    /// needed when binding beyond loopback. Repeatable.
+    #[arg(long = "allow-host", value_name = "HOST")]
+    allow_hosts: Vec<String>,
+    /// Accept browser requests from this origin (scheme://host[:port], `:*`
+    /// for any port), besides the loopback origins. Repeatable.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allow_origins: Vec<String>,
+    /// How often to look for changes of the config and its components.
+    #[arg(long, value_parser = crate::cli::parse_duration, default_value = "1s")]
+    watch_every: Duration,
+}
+
+pub(crate) async fn serve(
+    args: ServeArgs,
+    data_dir: &Path,
+    artifact_dir: Option<&Path>,
+) -> Result<ExitCode> {
+    let config = HostConfig::from_file(&args.config)?;
+    let problems = config.check();
+    if !problems.is_empty() {
+        for problem in &problems {
+            eprintln!("error: {problem}");
+        }
+        anyhow::bail!("{}: {} problem(s)", args.config.display(), problems.len());
+    }
+    let mut builder = config.builder();
+    if config.data_dir.is_none() {
+        builder = builder.data_dir(data_dir);
+    }
+    if let Some(dir) = artifact_dir {
+        builder = builder.artifact_dir(dir);
+    }
+    let host = builder.build()?;
+    for (name, result) in config.load(&host).await {
+        result.with_context(|| format!("tools.{name} in {}", args.config.display()))?;
+    }
+    let server = McpServer::new(host.clone());
+    let stop = CancellationToken::new();
+    tokio::spawn(stop_on_signal(stop.clone()));
+    tokio::spawn(watch(
+        args.config.clone(),
+        config,
+        server.clone(),
+        stop.clone(),
+        args.watch_every,
+    ));
+    let tools = host.tools().len();
+
+    if let Some(addr) = args.http {
+        let mut access = HttpAccess::default();
+        access.allowed_hosts.extend(args.allow_hosts);
+        access.allowed_origins.extend(args.allow_origins);
+        let router = server
+            .router(&access, stop.child_token())
+            .merge(metrics_router(host));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        eprintln!("cofferdam: serving {tools} tool(s) at http://{local}/mcp (metrics at /metrics)");
+        axum::serve(listener, router)
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .await
+            .context("http server failed")?;
+    } else {
+        if let Some(addr) = args.metrics {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            eprintln!(
+                "cofferdam: metrics at http://{}/metrics",
+                listener.local_addr()?
+            );
+            let shutdown = stop.clone().cancelled_owned();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, metrics_router(host))
+                    .with_graceful_shutdown(shutdown)
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "metrics server failed");
+                }
+            });
+        }
+        eprintln!("cofferdam: serving {tools} tool(s) over stdio");
+        server.serve_stdio(stop.clone()).await?;
+        stop.cancel();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn metrics_router(host: Host) -> axum::Router {
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let host = host.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    host.metrics_text(),
+                )
+            }
+        }),
+    )
+}
+
+async fn stop_on_signal(stop: CancellationToken) {
+    let interrupted = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminated = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminated = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupted => {}
+        () = terminated => {}
+        () = stop.cancelled() => return,
+    }
+    stop.cancel();
+}
+
+/// Reloads the config on SIGHUP, and when the file or a component it names
+/// changes (checked every `every`), then tells clients the tool list changed.
+async fn watch(
+    path: PathBuf,
+    mut current: HostConfig,
+    server: McpServer,
+    stop: CancellationToken,
+    every: Duration,
+) {
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut seen = stamp(&path, &current);
+    loop {
+        let hangup_received = async {
+            #[cfg(unix)]
+            if let Some(hangup) = &mut hangup {
+                hangup.recv().await;
+                return;
+            }
+            std::future::pending::<()>().await;
+        };
+        let forced = tokio::select! {
+            () = stop.cancelled() => return,
+            () = hangup_received => true,
+            () = tokio::time::sleep(every) => false,
+        };
+        if !forced && stamp(&path, &current) == seen {
+            continue;
+        }
+        let next = match HostConfig::from_file(&path) {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::warn!(error = %chain(&e), "config not reloaded");
+                seen = stamp(&path, &current);
+                continue;
+            }
+        };
+        let problems = next.check();
+        if !problems.is_empty() {
+            for problem in &problems {
+                tracing::warn!(%problem, "config not reloaded");
+            }
+            seen = stamp(&path, &current);
+            continue;
+        }
+        let report = next.reload(server.host(), &current).await;
+        for (name, error) in &report.failed {
+            tracing::warn!(tool = %name, error = %chain(error), "tool not reloaded");
+        }
+        for key in &report.needs_restart {
+            tracing::warn!(key, "changed, takes effect on restart");
+        }
+        tracing::info!(added = ?report.added, updated = ?report.updated, removed = ?report.removed, "config reloaded");
+        if report.tools_changed() {
+            server.notify_tools_changed().await;
+        }
+        current = next;
+        seen = stamp(&path, &current);
+    }
+}
+
+/// Modification time and size of the config file and every component it
+/// names: what the watcher compares.
+fn stamp(path: &Path, config: &HostConfig) -> Vec<Option<(SystemTime, u64)>> {
+    std::iter::once(path.to_owned())
+        .chain(config.tools.values().filter_map(|t| t.component.clone()))
+        .map(|file| {
+            let meta = std::fs::metadata(file).ok()?;
+            Some((meta.modified().ok()?, meta.len()))
+        })
+        .collect()
+}
+
+/// An error and its causes on one line, as `{:#}` prints an anyhow chain.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
