@@ -1,0 +1,278 @@
+//! The example service over real HTTP on loopback: every status code of the
+//! Idempotency-Key semantics, budgets, health and cancellation on hang-up.
+
+use std::path::Path;
+use std::time::Duration;
+
+use cofferdam::{BreakerMode, Effect, Host, LimitsSpec, Mount, ToolPolicy};
+use cofferdam_test_artifacts as artifacts;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+struct Service {
+    url: String,
+    host: Host,
+    notes: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+async fn service() -> Service {
+    let notes = tempfile::tempdir().expect("tempdir");
+    let host = Host::builder()
+        .artifact_dir(Path::new(env!("CARGO_TARGET_TMPDIR")).join("cofferdam-test-data/artifacts"))
+        .allow_root(notes.path())
+        .build()
+        .expect("host");
+    let load = |path: &str, policy: ToolPolicy| {
+        let host = host.clone();
+        let path = path.to_owned();
+        async move { host.load_file(path.as_ref(), policy).await.expect("loads") }
+    };
+    load(artifacts::HELLO, ToolPolicy::default()).await;
+    load(
+        artifacts::NOTES,
+        ToolPolicy {
+            mounts: vec![Mount::read_write(notes.path(), "/notes")],
+            ..ToolPolicy::default()
+        },
+    )
+    .await;
+    load(
+        artifacts::SLEEPY,
+        ToolPolicy {
+            effect: Some(Effect::SideEffecting),
+            ..ToolPolicy::default()
+        },
+    )
+    .await;
+    load(
+        artifacts::LOOP_FOREVER,
+        ToolPolicy {
+            limits: LimitsSpec {
+                timeout_ms: Some(60_000),
+                fuel: Some(u64::MAX / 4),
+                ..LimitsSpec::default()
+            },
+            ..ToolPolicy::default()
+        },
+    )
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = cofferdam_embed::app(host.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Service {
+        url,
+        host,
+        notes,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Service {
+    async fn call(&self, tool: &str, body: Value, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(format!("{}/tools/{tool}/call", self.url))
+            .body(body.to_string());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("request completes")
+    }
+
+    /// Waits (on a condition, not a timer) until `tool` has `n` calls in flight.
+    async fn wait_in_flight(&self, tool: &str, n: u32) {
+        for _ in 0..1000 {
+            if self.host.stats(tool).expect("loaded").in_flight == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{tool} never had {n} call(s) in flight");
+    }
+}
+
+async fn class(response: reqwest::Response) -> String {
+    let body: Value = response.json().await.expect("JSON body");
+    body["error"]["class"].as_str().expect("class").to_owned()
+}
+
+#[tokio::test]
+async fn a_call_returns_the_output_and_its_cost() {
+    let s = service().await;
+    let response = s.call("hello", json!({"name": "Ada"}), &[]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().get("idempotent-replayed").is_none());
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(body["output"]["greeting"], "Hello, Ada!");
+    assert!(body["fuel_used"].as_u64().expect("fuel") > 0);
+    assert_eq!(body["attempts"], 1);
+
+    let response = s.call("nope", json!({}), &[]).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let response = s.call("hello", json!({"name": ""}), &[]).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(class(response).await, "invalid-input");
+}
+
+#[tokio::test]
+async fn side_effects_need_a_key_and_happen_once() {
+    let s = service().await;
+    let note = json!({"title": "todo", "body": "inspect the dam"});
+    let response = s.call("notes", note.clone(), &[]).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(class(response).await, "idempotency-key-missing");
+    assert!(!s.notes.path().join("todo.md").exists(), "nothing ran");
+
+    let key = [("Idempotency-Key", "order-1")];
+    let first = s.call("notes", note.clone(), &key).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let first: Value = first.json().await.expect("JSON");
+    let repeat = s.call("notes", note.clone(), &key).await;
+    assert_eq!(repeat.status(), StatusCode::OK);
+    assert_eq!(repeat.headers()["idempotent-replayed"], "true");
+    let repeat: Value = repeat.json().await.expect("JSON");
+    assert_eq!(repeat["output"], first["output"]);
+    assert_eq!(repeat["tokens"], 0, "a replay costs nothing");
+    let written = std::fs::read_to_string(s.notes.path().join("todo.md")).expect("note");
+    assert_eq!(written.matches("inspect the dam").count(), 1, "{written}");
+
+    let other = json!({"title": "todo", "body": "something else"});
+    let mismatch = s.call("notes", other, &key).await;
+    assert_eq!(mismatch.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(class(mismatch).await, "idempotency-mismatch");
+}
+
+#[tokio::test]
+async fn a_key_still_running_is_a_conflict_with_retry_after() {
+    let s = service().await;
+    let key = [("Idempotency-Key", "slow-1")];
+    let body = json!({"millis": 400});
+    let first = {
+        let url = s.url.clone();
+        let http = s.http.clone();
+        let body = body.to_string();
+        tokio::spawn(async move {
+            http.post(format!("{url}/tools/sleepy/call"))
+                .header("Idempotency-Key", "slow-1")
+                .body(body)
+                .send()
+                .await
+                .expect("completes")
+        })
+    };
+    s.wait_in_flight("sleepy", 1).await;
+    let second = s.call("sleepy", body.clone(), &key).await;
+    assert_eq!(second.status(), StatusCode::CONFLICT);
+    assert!(second.headers().contains_key("retry-after"));
+    assert_eq!(class(second).await, "in-progress");
+    let first = first.await.expect("first request");
+    assert_eq!(first.status(), StatusCode::OK);
+    let third = s.call("sleepy", body, &key).await;
+    assert_eq!(third.status(), StatusCode::OK);
+    assert_eq!(third.headers()["idempotent-replayed"], "true");
+}
+
+#[tokio::test]
+async fn per_request_budgets_and_bad_headers() {
+    let s = service().await;
+    let response = s
+        .call("hello", json!({"name": "Ada"}), &[("X-Budget-Tokens", "0")])
+        .await;
+    assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(class(response).await, "budget-exhausted");
+    let response = s
+        .call(
+            "hello",
+            json!({"name": "Ada"}),
+            &[("X-Budget-Tokens", "lots")],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.expect("JSON");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("x-budget-tokens"),
+        "{body}"
+    );
+    let response = s
+        .call(
+            "hello",
+            json!({"name": "Ada"}),
+            &[("X-Budget-Tokens", "100000")],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn health_shows_breakers_and_open_breakers_refuse_with_503() {
+    let s = service().await;
+    let health = s
+        .http
+        .get(format!("{}/health", s.url))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(health.status(), StatusCode::OK);
+    let body: Value = health.json().await.expect("JSON");
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["tools"][0]["name"], "hello");
+    assert_eq!(body["tools"][0]["breaker"], "closed");
+
+    s.host
+        .set_breaker_mode("hello", BreakerMode::ForcedOpen)
+        .expect("set");
+    let refused = s.call("hello", json!({"name": "Ada"}), &[]).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(class(refused).await, "circuit-open");
+    let body: Value = s
+        .http
+        .get(format!("{}/health", s.url))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(body["status"], "degraded");
+
+    for tool in ["loop-forever", "notes", "sleepy"] {
+        s.host
+            .set_breaker_mode(tool, BreakerMode::ForcedOpen)
+            .expect("set");
+    }
+    let health = s
+        .http
+        .get(format!("{}/health", s.url))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn a_client_hanging_up_cancels_its_call() {
+    let s = service().await;
+    let url = s.url.clone();
+    let http = s.http.clone();
+    let request = tokio::spawn(async move {
+        http.post(format!("{url}/tools/loop-forever/call"))
+            .body("{}")
+            .send()
+            .await
+    });
+    s.wait_in_flight("loop-forever", 1).await;
+    request.abort();
+    s.wait_in_flight("loop-forever", 0).await;
+    let metrics = s.host.metrics_text();
+    assert!(
+        metrics.contains("cofferdam_calls_total{tool=\"loop-forever\",outcome=\"cancelled\"} 1"),
+        "{metrics}"
+    );
+}
