@@ -56,8 +56,13 @@ async fn call(
         );
     };
     let mut request = CallRequest::new(&name, body);
-    if let Err(response) = read_headers(&headers, &mut request) {
-        return response;
+    if let Err((name, why)) = read_headers(&headers, &mut request) {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "invalid-header",
+            &format!("header `{name}` {why}"),
+            None,
+        );
     }
     if tool.effect == Effect::SideEffecting && request.idempotency_key.is_none() {
         return problem(
@@ -114,13 +119,16 @@ async fn call(
     }
 }
 
+/// A header that cannot be used: its name and what is wrong with it.
+type BadHeader = (&'static str, &'static str);
+
 /// Copies the scope, key and budget headers into the call.
-fn read_headers(headers: &HeaderMap, request: &mut CallRequest) -> Result<(), Response> {
-    let text = |key: &str| -> Result<Option<String>, Response> {
+fn read_headers(headers: &HeaderMap, request: &mut CallRequest) -> Result<(), BadHeader> {
+    let text = |key: &'static str| -> Result<Option<String>, BadHeader> {
         match headers.get(key).map(HeaderValue::to_str) {
             None => Ok(None),
             Some(Ok(value)) => Ok(Some(value.to_owned())),
-            Some(Err(_)) => Err(bad_header(key, "is not visible ASCII")),
+            Some(Err(_)) => Err((key, "is not visible ASCII")),
         }
     };
     request.idempotency_key = text("idempotency-key")?;
@@ -130,7 +138,7 @@ fn read_headers(headers: &HeaderMap, request: &mut CallRequest) -> Result<(), Re
     if let Some(budget) = text("x-budget-tokens")? {
         let tokens = budget
             .parse()
-            .map_err(|_| bad_header("x-budget-tokens", "must be a whole number of tokens"))?;
+            .map_err(|_| ("x-budget-tokens", "must be a whole number of tokens"))?;
         request.max_tokens = Some(Tokens(tokens));
     }
     Ok(())
@@ -183,15 +191,6 @@ fn problem(
         }
     }
     response
-}
-
-fn bad_header(name: &str, why: &str) -> Response {
-    problem(
-        StatusCode::BAD_REQUEST,
-        "invalid-header",
-        &format!("header `{name}` {why}"),
-        None,
-    )
 }
 
 async fn tools(State(host): State<Host>) -> Json<Value> {
