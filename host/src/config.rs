@@ -156,6 +156,16 @@ impl HostConfig {
             if let Err(e) = policy.validate() {
                 push(at.clone(), e.to_string());
             }
+            for fallback in &policy.fallbacks {
+                if fallback.as_str() == name {
+                    push(at.clone(), "lists itself in `fallbacks`".into());
+                } else if !self.tools.contains_key(fallback.as_str()) {
+                    push(
+                        format!("{at}.fallbacks"),
+                        format!("no tool `{fallback}` in this config"),
+                    );
+                }
+            }
             let roots: Vec<PathBuf> = self
                 .allowed_roots
                 .iter()

@@ -32,7 +32,7 @@ use crate::journal::{
 };
 use crate::metrics::Metrics;
 use crate::net::{HttpStats, NetPolicy};
-use crate::policy::resolve_mount;
+use crate::policy::{DEFAULT_FALLBACK_ON, resolve_mount};
 use crate::retry::{RetryBudget, RetryConfig};
 use crate::sandbox::{CallState, Grants, ResolvedMount};
 use crate::{
@@ -329,6 +329,14 @@ pub struct ToolDescription {
     pub imports: Vec<String>,
     /// Where its native code came from and how long that took.
     pub artifact: ArtifactInfo,
+    /// Background (scheduled) runs refuse it; see [`ToolPolicy::sensitive`].
+    pub sensitive: bool,
+    /// Tools tried in order when a call fails in a `fallback_on` class.
+    pub fallbacks: Vec<ToolName>,
+    /// The classes that send a call to the fallbacks.
+    pub fallback_on: Vec<ErrorClass>,
+    /// Tokens one call may spend at most, when capped by policy.
+    pub max_tokens_per_call: Option<Tokens>,
 }
 
 /// A call to make. Build with [`CallRequest::new`] and struct update syntax:
@@ -424,6 +432,15 @@ impl std::fmt::Debug for CallRequest {
     }
 }
 
+/// Why a fallback answered a call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FallbackUsed {
+    /// The tool the caller asked for.
+    pub asked: ToolName,
+    /// The class it failed with.
+    pub because: ErrorClass,
+}
+
 /// A successful call.
 #[derive(Debug, Clone, Serialize)]
 pub struct CallOutcome {
@@ -451,6 +468,9 @@ pub struct CallOutcome {
     pub waited: Duration,
     /// Answered from the idempotency journal: nothing ran and nothing was charged.
     pub replayed: bool,
+    /// Set when the asked tool failed and a fallback answered; `tool` is
+    /// then the fallback.
+    pub fallback_used: Option<FallbackUsed>,
     /// What the successful attempt's outbound HTTP did.
     pub http: HttpStats,
     /// What the tool logged through the host interface.
@@ -624,6 +644,12 @@ impl Host {
         };
 
         let description = describe(info, &policy, digest, imports, artifact)?;
+        if description.fallbacks.contains(&description.name) {
+            return Err(PolicyError::FallbackToSelf {
+                name: description.name,
+            }
+            .into());
+        }
         let mut breaker = policy.breaker.apply(limits.timeout);
         if let Some(dir) = &inner.data_dir
             && let Some(mode) = breaker_modes::read(dir).get(description.name.as_str())
@@ -721,29 +747,87 @@ impl Host {
             class = tracing::field::Empty,
             replayed = tracing::field::Empty,
         );
-        let result = self.call_keyed(request).instrument(span.clone()).await;
-        let outcome = match &result {
+        let result = self
+            .call_with_fallbacks(&request, started)
+            .instrument(span.clone())
+            .await;
+        match &result {
             Ok(outcome) => {
                 span.record("replayed", outcome.replayed);
-                "ok"
+                span.record("class", "ok");
             }
-            Err(error) => error.class().as_str(),
-        };
-        span.record("class", outcome);
-        if let Some(name) = match &result {
-            Ok(outcome) => Some(&outcome.tool),
-            Err(error) => error.tool(),
-        } {
-            let replayed = result.as_ref().is_ok_and(|o| o.replayed);
-            self.inner
-                .metrics
-                .call(name, outcome, started.elapsed(), replayed);
+            Err(error) => {
+                span.record("class", error.class().as_str());
+            }
         }
         result
     }
 
+    /// The fallback layer: when the asked tool fails in a class its policy
+    /// names, its fallbacks are tried in order with the same request.
+    async fn call_with_fallbacks(
+        &self,
+        request: &CallRequest,
+        started: std::time::Instant,
+    ) -> Result<CallOutcome, CallError> {
+        let result = self.call_keyed(request).await;
+        self.record_call(&result, started);
+        let error = match result {
+            Ok(outcome) => return Ok(outcome),
+            Err(error) => error,
+        };
+        let Some(tool) = self.find(&request.tool) else {
+            return Err(error);
+        };
+        let class = error.last_attempt_error().class();
+        let falls_back = tool.description.fallback_on.contains(&error.class())
+            || tool.description.fallback_on.contains(&class);
+        if tool.description.fallbacks.is_empty() || !falls_back {
+            return Err(error);
+        }
+        for fallback in &tool.description.fallbacks {
+            if self.find(fallback.as_str()).is_none() {
+                tracing::warn!(tool = %tool.description.name, %fallback, "fallback tool is not loaded; skipped");
+                continue;
+            }
+            let started = std::time::Instant::now();
+            let attempt = CallRequest {
+                tool: fallback.to_string(),
+                ..request.clone()
+            };
+            let result = self.call_keyed(&attempt).await;
+            self.record_call(&result, started);
+            match result {
+                Ok(mut outcome) => {
+                    tracing::info!(tool = %tool.description.name, %fallback, class = class.as_str(), "a fallback answered");
+                    outcome.fallback_used = Some(FallbackUsed {
+                        asked: tool.description.name.clone(),
+                        because: class,
+                    });
+                    return Ok(outcome);
+                }
+                Err(e) => {
+                    tracing::info!(%fallback, class = e.class().as_str(), "fallback failed");
+                }
+            }
+        }
+        Err(error)
+    }
+
+    fn record_call(&self, result: &Result<CallOutcome, CallError>, started: std::time::Instant) {
+        let (name, outcome, replayed) = match result {
+            Ok(outcome) => (Some(&outcome.tool), "ok", outcome.replayed),
+            Err(error) => (error.tool(), error.class().as_str(), false),
+        };
+        if let Some(name) = name {
+            self.inner
+                .metrics
+                .call(name, outcome, started.elapsed(), replayed);
+        }
+    }
+
     /// The journal layer: keyed calls run at most once.
-    async fn call_keyed(&self, request: CallRequest) -> Result<CallOutcome, CallError> {
+    async fn call_keyed(&self, request: &CallRequest) -> Result<CallOutcome, CallError> {
         let tool = self
             .find(&request.tool)
             .ok_or_else(|| CallError::UnknownTool {
@@ -758,7 +842,7 @@ impl Host {
         }
         self.reap_now_and_then();
         let Some(key_text) = &request.idempotency_key else {
-            return self.run(&tool, &request, false).await;
+            return self.run(&tool, request, false).await;
         };
         if key_text.is_empty() || key_text.len() > MAX_KEY_LEN {
             return Err(CallError::InvalidInput {
@@ -788,7 +872,7 @@ impl Host {
             .await
         {
             Ok(Claim::Claimed) => {}
-            Ok(Claim::Replay(stored)) => return self.replay(&tool, &request, stored),
+            Ok(Claim::Replay(stored)) => return self.replay(&tool, request, stored),
             Ok(Claim::Mismatch) => {
                 return Err(CallError::IdempotencyMismatch {
                     tool: name.clone(),
@@ -811,7 +895,7 @@ impl Host {
             }
             Err(e) => return Err(journal_error(e)),
         }
-        let result = self.run(&tool, &request, true).await;
+        let result = self.run(&tool, request, true).await;
         let recorded = match &result {
             Ok(outcome) => {
                 let stored = StoredOutcome::Output {
@@ -889,6 +973,7 @@ impl Host {
                 breaker: tool.breaker.state(),
                 waited: Duration::ZERO,
                 replayed: true,
+                fallback_used: None,
                 http: HttpStats::default(),
                 logs: Vec::new(),
                 logs_dropped: 0,
@@ -937,7 +1022,10 @@ impl Host {
         let total = tool.retry.total_timeout;
         tool.retry_budget.deposit(started);
         let scopes = request.scopes();
-        let mut call_left = request.max_tokens.map(|t| t.0);
+        let mut call_left = match (request.max_tokens, tool.description.max_tokens_per_call) {
+            (Some(asked), Some(cap)) => Some(asked.0.min(cap.0)),
+            (asked, cap) => asked.or(cap).map(|t| t.0),
+        };
 
         // A refused call costs nothing more: no queueing, no instance.
         let mut permit = tool
@@ -1406,6 +1494,7 @@ impl Succeeded {
             breaker,
             waited,
             replayed: false,
+            fallback_used: None,
             http: e.http,
             logs: e.logs,
             logs_dropped: e.logs_dropped,
@@ -1539,6 +1628,13 @@ fn describe(
         digest,
         imports,
         artifact,
+        sensitive: policy.sensitive,
+        fallbacks: policy.fallbacks.clone(),
+        fallback_on: policy
+            .fallback_on
+            .clone()
+            .unwrap_or_else(|| DEFAULT_FALLBACK_ON.to_vec()),
+        max_tokens_per_call: policy.budget.max_tokens_per_call.map(Tokens),
     })
 }
 

@@ -70,7 +70,9 @@ pub use clock::{Clock, Jitter, ManualClock, SystemClock};
 pub use component_cache::{ArtifactInfo, ArtifactSource};
 pub use config::{ConfigError, ConfigProblem, HostConfig, ReloadReport};
 pub use error::{BuildError, CallError, ErrorClass, LoadError, ToolError};
-pub use host::{CallOutcome, CallRequest, Host, HostBuilder, ToolDescription, ToolStats};
+pub use host::{
+    CallOutcome, CallRequest, FallbackUsed, Host, HostBuilder, ToolDescription, ToolStats,
+};
 pub use host_api::{LogLevel, LogRecord, Progress, ProgressSink};
 pub use journal::{
     AttemptRecord, HistoryQuery, JournalEntry, JournalError, KeyState, StoredOutcome,
@@ -78,7 +80,10 @@ pub use journal::{
 pub use limits::{Limits, LimitsSpec};
 pub use mcp::{HttpAccess, McpServer, ServeError};
 pub use net::{HttpSpec, HttpStats, NetPolicyError};
-pub use policy::{BreakerSpec, Mount, MountMode, PolicyError, PoolSpec, RetrySpec, ToolPolicy};
+pub use policy::{
+    BreakerSpec, BudgetSpec, DEFAULT_FALLBACK_ON, Mount, MountMode, PolicyError, PoolSpec,
+    RetrySpec, ToolPolicy,
+};
 pub use retry::RetryConfig;
 pub use tokio_util::sync::CancellationToken;
 pub use units::{Effect, Fuel, InvalidToolName, TokenPrice, Tokens, ToolName};

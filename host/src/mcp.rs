@@ -323,6 +323,8 @@ fn success(outcome: CallOutcome) -> CallToolResult {
             json!(u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX)),
         ),
         ("breaker", json!(outcome.breaker.as_str())),
+        ("tool", json!(outcome.tool)),
+        ("fallbackUsed", json!(outcome.fallback_used)),
     ] {
         meta.0.insert(key.into(), value);
     }

@@ -16,7 +16,7 @@ use crate::bulkhead::BulkheadConfig;
 use crate::limits::LimitsSpec;
 use crate::net::{HttpSpec, NetPolicy, NetPolicyError};
 use crate::retry::RetryConfig;
-use crate::{Effect, ToolName};
+use crate::{Effect, ErrorClass, ToolName};
 
 /// The policy a tool is loaded under. Parse one with [`ToolPolicy::from_toml`]
 /// or [`ToolPolicy::from_file`], or build it in code:
@@ -86,7 +86,42 @@ pub struct ToolPolicy {
     /// Outbound HTTP: allowed origins and limits (nothing is allowed by default).
     #[serde(default)]
     pub http: HttpSpec,
+    /// What one call may spend.
+    #[serde(default)]
+    pub budget: BudgetSpec,
+    /// The tool acts where a human should be in the loop: background
+    /// (scheduled) runs refuse it. Shown in the tool's description.
+    #[serde(default)]
+    pub sensitive: bool,
+    /// Tools tried in order, with the same input, when a call of this tool
+    /// fails in one of the `fallback_on` classes (cheap → strong). A
+    /// fallback's own fallbacks are not followed.
+    #[serde(default)]
+    pub fallbacks: Vec<ToolName>,
+    /// Classes that send a call to the fallbacks [default: circuit-open,
+    /// bulkhead-full, transient, rate-limited, deadline-exceeded]. After
+    /// retries, the last attempt's class counts. `unknown-outcome` is never
+    /// allowed: the tool may have acted.
+    pub fallback_on: Option<Vec<ErrorClass>>,
 }
+
+/// `[budget]`: spending limits of one call of the tool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSpec {
+    /// Tokens one call may spend at most, across its attempts; a request's
+    /// own cap can only lower it.
+    pub max_tokens_per_call: Option<u64>,
+}
+
+/// The classes that send a call to its fallbacks when `fallback_on` is unset.
+pub const DEFAULT_FALLBACK_ON: [ErrorClass; 5] = [
+    ErrorClass::CircuitOpen,
+    ErrorClass::BulkheadFull,
+    ErrorClass::Transient,
+    ErrorClass::RateLimited,
+    ErrorClass::DeadlineExceeded,
+];
 
 /// `[pool]`: the tool's bulkhead. Unset keys keep [`BulkheadConfig::default`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -298,6 +333,16 @@ pub enum PolicyError {
         /// The guest path.
         guest: String,
     },
+    /// A tool names itself among its fallbacks.
+    #[error("tool `{name}` lists itself in `fallbacks`")]
+    FallbackToSelf {
+        /// The tool.
+        name: ToolName,
+    },
+    /// `fallback_on` lists `unknown-outcome`: the tool may have acted, so
+    /// another tool must not do it again.
+    #[error("`fallback_on` cannot list `unknown-outcome`: the tool may have acted")]
+    UnsafeFallback,
     /// A mount uses `/scratch` while `scratch = true` reserves it.
     #[error("mount guest path `/scratch` is reserved when `scratch = true`")]
     ScratchTaken,
@@ -308,7 +353,7 @@ pub enum PolicyError {
         name: String,
     },
     /// A limit is zero or otherwise unusable.
-    #[error("limit `limits.{key}` must be greater than zero")]
+    #[error("limit `{key}` must be greater than zero")]
     ZeroLimit {
         /// The key.
         key: &'static str,
@@ -430,13 +475,28 @@ impl ToolPolicy {
         {
             return Err(PolicyError::BadEnvName { name: name.clone() });
         }
+        if let Some(name) = &self.name
+            && self.fallbacks.contains(name)
+        {
+            return Err(PolicyError::FallbackToSelf { name: name.clone() });
+        }
+        if let Some(classes) = &self.fallback_on
+            && classes.contains(&ErrorClass::UnknownOutcome)
+        {
+            return Err(PolicyError::UnsafeFallback);
+        }
+        if self.budget.max_tokens_per_call == Some(0) {
+            return Err(PolicyError::ZeroLimit {
+                key: "budget.max_tokens_per_call",
+            });
+        }
         let l = &self.limits;
         let zero = [
-            ("fuel", l.fuel == Some(0)),
-            ("timeout_ms", l.timeout_ms == Some(0)),
-            ("memory_mib", l.memory_mib == Some(0)),
-            ("max_output_bytes", l.max_output_bytes == Some(0)),
-            ("hostcall_bytes", l.hostcall_bytes == Some(0)),
+            ("limits.fuel", l.fuel == Some(0)),
+            ("limits.timeout_ms", l.timeout_ms == Some(0)),
+            ("limits.memory_mib", l.memory_mib == Some(0)),
+            ("limits.max_output_bytes", l.max_output_bytes == Some(0)),
+            ("limits.hostcall_bytes", l.hostcall_bytes == Some(0)),
         ];
         if let Some((key, _)) = zero.into_iter().find(|(_, is_zero)| *is_zero) {
             return Err(PolicyError::ZeroLimit { key });
@@ -622,7 +682,12 @@ mod tests {
         let err = ToolPolicy::from_toml("[env]\n\"A=B\" = \"x\"").expect_err("bad env");
         assert!(matches!(err, PolicyError::BadEnvName { .. }));
         let err = ToolPolicy::from_toml("[limits]\ntimeout_ms = 0").expect_err("zero");
-        assert!(matches!(err, PolicyError::ZeroLimit { key: "timeout_ms" }));
+        assert!(matches!(
+            err,
+            PolicyError::ZeroLimit {
+                key: "limits.timeout_ms"
+            }
+        ));
         let err = ToolPolicy::from_toml("[pool]\nmax_concurrent = 0").expect_err("zero");
         assert!(matches!(
             err,

@@ -259,3 +259,83 @@ async fn reloading_a_config_adds_updates_and_removes_tools() {
         .expect("the added tool serves");
     assert_eq!(outcome.output_json()["greeting"], "Hello, Ada!");
 }
+
+#[tokio::test]
+async fn a_fallback_answers_when_the_asked_tool_fails_in_a_listed_class() {
+    let host = host();
+    let primary = ToolPolicy {
+        fallbacks: vec![
+            cofferdam::ToolName::new("missing").expect("name"),
+            cofferdam::ToolName::new("strong").expect("name"),
+        ],
+        ..ToolPolicy::default()
+    };
+    load(&host, artifacts::HELLO, primary).await;
+    let strong = ToolPolicy {
+        name: Some(cofferdam::ToolName::new("strong").expect("name")),
+        ..ToolPolicy::default()
+    };
+    load(&host, artifacts::HELLO, strong).await;
+    host.set_breaker_mode("hello", cofferdam::BreakerMode::ForcedOpen)
+        .expect("set");
+
+    let outcome = host
+        .call(CallRequest::new("hello", r#"{"name":"Ada"}"#))
+        .await
+        .expect("the fallback answers");
+    assert_eq!(outcome.tool.as_str(), "strong");
+    let used = outcome.fallback_used.expect("marked as a fallback");
+    assert_eq!(used.asked.as_str(), "hello");
+    assert_eq!(used.because.as_str(), "circuit-open");
+
+    // Bad input is not a reason to ask another tool.
+    host.set_breaker_mode("hello", cofferdam::BreakerMode::Normal)
+        .expect("set");
+    let error = host
+        .call(CallRequest::new("hello", r#"{"name":""}"#))
+        .await
+        .expect_err("invalid input");
+    assert_eq!(error.class().as_str(), "invalid-input");
+    assert_eq!(error.tool().map(|t| t.as_str()), Some("hello"));
+
+    // When every fallback fails too, the caller gets the asked tool's error.
+    host.set_breaker_mode("hello", cofferdam::BreakerMode::ForcedOpen)
+        .expect("set");
+    host.set_breaker_mode("strong", cofferdam::BreakerMode::ForcedOpen)
+        .expect("set");
+    let error = host
+        .call(CallRequest::new("hello", r#"{"name":"Ada"}"#))
+        .await
+        .expect_err("all refuse");
+    assert_eq!(error.tool().map(|t| t.as_str()), Some("hello"));
+    assert_eq!(error.class().as_str(), "circuit-open");
+}
+
+#[tokio::test]
+async fn a_policy_caps_what_one_call_may_spend() {
+    let host = host();
+    let policy = ToolPolicy {
+        budget: cofferdam::BudgetSpec {
+            max_tokens_per_call: Some(1),
+        },
+        ..ToolPolicy::default()
+    };
+    load(&host, artifacts::HELLO, policy).await;
+    let error = host
+        .call(CallRequest::new("hello", r#"{"name":"Ada"}"#))
+        .await
+        .expect_err("one token buys nothing");
+    assert!(
+        matches!(&error, CallError::BudgetExhausted { scope, .. } if scope == "call"),
+        "{error:?}"
+    );
+    let self_fallback = ToolPolicy {
+        fallbacks: vec![cofferdam::ToolName::new("hello").expect("name")],
+        ..ToolPolicy::default()
+    };
+    let error = host
+        .replace_file(artifacts::HELLO.as_ref(), self_fallback)
+        .await
+        .expect_err("a tool cannot fall back to itself");
+    assert!(error.to_string().contains("lists itself"), "{error}");
+}
