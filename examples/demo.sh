@@ -67,5 +67,44 @@ step "a tool that never returns is stopped by fuel (exit code 3)" \
   $cofferdam run $tools/loop_forever.wasm --fuel 200000000
 step "or by the wall-clock deadline when fuel is plentiful" \
   $cofferdam run $tools/loop_forever.wasm --fuel 100000000000 --timeout 300ms --json
+
+cat > "$work/cofferdam.toml" <<TOML
+allowed_roots = ["$work"]
+[tools.hello]
+component = "$PWD/$tools/hello.wasm"
+[tools.notes]
+component = "$PWD/$tools/notes.wasm"
+[[tools.notes.mounts]]
+host = "$work/notes"
+guest = "/notes"
+mode = "rw"
+TOML
+mcp_session() {
+  python3 - "$cofferdam" "$work/cofferdam.toml" <<'PY'
+import json, subprocess, sys
+server = subprocess.Popen([sys.argv[1], "serve", "--config", sys.argv[2]],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+def rpc(id, method, params=None):
+    message = {"jsonrpc": "2.0", "method": method}
+    if id is not None: message["id"] = id
+    if params is not None: message["params"] = params
+    server.stdin.write(json.dumps(message) + "\n"); server.stdin.flush()
+    return json.loads(server.stdout.readline())["result"] if id is not None else None
+rpc(1, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+                      "clientInfo": {"name": "demo", "version": "1"}})
+rpc(None, "notifications/initialized")
+print("tools/list ->", [t["name"] for t in rpc(2, "tools/list")["tools"]])
+call = {"name": "notes", "arguments": {"title": "mcp", "body": "saved over MCP"},
+        "_meta": {"idempotencyKey": "demo-1"}}
+for id in (3, 4):
+    r = rpc(id, "tools/call", call)
+    print("tools/call notes ->", r["content"][0]["text"], "| replayed:", r["_meta"]["replayed"])
+r = rpc(5, "tools/call", {"name": "hello", "arguments": {"name": ""}})
+print("tools/call hello with bad input -> isError:", r["isError"], "| class:", r["structuredContent"]["error"]["class"])
+server.stdin.close(); server.wait()
+PY
+}
+step "an MCP client (JSON-RPC over stdio) lists the tools and makes one keyed call twice" mcp_session
+echo "host file $work/notes/mcp.md holds the note once: $(cat "$work/notes/mcp.md")"
 echo
 echo "== done: every call above ran in a fresh sandboxed instance"

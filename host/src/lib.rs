@@ -35,7 +35,11 @@
 //! cap what calls spend in tokens, derived from fuel and output size, and
 //! every attempt lands in an audit history.
 //!
-//! What this crate does not do yet: durable tasks, escalations and MCP.
+//! [`McpServer`] offers the loaded tools to MCP clients over stdio or
+//! streamable HTTP (`cofferdam serve`), and [`HostConfig`] reads a whole
+//! host from `cofferdam.toml` and reloads it.
+//!
+//! What this crate does not do yet: durable tasks, escalations and schedules.
 
 #![warn(missing_docs)]
 #![deny(unsafe_code)] // `component_cache` alone opts out, with a SAFETY note.
