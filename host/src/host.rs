@@ -511,13 +511,8 @@ impl Host {
         path: &Path,
         policy: ToolPolicy,
     ) -> Result<ToolDescription, LoadError> {
-        let bytes = tokio::fs::read(path)
+        self.install(read_component(path).await?, policy, Install::New)
             .await
-            .map_err(|source| LoadError::Read {
-                path: path.to_owned(),
-                source,
-            })?;
-        self.install(bytes, policy, Install::New).await
     }
 
     /// Loads the component at `path` under `policy` in place of the loaded
@@ -530,13 +525,8 @@ impl Host {
         path: &Path,
         policy: ToolPolicy,
     ) -> Result<ToolDescription, LoadError> {
-        let bytes = tokio::fs::read(path)
+        self.install(read_component(path).await?, policy, Install::Replace)
             .await
-            .map_err(|source| LoadError::Read {
-                path: path.to_owned(),
-                source,
-            })?;
-        self.install(bytes, policy, Install::Replace).await
     }
 
     /// Loads a tool from a manifest file naming its component.
@@ -1407,6 +1397,15 @@ async fn until_cancelled<T>(
         Some(token) => token.run_until_cancelled(work).await,
         None => Some(work.await),
     }
+}
+
+async fn read_component(path: &Path) -> Result<Vec<u8>, LoadError> {
+    tokio::fs::read(path)
+        .await
+        .map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// Whether installing a tool may take the place of one with the same name.

@@ -221,6 +221,9 @@ async fn exercise(session: &Session, events: &mut Events, metrics: &str) {
             .expect("channel open");
         seen.push((p.progress, p.total, p.message));
     }
+    // The server sends them in order; rmcp's client may hand notifications
+    // to the handler concurrently, so compare them by value.
+    seen.sort_by(|a, b| a.0.total_cmp(&b.0));
     let working = Some("working".to_owned());
     assert_eq!(
         seen,

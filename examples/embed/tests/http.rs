@@ -184,13 +184,14 @@ async fn per_request_budgets_and_bad_headers() {
         .await;
     assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED);
     assert_eq!(class(response).await, "budget-exhausted");
-    let response = s
-        .call(
+    let with_budget = |tokens: &'static str| {
+        s.call(
             "hello",
             json!({"name": "Ada"}),
-            &[("X-Budget-Tokens", "lots")],
+            &[("X-Budget-Tokens", tokens)],
         )
-        .await;
+    };
+    let response = with_budget("lots").await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let body: Value = response.json().await.expect("JSON");
     assert!(
@@ -200,13 +201,7 @@ async fn per_request_budgets_and_bad_headers() {
             .contains("x-budget-tokens"),
         "{body}"
     );
-    let response = s
-        .call(
-            "hello",
-            json!({"name": "Ada"}),
-            &[("X-Budget-Tokens", "100000")],
-        )
-        .await;
+    let response = with_budget("100000").await;
     assert_eq!(response.status(), StatusCode::OK);
 }
 
