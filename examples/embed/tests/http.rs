@@ -83,6 +83,15 @@ impl Service {
         request.send().await.expect("request completes")
     }
 
+    async fn with_budget(&self, tokens: &str) -> reqwest::Response {
+        self.call(
+            "hello",
+            json!({"name": "Ada"}),
+            &[("X-Budget-Tokens", tokens)],
+        )
+        .await
+    }
+
     /// Waits (on a condition, not a timer) until `tool` has `n` calls in flight.
     async fn wait_in_flight(&self, tool: &str, n: u32) {
         for _ in 0..1000 {
@@ -184,14 +193,7 @@ async fn per_request_budgets_and_bad_headers() {
         .await;
     assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED);
     assert_eq!(class(response).await, "budget-exhausted");
-    let with_budget = |tokens: &'static str| {
-        s.call(
-            "hello",
-            json!({"name": "Ada"}),
-            &[("X-Budget-Tokens", tokens)],
-        )
-    };
-    let response = with_budget("lots").await;
+    let response = s.with_budget("lots").await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let body: Value = response.json().await.expect("JSON");
     assert!(
@@ -201,7 +203,7 @@ async fn per_request_budgets_and_bad_headers() {
             .contains("x-budget-tokens"),
         "{body}"
     );
-    let response = with_budget("100000").await;
+    let response = s.with_budget("100000").await;
     assert_eq!(response.status(), StatusCode::OK);
 }
 
