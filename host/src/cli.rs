@@ -19,8 +19,8 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use cofferdam::{
     BreakerMode, BudgetCap, CallError, CallOutcome, CallRequest, Effect, ErrorClass, HistoryQuery,
-    Host, HostConfig, KeyState, LimitsSpec, LoadError, Mount, MountMode, ScopeId, StoredOutcome,
-    Tokens, ToolDescription, ToolPolicy,
+    Host, HostConfig, KeyState, LimitsSpec, LoadError, Mount, MountMode, Resolution, ScopeId,
+    StoredOutcome, Tokens, ToolDescription, ToolPolicy,
 };
 
 #[derive(Parser)]
@@ -63,6 +63,9 @@ enum Command {
     Journal(JournalCommand),
     /// The audit history: every attempt, newest first.
     History(HistoryArgs),
+    /// The escalation queue: what the host could not settle, for a human.
+    #[command(subcommand)]
+    Escalations(EscalationsCommand),
     /// Serve the tools of a cofferdam.toml to MCP clients (stdio, or
     /// streamable HTTP with --http), reloading the config on SIGHUP or change.
     Serve(crate::serve::ServeArgs),
@@ -122,6 +125,47 @@ enum JournalCommand {
         /// Age, such as 24h or 30m.
         #[arg(long, value_parser = parse_duration, default_value = "24h")]
         older_than: Duration,
+    },
+}
+
+#[derive(Subcommand)]
+enum EscalationsCommand {
+    /// List open escalations (oldest first).
+    List {
+        /// Include resolved ones.
+        #[arg(long)]
+        all: bool,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one escalation with its whole context, as JSON.
+    Show {
+        /// Its number.
+        id: u64,
+    },
+    /// Resolve an escalation; an unknown-outcome key is settled with it.
+    Resolve {
+        /// Its number.
+        id: u64,
+        /// The work did not happen: free the key so the next call runs.
+        #[arg(long, group = "how")]
+        resume: bool,
+        /// The work happened: later calls with the key replay --output.
+        #[arg(long, group = "how")]
+        mark_done: bool,
+        /// The work was undone by hand: the key ends in a final error.
+        #[arg(long, group = "how")]
+        compensate: bool,
+        /// Give up: the key ends in a final error.
+        #[arg(long, group = "how")]
+        abort: bool,
+        /// With --mark-done: the output to record (JSON) [default: null].
+        #[arg(long, requires = "mark_done")]
+        output: Option<String>,
+        /// Who decided and why.
+        #[arg(long)]
+        note: String,
     },
 }
 
@@ -274,6 +318,7 @@ pub(crate) fn main() -> ExitCode {
             Command::Budget(command) => budget(command, &data_dir).await,
             Command::Journal(command) => journal(command, &data_dir).await,
             Command::History(args) => history(args, &data_dir),
+            Command::Escalations(command) => escalations(command, &data_dir).await,
             Command::Serve(args) => {
                 crate::serve::serve(args, &data_dir, dirs.artifacts.as_deref()).await
             }
@@ -705,6 +750,67 @@ fn history(args: HistoryArgs, data_dir: &Path) -> Result<ExitCode> {
     let totals = host.totals(&query)?;
     for (scope, tokens) in totals {
         println!("total {scope}: {tokens} tokens");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn escalations(command: EscalationsCommand, data_dir: &Path) -> Result<ExitCode> {
+    let host = Host::builder().data_dir(data_dir).build()?;
+    let queue = host.escalations();
+    match command {
+        EscalationsCommand::List { all, json } => {
+            let list = queue.list(all)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.is_empty() {
+                println!("no {}escalations", if all { "" } else { "open " });
+            } else {
+                for e in list {
+                    let state = e
+                        .resolved
+                        .as_ref()
+                        .map_or("OPEN", |r| r.resolution.as_str());
+                    let subject = match (&e.task, &e.key) {
+                        (Some(task), _) => format!("task {task}"),
+                        (None, Some(key)) => format!("{} key {}", key.tool, key.key),
+                        (None, None) => e.tool.clone().unwrap_or_default(),
+                    };
+                    println!(
+                        "#{:<5} {:<10} {:<22} {subject:<32} {}",
+                        e.id,
+                        state,
+                        e.reason.as_str(),
+                        preview(&e.error)
+                    );
+                }
+            }
+        }
+        EscalationsCommand::Show { id } => {
+            println!("{}", serde_json::to_string_pretty(&queue.get(id)?)?);
+        }
+        EscalationsCommand::Resolve {
+            id,
+            resume,
+            mark_done,
+            compensate,
+            abort,
+            output,
+            note,
+        } => {
+            let resolution = match (resume, mark_done, compensate, abort) {
+                (true, ..) => Resolution::Resume,
+                (_, true, ..) => Resolution::MarkDone { output },
+                (_, _, true, _) => Resolution::Compensate,
+                (.., true) => Resolution::Abort,
+                _ => bail!("say how: --resume, --mark-done, --compensate or --abort"),
+            };
+            let resolved = queue.resolve(id, resolution, &note).await?;
+            let how = resolved
+                .resolved
+                .as_ref()
+                .map_or("", |r| r.resolution.as_str());
+            println!("escalation #{id} resolved: {how}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

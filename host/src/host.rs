@@ -25,6 +25,7 @@ use crate::classify::{disposition, may_retry};
 use crate::clock::{Clock, Jitter, SystemClock};
 use crate::component_cache::{ArtifactInfo, ComponentCache};
 use crate::engine::{self, EngineSettings};
+use crate::escalation::{EscalationReason, Escalations, NewEscalation};
 use crate::host_api::{self, LogRecord, ProgressSink};
 use crate::journal::{
     AttemptRecord, BudgetStore, Claim, HistoryQuery, Journal, JournalEntry, JournalError,
@@ -857,8 +858,26 @@ impl Host {
             tool: name.clone(),
             reason: e.to_string(),
         };
+        // What a human needs if this key's outcome becomes unknown.
+        let context = || NewEscalation {
+            reason: Some(EscalationReason::UnknownOutcome),
+            tool: Some(name.to_string()),
+            key: Some(key.escalation_key()),
+            task: request.task_id.clone(),
+            agent: request.agent.clone(),
+            call_id: request.call_id.clone(),
+            input: Some(request.input.clone()),
+            ..NewEscalation::default()
+        };
+        let side_effecting = tool.description.effect == Effect::SideEffecting;
         match journal
-            .claim(key.clone(), fingerprint, tool.description.effect, lease)
+            .claim(
+                key.clone(),
+                fingerprint,
+                tool.description.effect,
+                lease,
+                side_effecting.then(context),
+            )
             .await
         {
             Ok(Claim::Claimed) => {}
@@ -895,7 +914,8 @@ impl Host {
                 journal.complete(key, stored).await
             }
             Err(error @ CallError::UnknownOutcome { .. }) => {
-                journal.mark_unknown(key, error.to_string()).await
+                let context = context();
+                journal.mark_unknown(key, error.to_string(), context).await
             }
             Err(error) if is_terminal(error) => {
                 let tool_error = match error.last_attempt_error() {
@@ -1276,6 +1296,13 @@ impl Host {
                     Err(e) => tracing::warn!(error = %e, "cannot reap the journal"),
                 }
             });
+        }
+    }
+
+    /// The escalation queue: what needs a human, and their resolutions.
+    pub fn escalations(&self) -> Escalations {
+        Escalations {
+            journal: self.inner.journal.clone(),
         }
     }
 

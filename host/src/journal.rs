@@ -27,6 +27,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::budget::{BudgetCap, BudgetStatus, ScopeId};
+use crate::escalation::{
+    Escalation, EscalationError, EscalationKey, EscalationReason, NewEscalation, Resolution,
+    Resolved,
+};
 use crate::{Effect, ErrorClass, Tokens, ToolError};
 
 /// Schema version this build writes and reads.
@@ -45,6 +49,7 @@ const IDEMPOTENCY: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("idem
 const BUDGETS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("budgets");
 const RESERVATIONS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("reservations");
 const AUDIT: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("audit");
+const ESCALATIONS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("escalations");
 
 /// The journal could not be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -316,13 +321,20 @@ pub(crate) trait JournalStore {
         fingerprint: String,
         effect: Effect,
         lease: Duration,
+        context: Option<NewEscalation>,
     ) -> Result<Claim, JournalError>;
     /// Stores the final outcome of a claimed key.
     async fn complete(&self, key: JournalKey, outcome: StoredOutcome) -> Result<(), JournalError>;
     /// Frees a claimed key after a retryable failure.
     async fn release(&self, key: JournalKey) -> Result<(), JournalError>;
-    /// Marks a claimed key unknown: the side-effecting call was interrupted.
-    async fn mark_unknown(&self, key: JournalKey, reason: String) -> Result<(), JournalError>;
+    /// Marks a claimed key unknown (the side-effecting call was
+    /// interrupted) and escalates it, in one transaction.
+    async fn mark_unknown(
+        &self,
+        key: JournalKey,
+        reason: String,
+        context: NewEscalation,
+    ) -> Result<(), JournalError>;
 }
 
 /// What the host needs from a budget ledger.
@@ -342,6 +354,14 @@ pub(crate) struct JournalKey {
 }
 
 impl JournalKey {
+    pub(crate) fn escalation_key(&self) -> EscalationKey {
+        EscalationKey {
+            scope: self.scope.clone(),
+            tool: self.tool.clone(),
+            key: self.key.clone(),
+        }
+    }
+
     fn encode(&self) -> String {
         format!("{}\u{1f}{}\u{1f}{}", self.scope, self.tool, self.key)
     }
@@ -355,6 +375,7 @@ enum Op {
         fingerprint: String,
         effect: Effect,
         lease: Duration,
+        context: Option<Box<NewEscalation>>,
         reply: Reply<Claim>,
     },
     Complete {
@@ -369,7 +390,18 @@ enum Op {
     MarkUnknown {
         key: JournalKey,
         reason: String,
+        context: Box<NewEscalation>,
         reply: Reply<()>,
+    },
+    Escalate {
+        new: Box<NewEscalation>,
+        reply: Reply<u64>,
+    },
+    Resolve {
+        id: u64,
+        resolution: Resolution,
+        note: String,
+        reply: Reply<Result<Escalation, EscalationError>>,
     },
     Reserve {
         scopes: Vec<ScopeId>,
@@ -544,6 +576,61 @@ impl Journal {
         Ok(out)
     }
 
+    /// Every escalation, oldest first.
+    pub(crate) fn escalations(&self) -> Result<Vec<Escalation>, JournalError> {
+        let read = self.db.begin_read().map_err(storage)?;
+        let table = match read.open_table(ESCALATIONS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(storage(e)),
+        };
+        let mut out = Vec::new();
+        for row in table.iter().map_err(storage)? {
+            let (id, value) = row.map_err(storage)?;
+            out.push(decode(&id.value().to_string(), value.value())?);
+        }
+        Ok(out)
+    }
+
+    /// One escalation.
+    pub(crate) fn escalation(&self, id: u64) -> Result<Option<Escalation>, JournalError> {
+        let read = self.db.begin_read().map_err(storage)?;
+        let table = match read.open_table(ESCALATIONS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(storage(e)),
+        };
+        let value = table.get(id).map_err(storage)?;
+        value
+            .map(|v| decode(&id.to_string(), v.value()))
+            .transpose()
+    }
+
+    /// Raises an escalation (durably); returns its id.
+    pub(crate) async fn escalate(&self, new: NewEscalation) -> Result<u64, JournalError> {
+        self.request(|reply| Op::Escalate {
+            new: Box::new(new),
+            reply,
+        })
+        .await
+    }
+
+    /// Resolves an escalation and settles its key, in one transaction.
+    pub(crate) async fn resolve_escalation(
+        &self,
+        id: u64,
+        resolution: Resolution,
+        note: String,
+    ) -> Result<Result<Escalation, EscalationError>, JournalError> {
+        self.request(|reply| Op::Resolve {
+            id,
+            resolution,
+            note,
+            reply,
+        })
+        .await
+    }
+
     /// Idempotency records, oldest key first.
     pub(crate) fn entries(&self) -> Result<Vec<JournalEntry>, JournalError> {
         let read = self.db.begin_read().map_err(storage)?;
@@ -602,12 +689,14 @@ impl JournalStore for Journal {
         fingerprint: String,
         effect: Effect,
         lease: Duration,
+        context: Option<NewEscalation>,
     ) -> Result<Claim, JournalError> {
         self.request(|reply| Op::Claim {
             key,
             fingerprint,
             effect,
             lease,
+            context: context.map(Box::new),
             reply,
         })
         .await
@@ -626,9 +715,19 @@ impl JournalStore for Journal {
         self.request(|reply| Op::Release { key, reply }).await
     }
 
-    async fn mark_unknown(&self, key: JournalKey, reason: String) -> Result<(), JournalError> {
-        self.request(|reply| Op::MarkUnknown { key, reason, reply })
-            .await
+    async fn mark_unknown(
+        &self,
+        key: JournalKey,
+        reason: String,
+        context: NewEscalation,
+    ) -> Result<(), JournalError> {
+        self.request(|reply| Op::MarkUnknown {
+            key,
+            reason,
+            context: Box::new(context),
+            reply,
+        })
+        .await
     }
 }
 
@@ -874,6 +973,11 @@ fn drop_answer(op: Op) -> Option<Answer> {
     let failed = |_: ()| -> Result<(), JournalError> { Err(JournalError::Stopped) };
     match op {
         Op::Claim { reply, .. } => Some(answer(reply, failed(()).map(|()| Claim::Claimed))),
+        Op::Escalate { reply, .. } => Some(answer(reply, failed(()).map(|()| 0))),
+        Op::Resolve { reply, id, .. } => Some(answer(
+            reply,
+            failed(()).map(|()| Err(EscalationError::NotFound { id })),
+        )),
         Op::Complete { reply, .. }
         | Op::Release { reply, .. }
         | Op::MarkUnknown { reply, .. }
@@ -893,10 +997,11 @@ fn execute(txn: &WriteTransaction, op: Op, now: u64) -> Option<Answer> {
             fingerprint,
             effect,
             lease,
+            context,
             reply,
         } => Some(answer(
             reply,
-            claim(txn, &key, fingerprint, effect, lease, now),
+            claim(txn, &key, fingerprint, effect, lease, context, now),
         )),
         Op::Complete {
             key,
@@ -908,12 +1013,26 @@ fn execute(txn: &WriteTransaction, op: Op, now: u64) -> Option<Answer> {
             });
             Some(answer(reply, result))
         }
-        Op::MarkUnknown { key, reason, reply } => {
+        Op::MarkUnknown {
+            key,
+            reason,
+            context,
+            reply,
+        } => {
+            let error = reason.clone();
             let result = update(txn, &key, now, |entry| {
                 entry.state = KeyState::Unknown { reason }
-            });
+            })
+            .and_then(|()| escalate(txn, NewEscalation { error, ..*context }, now).map(drop));
             Some(answer(reply, result))
         }
+        Op::Escalate { new, reply } => Some(answer(reply, escalate(txn, *new, now))),
+        Op::Resolve {
+            id,
+            resolution,
+            note,
+            reply,
+        } => Some(answer(reply, resolve(txn, id, resolution, note, now))),
         Op::Release { key, reply } => {
             let result = txn
                 .open_table(IDEMPOTENCY)
@@ -957,6 +1076,7 @@ fn claim(
     fingerprint: String,
     effect: Effect,
     lease: Duration,
+    context: Option<Box<NewEscalation>>,
     now: u64,
 ) -> Result<Claim, JournalError> {
     let mut table = txn.open_table(IDEMPOTENCY).map_err(storage)?;
@@ -1019,6 +1139,19 @@ fn claim(
                         table
                             .insert(encoded.as_str(), encode(&entry).as_slice())
                             .map_err(storage)?;
+                        drop(table);
+                        let context = context.map_or_else(NewEscalation::default, |c| *c);
+                        escalate(
+                            txn,
+                            NewEscalation {
+                                reason: Some(EscalationReason::UnknownOutcome),
+                                tool: Some(key.tool.clone()),
+                                key: Some(key.escalation_key()),
+                                error: reason.clone(),
+                                ..context
+                            },
+                            now,
+                        )?;
                         return Ok(Claim::Unknown { reason });
                     }
                 }
@@ -1034,6 +1167,121 @@ fn claim(
         .insert(encoded.as_str(), encode(&entry).as_slice())
         .map_err(storage)?;
     Ok(Claim::Claimed)
+}
+
+/// Adds an escalation, unless one is open for the same key; returns its id.
+fn escalate(txn: &WriteTransaction, new: NewEscalation, now: u64) -> Result<u64, JournalError> {
+    let mut table = txn.open_table(ESCALATIONS).map_err(storage)?;
+    if let Some(key) = &new.key {
+        for row in table.iter().map_err(storage)? {
+            let (id, value) = row.map_err(storage)?;
+            let open: Escalation = decode(&id.value().to_string(), value.value())?;
+            if open.resolved.is_none() && open.key.as_ref() == Some(key) {
+                return Ok(open.id);
+            }
+        }
+    }
+    let id = table
+        .last()
+        .map_err(storage)?
+        .map_or(1, |(id, _)| id.value() + 1);
+    let record = Escalation {
+        v: 1,
+        id,
+        reason: new.reason.unwrap_or(EscalationReason::RequiresHuman),
+        tool: new.tool,
+        key: new.key,
+        task: new.task,
+        step: new.step,
+        agent: new.agent,
+        call_id: new.call_id,
+        input: new.input,
+        error: new.error,
+        created_ms: now,
+        resolved: None,
+    };
+    table
+        .insert(id, encode(&record).as_slice())
+        .map_err(storage)?;
+    tracing::warn!(id, reason = record.reason.as_str(), tool = ?record.tool, task = ?record.task, "escalated to a human");
+    Ok(id)
+}
+
+/// Records a resolution and settles the escalation's unknown key.
+fn resolve(
+    txn: &WriteTransaction,
+    id: u64,
+    resolution: Resolution,
+    note: String,
+    now: u64,
+) -> Result<Result<Escalation, EscalationError>, JournalError> {
+    let mut table = txn.open_table(ESCALATIONS).map_err(storage)?;
+    let Some(bytes) = table.get(id).map_err(storage)?.map(|v| v.value().to_vec()) else {
+        return Ok(Err(EscalationError::NotFound { id }));
+    };
+    let mut record: Escalation = decode(&id.to_string(), &bytes)?;
+    if let Some(done) = &record.resolved {
+        return Ok(Err(EscalationError::AlreadyResolved {
+            id,
+            resolution: done.resolution.as_str(),
+        }));
+    }
+    if let Some(key) = &record.key {
+        let key = JournalKey {
+            scope: key.scope.clone(),
+            tool: key.tool.clone(),
+            key: key.key.clone(),
+        };
+        let mut keys = txn.open_table(IDEMPOTENCY).map_err(storage)?;
+        let encoded = key.encode();
+        let entry = keys
+            .get(encoded.as_str())
+            .map_err(storage)?
+            .map(|v| v.value().to_vec());
+        if let Some(bytes) = entry {
+            let mut entry: JournalEntry = decode(&encoded, &bytes)?;
+            if matches!(entry.state, KeyState::Unknown { .. }) {
+                let settled = |message: &str| KeyState::Completed {
+                    outcome: StoredOutcome::Error {
+                        class: ErrorClass::UnknownOutcome,
+                        message: format!("resolved by an operator: {message} ({note})"),
+                        tool_error: None,
+                    },
+                };
+                let state = match &resolution {
+                    Resolution::Resume => None,
+                    Resolution::MarkDone { output } => Some(KeyState::Completed {
+                        outcome: StoredOutcome::Output {
+                            output: output.clone().unwrap_or_else(|| "null".into()),
+                            tokens: Tokens(0),
+                        },
+                    }),
+                    Resolution::Compensate => Some(settled("compensated")),
+                    Resolution::Abort => Some(settled("aborted")),
+                };
+                match state {
+                    None => {
+                        keys.remove(encoded.as_str()).map_err(storage)?;
+                    }
+                    Some(state) => {
+                        entry.state = state;
+                        entry.updated_ms = now;
+                        keys.insert(encoded.as_str(), encode(&entry).as_slice())
+                            .map_err(storage)?;
+                    }
+                }
+            }
+        }
+    }
+    record.resolved = Some(Resolved {
+        resolution,
+        note,
+        resolved_ms: now,
+    });
+    table
+        .insert(id, encode(&record).as_slice())
+        .map_err(storage)?;
+    Ok(Ok(record))
 }
 
 fn update(
@@ -1289,12 +1537,12 @@ mod tests {
         let j = Journal::in_memory().expect("journal");
         let lease = Duration::from_secs(30);
         let claim = j
-            .claim(key("k"), "fp".into(), Effect::Pure, lease)
+            .claim(key("k"), "fp".into(), Effect::Pure, lease, None)
             .await
             .expect("claim");
         assert_eq!(claim, Claim::Claimed);
         let busy = j
-            .claim(key("k"), "fp".into(), Effect::Pure, lease)
+            .claim(key("k"), "fp".into(), Effect::Pure, lease, None)
             .await
             .expect("claim");
         assert!(matches!(busy, Claim::InProgress { retry_after } if retry_after <= lease));
@@ -1306,13 +1554,13 @@ mod tests {
             .await
             .expect("complete");
         assert_eq!(
-            j.claim(key("k"), "fp".into(), Effect::Pure, lease)
+            j.claim(key("k"), "fp".into(), Effect::Pure, lease, None)
                 .await
                 .expect("claim"),
             Claim::Replay(stored)
         );
         assert_eq!(
-            j.claim(key("k"), "other".into(), Effect::Pure, lease)
+            j.claim(key("k"), "other".into(), Effect::Pure, lease, None)
                 .await
                 .expect("claim"),
             Claim::Mismatch
@@ -1323,12 +1571,12 @@ mod tests {
     async fn released_key_can_be_claimed_again() {
         let j = Journal::in_memory().expect("journal");
         let lease = Duration::from_secs(30);
-        j.claim(key("k"), "fp".into(), Effect::SideEffecting, lease)
+        j.claim(key("k"), "fp".into(), Effect::SideEffecting, lease, None)
             .await
             .expect("claim");
         j.release(key("k")).await.expect("release");
         let again = j
-            .claim(key("k"), "fp".into(), Effect::SideEffecting, lease)
+            .claim(key("k"), "fp".into(), Effect::SideEffecting, lease, None)
             .await;
         assert_eq!(again.expect("claim"), Claim::Claimed);
     }
@@ -1337,27 +1585,40 @@ mod tests {
     async fn expired_lease_is_unknown_for_side_effects_and_reclaimable_otherwise() {
         let j = Journal::in_memory().expect("journal");
         let gone = Duration::ZERO;
-        j.claim(key("s"), "fp".into(), Effect::SideEffecting, gone)
+        j.claim(key("s"), "fp".into(), Effect::SideEffecting, gone, None)
             .await
             .expect("claim");
         let s = j
-            .claim(key("s"), "fp".into(), Effect::SideEffecting, gone)
+            .claim(key("s"), "fp".into(), Effect::SideEffecting, gone, None)
             .await
             .expect("claim");
         assert!(matches!(s, Claim::Unknown { .. }), "{s:?}");
         let again = j
-            .claim(key("s"), "fp".into(), Effect::SideEffecting, gone)
+            .claim(key("s"), "fp".into(), Effect::SideEffecting, gone, None)
             .await;
         assert!(
             matches!(again.expect("claim"), Claim::Unknown { .. }),
             "stays unknown"
         );
+        // The lapse escalated the key once, with the tool and key named.
+        let escalations = j.escalations().expect("escalations");
+        assert_eq!(escalations.len(), 1, "{escalations:?}");
+        assert_eq!(escalations[0].reason, EscalationReason::UnknownOutcome);
+        assert_eq!(
+            escalations[0].key.as_ref().map(|k| k.key.as_str()),
+            Some("s")
+        );
+        assert!(
+            escalations[0].error.contains("lease"),
+            "{}",
+            escalations[0].error
+        );
 
-        j.claim(key("p"), "fp".into(), Effect::Pure, gone)
+        j.claim(key("p"), "fp".into(), Effect::Pure, gone, None)
             .await
             .expect("claim");
         let p = j
-            .claim(key("p"), "fp".into(), Effect::Pure, gone)
+            .claim(key("p"), "fp".into(), Effect::Pure, gone, None)
             .await
             .expect("claim");
         assert_eq!(p, Claim::Claimed);
@@ -1429,7 +1690,7 @@ mod tests {
     async fn reap_removes_only_finished_records_older_than_the_cutoff() {
         let j = Journal::in_memory().expect("journal");
         let lease = Duration::from_secs(30);
-        j.claim(key("done"), "fp".into(), Effect::Pure, lease)
+        j.claim(key("done"), "fp".into(), Effect::Pure, lease, None)
             .await
             .expect("claim");
         j.complete(
@@ -1441,7 +1702,7 @@ mod tests {
         )
         .await
         .expect("complete");
-        j.claim(key("running"), "fp".into(), Effect::Pure, lease)
+        j.claim(key("running"), "fp".into(), Effect::Pure, lease, None)
             .await
             .expect("claim");
         assert_eq!(j.reap(0).await.expect("reap"), 0, "nothing is older than 0");

@@ -55,6 +55,7 @@ mod component_cache;
 mod config;
 mod engine;
 mod error;
+mod escalation;
 mod host;
 mod host_api;
 mod journal;
@@ -74,6 +75,10 @@ pub use clock::{Clock, Jitter, ManualClock, SystemClock};
 pub use component_cache::{ArtifactInfo, ArtifactSource};
 pub use config::{ConfigError, ConfigProblem, HostConfig, ReloadReport};
 pub use error::{BuildError, CallError, ErrorClass, LoadError, ToolError};
+pub use escalation::{
+    Escalation, EscalationError, EscalationKey, EscalationReason, Escalations, NewEscalation,
+    Resolution, Resolved,
+};
 pub use host::{
     CallOutcome, CallRequest, FallbackUsed, Host, HostBuilder, ToolDescription, ToolStats,
 };
