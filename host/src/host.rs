@@ -36,6 +36,7 @@ use crate::net::{HttpStats, NetPolicy};
 use crate::policy::{DEFAULT_FALLBACK_ON, resolve_mount};
 use crate::retry::{RetryBudget, RetryConfig};
 use crate::sandbox::{CallState, Grants, ResolvedMount};
+use crate::task::Tasks;
 use crate::{
     BreakerMode, BreakerSnapshot, BreakerState, BuildError, CallError, Effect, ErrorClass, Fuel,
     Limits, LoadError, PolicyError, TokenPrice, Tokens, ToolName, ToolPolicy,
@@ -252,6 +253,7 @@ impl HostBuilder {
                 last_reap_ms: AtomicU64::new(0),
                 tools: RwLock::new(HashMap::new()),
                 metrics: Metrics::default(),
+                tasks_running: Arc::default(),
             }),
         })
     }
@@ -295,6 +297,7 @@ struct Inner {
     last_reap_ms: AtomicU64,
     tools: RwLock<HashMap<ToolName, Arc<LoadedTool>>>,
     metrics: Metrics,
+    tasks_running: Arc<std::sync::Mutex<HashMap<String, CancellationToken>>>,
 }
 
 struct LoadedTool {
@@ -1297,6 +1300,18 @@ impl Host {
                 }
             });
         }
+    }
+
+    /// Durable tasks: run, resume, cancel and inspect multi-step work.
+    pub fn tasks(&self) -> Tasks {
+        Tasks {
+            host: self.clone(),
+            running: Arc::clone(&self.inner.tasks_running),
+        }
+    }
+
+    pub(crate) fn journal(&self) -> &Journal {
+        &self.inner.journal
     }
 
     /// The escalation queue: what needs a human, and their resolutions.

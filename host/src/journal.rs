@@ -31,6 +31,7 @@ use crate::escalation::{
     Escalation, EscalationError, EscalationKey, EscalationReason, NewEscalation, Resolution,
     Resolved,
 };
+use crate::task::TaskRecord;
 use crate::{Effect, ErrorClass, Tokens, ToolError};
 
 /// Schema version this build writes and reads.
@@ -50,6 +51,7 @@ const BUDGETS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("budgets"
 const RESERVATIONS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("reservations");
 const AUDIT: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("audit");
 const ESCALATIONS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("escalations");
+const TASKS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("tasks");
 
 /// The journal could not be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -397,6 +399,10 @@ enum Op {
         new: Box<NewEscalation>,
         reply: Reply<u64>,
     },
+    PutTask {
+        record: Box<TaskRecord>,
+        reply: Reply<()>,
+    },
     Resolve {
         id: u64,
         resolution: Resolution,
@@ -572,6 +578,43 @@ impl Journal {
             let mut record: BudgetRecord = decode(key.value(), value.value())?;
             record.roll_window(now);
             out.push(record.status(key.value()));
+        }
+        Ok(out)
+    }
+
+    /// Stores a task's state (durably) before the caller goes on.
+    pub(crate) async fn put_task(&self, record: TaskRecord) -> Result<(), JournalError> {
+        self.request(|reply| Op::PutTask {
+            record: Box::new(record),
+            reply,
+        })
+        .await
+    }
+
+    /// One task's stored state.
+    pub(crate) fn task(&self, id: &str) -> Result<Option<TaskRecord>, JournalError> {
+        let read = self.db.begin_read().map_err(storage)?;
+        let table = match read.open_table(TASKS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(storage(e)),
+        };
+        let value = table.get(id).map_err(storage)?;
+        value.map(|v| decode(id, v.value())).transpose()
+    }
+
+    /// Every task, by id.
+    pub(crate) fn tasks(&self) -> Result<Vec<TaskRecord>, JournalError> {
+        let read = self.db.begin_read().map_err(storage)?;
+        let table = match read.open_table(TASKS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(storage(e)),
+        };
+        let mut out = Vec::new();
+        for row in table.iter().map_err(storage)? {
+            let (id, value) = row.map_err(storage)?;
+            out.push(decode(id.value(), value.value())?);
         }
         Ok(out)
     }
@@ -974,6 +1017,7 @@ fn drop_answer(op: Op) -> Option<Answer> {
     match op {
         Op::Claim { reply, .. } => Some(answer(reply, failed(()).map(|()| Claim::Claimed))),
         Op::Escalate { reply, .. } => Some(answer(reply, failed(()).map(|()| 0))),
+        Op::PutTask { reply, .. } => Some(answer(reply, failed(()))),
         Op::Resolve { reply, id, .. } => Some(answer(
             reply,
             failed(()).map(|()| Err(EscalationError::NotFound { id })),
@@ -1027,6 +1071,17 @@ fn execute(txn: &WriteTransaction, op: Op, now: u64) -> Option<Answer> {
             Some(answer(reply, result))
         }
         Op::Escalate { new, reply } => Some(answer(reply, escalate(txn, *new, now))),
+        Op::PutTask { record, reply } => {
+            let result = txn
+                .open_table(TASKS)
+                .and_then(|mut t| {
+                    t.insert(record.id.as_str(), encode(&*record).as_slice())
+                        .map(drop)
+                        .map_err(Into::into)
+                })
+                .map_err(storage);
+            Some(answer(reply, result))
+        }
         Op::Resolve {
             id,
             resolution,
@@ -1172,13 +1227,21 @@ fn claim(
 /// Adds an escalation, unless one is open for the same key; returns its id.
 fn escalate(txn: &WriteTransaction, new: NewEscalation, now: u64) -> Result<u64, JournalError> {
     let mut table = txn.open_table(ESCALATIONS).map_err(storage)?;
-    if let Some(key) = &new.key {
-        for row in table.iter().map_err(storage)? {
-            let (id, value) = row.map_err(storage)?;
-            let open: Escalation = decode(&id.value().to_string(), value.value())?;
-            if open.resolved.is_none() && open.key.as_ref() == Some(key) {
-                return Ok(open.id);
-            }
+    // One open escalation per key, or per task step and reason.
+    let same = |open: &Escalation| match &new.key {
+        Some(key) => open.key.as_ref() == Some(key),
+        None => {
+            new.task.is_some()
+                && open.task == new.task
+                && open.step == new.step
+                && Some(open.reason) == new.reason
+        }
+    };
+    for row in table.iter().map_err(storage)? {
+        let (id, value) = row.map_err(storage)?;
+        let open: Escalation = decode(&id.value().to_string(), value.value())?;
+        if open.resolved.is_none() && same(&open) {
+            return Ok(open.id);
         }
     }
     let id = table

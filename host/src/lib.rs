@@ -66,6 +66,7 @@ mod net;
 mod policy;
 mod retry;
 mod sandbox;
+mod task;
 mod units;
 
 pub use breaker::{BreakerConfig, BreakerMode, BreakerSnapshot, BreakerState, Window};
@@ -94,5 +95,9 @@ pub use policy::{
     RetrySpec, ToolPolicy,
 };
 pub use retry::RetryConfig;
+pub use task::{
+    CompensationSpec, StepRecord, StepSpec, StepStatus, TaskError, TaskRecord, TaskSpec, TaskState,
+    Tasks,
+};
 pub use tokio_util::sync::CancellationToken;
 pub use units::{Effect, Fuel, InvalidToolName, TokenPrice, Tokens, ToolName};

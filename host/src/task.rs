@@ -1,0 +1,827 @@
+//! Durable tasks: ordered steps, each a keyed tool call (`TASK/step-N`), with
+//! compensations, a pivot, fallbacks and escalation, stored in the journal.
+//!
+//! Running a task again (after a crash, or with [`Tasks::resume`]) replays
+//! what finished: a step's call has an idempotency key, so a completed step
+//! answers from the journal with no execution and no charge, and the task
+//! continues at the first unfinished step. When a step fails for good, the
+//! finished steps are compensated in reverse order, each compensation a
+//! keyed call (`TASK/compensate-N`) under the tool's retry policy; a step
+//! past the pivot, a side-effecting step without compensation, a failed
+//! compensation, an unknown outcome or an exhausted budget goes to the
+//! escalation queue instead.
+//!
+//! Inputs are JSON templates: `"${steps.flight.output.id}"` is replaced by
+//! that value (a whole-string reference keeps its JSON type; inside a longer
+//! string it is interpolated). A compensation also sees `${input.…}` and
+//! `${output.…}` of its own step, and every template sees `${task}`.
+//!
+//! It does not schedule tasks (see schedules) and does not run two steps of
+//! one task at once.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::escalation::{EscalationKey, EscalationReason, NewEscalation};
+use crate::journal::{JournalError, unix_millis};
+use crate::policy::DEFAULT_FALLBACK_ON;
+use crate::{CallError, CallRequest, Effect, ErrorClass, Host};
+
+/// Longest task id: its journal keys (`ID/compensate-N`) stay within 255 bytes.
+const MAX_TASK_ID: usize = 200;
+
+/// A task: what to run, in order, and in whose name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// Unique id; running a spec with a known id resumes that task.
+    pub id: String,
+    /// Agent the calls are made for (a budget scope and the idempotency scope).
+    #[serde(default)]
+    pub agent: Option<String>,
+    /// Tenant (outermost budget scope; the idempotency scope when set).
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// The steps, run in order.
+    pub steps: Vec<StepSpec>,
+}
+
+/// One step: a tool call and how to undo it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    /// Name, unique in the task; later templates refer to it.
+    pub name: String,
+    /// Tool to call.
+    pub tool: String,
+    /// Input template.
+    #[serde(default = "empty_object")]
+    pub input: Value,
+    /// How to undo the step if a later one fails for good.
+    #[serde(default)]
+    pub compensate: Option<CompensationSpec>,
+    /// Point of no return: once it is done, a later failure escalates
+    /// instead of compensating.
+    #[serde(default)]
+    pub pivot: bool,
+    /// Tools tried in order (same input) when the tool fails in a class of
+    /// the default fallback list (circuit-open, bulkhead-full, transient,
+    /// rate-limited, deadline-exceeded).
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+}
+
+/// The call that undoes a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompensationSpec {
+    /// Tool to call.
+    pub tool: String,
+    /// Input template; sees `${input.…}` and `${output.…}` of its step.
+    #[serde(default = "empty_object")]
+    pub input: Value,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
+}
+
+/// Where a task stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskState {
+    /// Steps are running (or the process running them stopped).
+    Running,
+    /// Every step is done.
+    Completed,
+    /// A step failed for good; finished steps are being undone.
+    Compensating,
+    /// A step failed for good and every finished step was undone.
+    Compensated,
+    /// A step failed for good and nothing needed undoing.
+    Failed,
+    /// A human must act; see the task's escalations. Resume after resolving.
+    Escalated,
+    /// Stopped by [`Tasks::cancel`]; resume to go on.
+    Cancelled,
+}
+
+impl TaskState {
+    /// The kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Compensating => "compensating",
+            Self::Compensated => "compensated",
+            Self::Failed => "failed",
+            Self::Escalated => "escalated",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    fn is_final(self) -> bool {
+        matches!(self, Self::Completed | Self::Compensated | Self::Failed)
+    }
+}
+
+/// Where a step stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepStatus {
+    /// Not started.
+    Pending,
+    /// Started; its call may have finished in the journal.
+    Running,
+    /// Finished with an output.
+    Done,
+    /// Failed.
+    Failed,
+    /// Finished, then undone.
+    Compensated,
+    /// Finished; undoing it failed (escalated).
+    CompensationFailed,
+}
+
+/// One step's progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// The step's name.
+    pub name: String,
+    /// Where it stands.
+    pub status: StepStatus,
+    /// The tool that answered (a fallback's name when one did).
+    pub tool: Option<String>,
+    /// Whether a fallback answered.
+    pub fallback: bool,
+    /// The rendered input.
+    pub input: Option<Value>,
+    /// The output.
+    pub output: Option<Value>,
+    /// The last error, with its class.
+    pub error: Option<String>,
+    /// The last error's class.
+    pub class: Option<ErrorClass>,
+}
+
+/// A task's durable state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// Record encoding version.
+    pub v: u32,
+    /// The task id.
+    pub id: String,
+    /// What it runs.
+    pub spec: TaskSpec,
+    /// Where it stands.
+    pub state: TaskState,
+    /// Each step's progress, in order.
+    pub steps: Vec<StepRecord>,
+    /// The step that failed for good, if one did.
+    pub failed_step: Option<usize>,
+    /// Whether undoing the finished steps has begun (a resume continues it).
+    #[serde(default)]
+    pub compensating: bool,
+    /// Escalations raised for it.
+    pub escalations: Vec<u64>,
+    /// When created (Unix ms).
+    pub created_ms: u64,
+    /// When last changed (Unix ms).
+    pub updated_ms: u64,
+}
+
+/// A task that cannot be run as asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// The definition is invalid.
+    #[error("task `{id}` is invalid: {reason}")]
+    Invalid {
+        /// The task.
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A task file could not be read.
+    #[error("cannot read task file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A task file could not be parsed.
+    #[error("invalid task file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, naming the key.
+        message: String,
+    },
+    /// A task with this id exists with another definition.
+    #[error("task `{id}` already exists with a different definition; use a new id")]
+    SpecMismatch {
+        /// The task.
+        id: String,
+    },
+    /// No task has this id.
+    #[error("no task `{id}`")]
+    NotFound {
+        /// The id.
+        id: String,
+    },
+    /// The task is running in this process already.
+    #[error("task `{id}` is already running")]
+    AlreadyRunning {
+        /// The task.
+        id: String,
+    },
+    /// A template refers to something that is not there.
+    #[error("task `{id}`, step `{step}`: {reason}")]
+    Template {
+        /// The task.
+        id: String,
+        /// The step.
+        step: String,
+        /// What is missing.
+        reason: String,
+    },
+    /// The journal failed.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+impl TaskSpec {
+    /// Reads a task from TOML, or JSON when the file ends in `.json`.
+    pub fn from_file(path: &Path) -> Result<Self, TaskError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TaskError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let parsed = if path.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(&text).map_err(|e| e.to_string())
+        } else {
+            toml::from_str(&text).map_err(|e| e.to_string())
+        };
+        let spec: Self = parsed.map_err(|message| TaskError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Checks ids, names and that templates refer only to earlier steps.
+    pub fn validate(&self) -> Result<(), TaskError> {
+        let invalid = |reason: String| TaskError::Invalid {
+            id: self.id.clone(),
+            reason,
+        };
+        if self.id.is_empty() || self.id.len() > MAX_TASK_ID || self.id.contains('\u{1f}') {
+            return Err(invalid(format!("the id must be 1 to {MAX_TASK_ID} bytes")));
+        }
+        if self.steps.is_empty() {
+            return Err(invalid("it has no steps".into()));
+        }
+        let mut earlier: Vec<&str> = Vec::new();
+        for step in &self.steps {
+            if step.name.is_empty() || earlier.contains(&step.name.as_str()) {
+                return Err(invalid(format!(
+                    "step names must be unique and non-empty (`{}`)",
+                    step.name
+                )));
+            }
+            for reference in references(&step.input) {
+                if let Some(rest) = reference.strip_prefix("steps.") {
+                    let name = rest.split('.').next().unwrap_or("");
+                    if !earlier.contains(&name) {
+                        return Err(invalid(format!(
+                            "step `{}` refers to `${{{reference}}}`, not an earlier step",
+                            step.name
+                        )));
+                    }
+                }
+            }
+            earlier.push(&step.name);
+        }
+        Ok(())
+    }
+}
+
+/// The tasks of a host; from [`Host::tasks`].
+#[derive(Clone)]
+pub struct Tasks {
+    pub(crate) host: Host,
+    pub(crate) running: Arc<Mutex<HashMap<String, CancellationToken>>>,
+}
+
+impl Tasks {
+    /// Runs a task to its end (completed, compensated, failed, escalated or
+    /// cancelled) and returns its record. A known id with the same
+    /// definition resumes; a finished task is returned as it is.
+    pub async fn run(&self, spec: TaskSpec) -> Result<TaskRecord, TaskError> {
+        spec.validate()?;
+        let record = match self.host.journal().task(&spec.id)? {
+            Some(record) if record.spec != spec => {
+                return Err(TaskError::SpecMismatch { id: spec.id });
+            }
+            Some(record) => record,
+            None => TaskRecord {
+                v: 1,
+                id: spec.id.clone(),
+                steps: spec
+                    .steps
+                    .iter()
+                    .map(|s| StepRecord {
+                        name: s.name.clone(),
+                        status: StepStatus::Pending,
+                        tool: None,
+                        fallback: false,
+                        input: None,
+                        output: None,
+                        error: None,
+                        class: None,
+                    })
+                    .collect(),
+                spec,
+                state: TaskState::Running,
+                failed_step: None,
+                compensating: false,
+                escalations: Vec::new(),
+                created_ms: unix_millis(),
+                updated_ms: unix_millis(),
+            },
+        };
+        self.drive(record).await
+    }
+
+    /// Resumes a stored task where it stopped.
+    pub async fn resume(&self, id: &str) -> Result<TaskRecord, TaskError> {
+        let record = self
+            .host
+            .journal()
+            .task(id)?
+            .ok_or_else(|| TaskError::NotFound { id: id.to_owned() })?;
+        self.drive(record).await
+    }
+
+    /// A task's stored state, with per-step progress (also while it runs).
+    pub fn status(&self, id: &str) -> Result<TaskRecord, TaskError> {
+        self.host
+            .journal()
+            .task(id)?
+            .ok_or_else(|| TaskError::NotFound { id: id.to_owned() })
+    }
+
+    /// Every stored task.
+    pub fn list(&self) -> Result<Vec<TaskRecord>, TaskError> {
+        Ok(self.host.journal().tasks()?)
+    }
+
+    /// Cancels a task: a run in this process stops its current call (a
+    /// side-effecting step stopped mid-run becomes an unknown outcome) and
+    /// ends `cancelled`; a task not running here is marked `cancelled`.
+    /// Finished tasks are left alone.
+    pub async fn cancel(&self, id: &str) -> Result<TaskRecord, TaskError> {
+        let token = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned();
+        if let Some(token) = token {
+            token.cancel();
+            return self.status(id);
+        }
+        let mut record = self.status(id)?;
+        if !record.state.is_final() {
+            record.state = TaskState::Cancelled;
+            self.save(&mut record).await?;
+        }
+        Ok(record)
+    }
+
+    async fn save(&self, record: &mut TaskRecord) -> Result<(), TaskError> {
+        record.updated_ms = unix_millis();
+        Ok(self.host.journal().put_task(record.clone()).await?)
+    }
+
+    async fn drive(&self, mut record: TaskRecord) -> Result<TaskRecord, TaskError> {
+        if record.state.is_final() {
+            return Ok(record);
+        }
+        let cancel = CancellationToken::new();
+        {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            if running.contains_key(&record.id) {
+                return Err(TaskError::AlreadyRunning { id: record.id });
+            }
+            running.insert(record.id.clone(), cancel.clone());
+        }
+        let result = self.steps(&mut record, &cancel).await;
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&record.id);
+        result.map(|()| record)
+    }
+
+    async fn steps(
+        &self,
+        record: &mut TaskRecord,
+        cancel: &CancellationToken,
+    ) -> Result<(), TaskError> {
+        if let Some(failed) = record.failed_step
+            && record.compensating
+        {
+            return self.compensate(record, failed, cancel).await;
+        }
+        record.state = TaskState::Running;
+        self.save(record).await?;
+        for n in 0..record.steps.len() {
+            if record.steps[n].status == StepStatus::Done {
+                continue;
+            }
+            let spec = record.spec.steps[n].clone();
+            let input = self.render(record, n, &spec.input, None)?;
+            // The compensation is part of the stored spec: it is on record
+            // before the step runs.
+            record.steps[n].status = StepStatus::Running;
+            record.steps[n].input = Some(input.clone());
+            self.save(record).await?;
+
+            let key = format!("{}/step-{n}", record.id);
+            let tools = std::iter::once(&spec.tool).chain(&spec.fallbacks);
+            let mut result = None;
+            for (i, tool) in tools.enumerate() {
+                let attempt = self.call(record, tool, &input, &key, cancel).await;
+                let fall_back = match &attempt {
+                    Err(e) => {
+                        DEFAULT_FALLBACK_ON.contains(&e.class())
+                            || DEFAULT_FALLBACK_ON.contains(&e.last_attempt_error().class())
+                    }
+                    Ok(_) => false,
+                };
+                result = Some((i > 0, attempt));
+                if !fall_back || cancel.is_cancelled() {
+                    break;
+                }
+            }
+            let Some((fallback, result)) = result else {
+                unreachable!("a step has a tool");
+            };
+            let step = &mut record.steps[n];
+            match result {
+                Ok(outcome) => {
+                    step.status = StepStatus::Done;
+                    step.tool = Some(outcome.tool.to_string());
+                    step.fallback = fallback || outcome.fallback_used.is_some();
+                    step.output = Some(outcome.output_json());
+                    step.error = None;
+                    step.class = None;
+                    self.save(record).await?;
+                }
+                Err(error) => {
+                    step.status = StepStatus::Failed;
+                    step.error = Some(error.to_string());
+                    step.class = Some(error.class());
+                    record.failed_step = Some(n);
+                    return self.failed(record, n, &error, cancel).await;
+                }
+            }
+        }
+        record.state = TaskState::Completed;
+        record.failed_step = None;
+        self.save(record).await
+    }
+
+    /// Decides what a failed step means for the task.
+    async fn failed(
+        &self,
+        record: &mut TaskRecord,
+        n: usize,
+        error: &CallError,
+        cancel: &CancellationToken,
+    ) -> Result<(), TaskError> {
+        let class = error.class();
+        if cancel.is_cancelled() && class != ErrorClass::UnknownOutcome {
+            record.state = TaskState::Cancelled;
+            return self.save(record).await;
+        }
+        let reason = match class {
+            ErrorClass::UnknownOutcome => Some(EscalationReason::UnknownOutcome),
+            ErrorClass::BudgetExhausted => Some(EscalationReason::BudgetReached),
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            // Not a failure of the work: a human settles it, then resumes.
+            let spec = &record.spec.steps[n];
+            let key = (reason == EscalationReason::UnknownOutcome).then(|| EscalationKey {
+                scope: self.scope(record),
+                tool: error
+                    .tool()
+                    .map_or_else(|| spec.tool.clone(), ToString::to_string),
+                key: format!("{}/step-{n}", record.id),
+            });
+            self.escalate(record, n, reason, key, error.to_string())
+                .await?;
+            record.state = TaskState::Escalated;
+            return self.save(record).await;
+        }
+        self.compensate(record, n, cancel).await
+    }
+
+    /// Undoes the finished steps before `failed`, last first.
+    async fn compensate(
+        &self,
+        record: &mut TaskRecord,
+        failed: usize,
+        cancel: &CancellationToken,
+    ) -> Result<(), TaskError> {
+        let failure = record.steps[failed].error.clone().unwrap_or_default();
+        if let Some(pivot) = (0..failed)
+            .find(|&m| record.spec.steps[m].pivot && record.steps[m].status == StepStatus::Done)
+        {
+            let error = format!(
+                "step `{}` failed after the pivot `{}`: {failure}",
+                record.spec.steps[failed].name, record.spec.steps[pivot].name
+            );
+            self.escalate(
+                record,
+                failed,
+                EscalationReason::IrreversibleAction,
+                None,
+                error,
+            )
+            .await?;
+            record.state = TaskState::Escalated;
+            return self.save(record).await;
+        }
+        record.state = TaskState::Compensating;
+        record.compensating = true;
+        self.save(record).await?;
+        let mut escalated = false;
+        let mut undone = false;
+        for m in (0..failed).rev() {
+            if record.steps[m].status != StepStatus::Done
+                && record.steps[m].status != StepStatus::CompensationFailed
+            {
+                continue;
+            }
+            let spec = record.spec.steps[m].clone();
+            let Some(compensation) = &spec.compensate else {
+                let tool = record.steps[m].tool.clone().unwrap_or(spec.tool.clone());
+                let effect = self.host.tool(&tool).map(|t| t.effect);
+                if effect != Some(Effect::Pure) && effect != Some(Effect::Idempotent) {
+                    let error = format!(
+                        "step `{}` ({tool}) cannot be undone: it has no compensation; `{}` failed: {failure}",
+                        spec.name, record.spec.steps[failed].name
+                    );
+                    self.escalate(record, m, EscalationReason::IrreversibleAction, None, error)
+                        .await?;
+                    escalated = true;
+                }
+                continue;
+            };
+            let own = Some((
+                record.steps[m].input.clone().unwrap_or(Value::Null),
+                record.steps[m].output.clone().unwrap_or(Value::Null),
+            ));
+            let input = self.render(record, m, &compensation.input, own)?;
+            let key = format!("{}/compensate-{m}", record.id);
+            match self
+                .call(record, &compensation.tool, &input, &key, cancel)
+                .await
+            {
+                Ok(_) => {
+                    record.steps[m].status = StepStatus::Compensated;
+                    undone = true;
+                    self.save(record).await?;
+                }
+                Err(error) => {
+                    record.steps[m].status = StepStatus::CompensationFailed;
+                    record.steps[m].error = Some(error.to_string());
+                    record.steps[m].class = Some(error.class());
+                    let reason = if error.class() == ErrorClass::UnknownOutcome {
+                        EscalationReason::UnknownOutcome
+                    } else {
+                        EscalationReason::CompensationFailed
+                    };
+                    self.escalate(record, m, reason, None, error.to_string())
+                        .await?;
+                    escalated = true;
+                    self.save(record).await?;
+                }
+            }
+        }
+        record.state = if escalated {
+            TaskState::Escalated
+        } else if undone {
+            TaskState::Compensated
+        } else {
+            TaskState::Failed
+        };
+        self.save(record).await
+    }
+
+    async fn call(
+        &self,
+        record: &TaskRecord,
+        tool: &str,
+        input: &Value,
+        key: &str,
+        cancel: &CancellationToken,
+    ) -> Result<crate::CallOutcome, CallError> {
+        self.host
+            .call(CallRequest {
+                idempotency_key: Some(key.to_owned()),
+                task_id: Some(record.id.clone()),
+                agent: record.spec.agent.clone(),
+                tenant: record.spec.tenant.clone(),
+                cancel: Some(cancel.clone()),
+                ..CallRequest::new(tool, input.to_string())
+            })
+            .await
+    }
+
+    async fn escalate(
+        &self,
+        record: &mut TaskRecord,
+        step: usize,
+        reason: EscalationReason,
+        key: Option<EscalationKey>,
+        error: String,
+    ) -> Result<(), TaskError> {
+        let id = self
+            .host
+            .journal()
+            .escalate(NewEscalation {
+                reason: Some(reason),
+                tool: Some(record.spec.steps[step].tool.clone()),
+                key,
+                task: Some(record.id.clone()),
+                step: Some(u32::try_from(step).unwrap_or(u32::MAX)),
+                agent: record.spec.agent.clone(),
+                call_id: None,
+                input: record.steps[step].input.as_ref().map(Value::to_string),
+                error,
+            })
+            .await?;
+        if !record.escalations.contains(&id) {
+            record.escalations.push(id);
+        }
+        Ok(())
+    }
+
+    /// The idempotency scope the host uses for this task's calls.
+    fn scope(&self, record: &TaskRecord) -> String {
+        record
+            .spec
+            .tenant
+            .as_ref()
+            .map(|t| format!("tenant:{t}"))
+            .or_else(|| record.spec.agent.as_ref().map(|a| format!("agent:{a}")))
+            .unwrap_or_default()
+    }
+
+    /// Fills a template from the task's finished steps (and, for a
+    /// compensation, its own step's input and output).
+    fn render(
+        &self,
+        record: &TaskRecord,
+        step: usize,
+        template: &Value,
+        own: Option<(Value, Value)>,
+    ) -> Result<Value, TaskError> {
+        let mut steps = Map::new();
+        for (spec, done) in record.spec.steps.iter().zip(&record.steps) {
+            steps.insert(
+                spec.name.clone(),
+                serde_json::json!({ "input": done.input, "output": done.output }),
+            );
+        }
+        let mut context = serde_json::json!({ "task": record.id, "steps": steps });
+        if let Some((input, output)) = own {
+            context["input"] = input;
+            context["output"] = output;
+        }
+        fill(template, &context).map_err(|reason| TaskError::Template {
+            id: record.id.clone(),
+            step: record.spec.steps[step].name.clone(),
+            reason,
+        })
+    }
+}
+
+/// Replaces `${path}` references in every string of `template`.
+fn fill(template: &Value, context: &Value) -> Result<Value, String> {
+    Ok(match template {
+        Value::String(text) => {
+            let refs = references_in(text);
+            if refs.len() == 1 && text == &format!("${{{}}}", refs[0]) {
+                lookup(context, refs[0])?.clone()
+            } else {
+                let mut out = text.clone();
+                for reference in refs {
+                    let value = lookup(context, reference)?;
+                    let text = match value {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    out = out.replace(&format!("${{{reference}}}"), &text);
+                }
+                Value::String(out)
+            }
+        }
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| fill(v, context))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), fill(v, context)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+fn lookup<'a>(context: &'a Value, path: &str) -> Result<&'a Value, String> {
+    let mut value = context;
+    for part in path.split('.') {
+        value = match value {
+            Value::Object(map) => map.get(part),
+            Value::Array(items) => part.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => None,
+        }
+        .filter(|v| !v.is_null())
+        .ok_or_else(|| format!("`${{{path}}}` is not set"))?;
+    }
+    Ok(value)
+}
+
+fn references_in(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else { break };
+        out.push(&after[..end]);
+        rest = &after[end + 1..];
+    }
+    out
+}
+
+/// Every `${…}` reference in a template.
+fn references(template: &Value) -> Vec<String> {
+    match template {
+        Value::String(text) => references_in(text).into_iter().map(str::to_owned).collect(),
+        Value::Array(items) => items.iter().flat_map(references).collect(),
+        Value::Object(map) => map.values().flat_map(references).collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn templates_keep_types_and_interpolate() {
+        let context =
+            json!({"task": "t1", "steps": {"flight": {"output": {"id": 7, "code": "LIS"}}}});
+        let filled = fill(
+            &json!({"id": "${steps.flight.output.id}", "note": "flight ${steps.flight.output.code} for ${task}", "n": 1}),
+            &context,
+        )
+        .expect("fills");
+        assert_eq!(
+            filled,
+            json!({"id": 7, "note": "flight LIS for t1", "n": 1})
+        );
+        let missing = fill(&json!("${steps.hotel.output.id}"), &context).expect_err("missing");
+        assert_eq!(missing, "`${steps.hotel.output.id}` is not set");
+    }
+
+    #[test]
+    fn specs_refer_only_to_earlier_steps() {
+        let spec: TaskSpec = toml::from_str(
+            "id = \"t\"\n[[steps]]\nname = \"a\"\ntool = \"x\"\ninput = { v = \"${steps.b.output}\" }\n\
+             [[steps]]\nname = \"b\"\ntool = \"x\"\n",
+        )
+        .expect("parses");
+        let error = spec.validate().expect_err("forward reference");
+        assert!(error.to_string().contains("not an earlier step"), "{error}");
+        let unknown = toml::from_str::<TaskSpec>("id = \"t\"\nstep = []\n").expect_err("typo");
+        assert!(unknown.to_string().contains("step"), "{unknown}");
+    }
+}
