@@ -20,7 +20,7 @@ use clap::{Args, Parser, Subcommand};
 use cofferdam::{
     BreakerMode, BudgetCap, CallError, CallOutcome, CallRequest, Effect, ErrorClass, HistoryQuery,
     Host, HostConfig, KeyState, LimitsSpec, LoadError, Mount, MountMode, Resolution, ScopeId,
-    StoredOutcome, Tokens, ToolDescription, ToolPolicy,
+    StepStatus, StoredOutcome, TaskSpec, TaskState, Tokens, ToolDescription, ToolPolicy,
 };
 
 #[derive(Parser)]
@@ -63,6 +63,9 @@ enum Command {
     Journal(JournalCommand),
     /// The audit history: every attempt, newest first.
     History(HistoryArgs),
+    /// Durable multi-step tasks: run a task file, resume, cancel, show progress.
+    #[command(subcommand)]
+    Tasks(TasksCommand),
     /// The escalation queue: what the host could not settle, for a human.
     #[command(subcommand)]
     Escalations(EscalationsCommand),
@@ -126,6 +129,47 @@ enum JournalCommand {
         #[arg(long, value_parser = parse_duration, default_value = "24h")]
         older_than: Duration,
     },
+}
+
+#[derive(Subcommand)]
+enum TasksCommand {
+    /// Run a task file (TOML or JSON) with the tools of a config; a known id resumes.
+    Run {
+        /// The task file.
+        file: PathBuf,
+        /// The host config whose tools the steps call.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print the task record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume a stored task where it stopped.
+    Resume {
+        /// The task id.
+        id: String,
+        /// The host config whose tools the steps call.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print the task record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a task's state and each step's progress.
+    Status {
+        /// The task id.
+        id: String,
+        /// Print the task record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark a task cancelled; resume goes on from where it stopped.
+    Cancel {
+        /// The task id.
+        id: String,
+    },
+    /// List stored tasks.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -319,6 +363,7 @@ pub(crate) fn main() -> ExitCode {
             Command::Journal(command) => journal(command, &data_dir).await,
             Command::History(args) => history(args, &data_dir),
             Command::Escalations(command) => escalations(command, &data_dir).await,
+            Command::Tasks(command) => tasks(command, &dirs).await,
             Command::Serve(args) => {
                 crate::serve::serve(args, &data_dir, dirs.artifacts.as_deref()).await
             }
@@ -752,6 +797,81 @@ fn history(args: HistoryArgs, data_dir: &Path) -> Result<ExitCode> {
         println!("total {scope}: {tokens} tokens");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn tasks(command: TasksCommand, dirs: &Dirs) -> Result<ExitCode> {
+    let configured = |config: PathBuf| async move {
+        crate::serve::configured_host(&config, &dirs.data, dirs.artifacts.as_deref()).await
+    };
+    let (record, json) = match command {
+        TasksCommand::Run { file, config, json } => {
+            let spec = TaskSpec::from_file(&file)?;
+            let (_, host) = configured(config).await?;
+            (host.tasks().run(spec).await?, json)
+        }
+        TasksCommand::Resume { id, config, json } => {
+            let (_, host) = configured(config).await?;
+            (host.tasks().resume(&id).await?, json)
+        }
+        TasksCommand::Status { id, json } => {
+            let host = dirs.host().build()?;
+            (host.tasks().status(&id)?, json)
+        }
+        TasksCommand::Cancel { id } => {
+            let host = dirs.host().build()?;
+            (host.tasks().cancel(&id).await?, false)
+        }
+        TasksCommand::List => {
+            let host = dirs.host().build()?;
+            let list = host.tasks().list()?;
+            if list.is_empty() {
+                println!("no tasks");
+            }
+            for task in list {
+                let done = task
+                    .steps
+                    .iter()
+                    .filter(|s| s.status == StepStatus::Done)
+                    .count();
+                println!(
+                    "{:<24} {:<13} {done}/{} steps done",
+                    task.id,
+                    task.state.as_str(),
+                    task.steps.len()
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&record)?);
+    } else {
+        println!("task {}: {}", record.id, record.state.as_str());
+        for (n, step) in record.steps.iter().enumerate() {
+            let status = serde_json::to_value(step.status)?;
+            let detail = match (&step.output, &step.error) {
+                (_, Some(error)) => preview(error),
+                (Some(output), None) => preview(&output.to_string()),
+                (None, None) => String::new(),
+            };
+            let tool = step.tool.as_deref().unwrap_or("-");
+            let fallback = if step.fallback { " (fallback)" } else { "" };
+            println!(
+                "  {n} {:<12} {:<20} {:<24} {detail}",
+                step.name,
+                status.as_str().unwrap_or("?"),
+                format!("{tool}{fallback}")
+            );
+        }
+        for id in &record.escalations {
+            println!("  escalation #{id}: see `cofferdam escalations show {id}`");
+        }
+    }
+    Ok(ExitCode::from(match record.state {
+        TaskState::Completed | TaskState::Running | TaskState::Compensating => 0,
+        TaskState::Compensated | TaskState::Failed => EXIT_TOOL_ERROR,
+        _ => EXIT_STOPPED,
+    }))
 }
 
 async fn escalations(command: EscalationsCommand, data_dir: &Path) -> Result<ExitCode> {

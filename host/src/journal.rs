@@ -488,6 +488,9 @@ impl Journal {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| open_error(&e))?;
         }
+        if !path.exists() {
+            create_atomically(path).map_err(|e| open_error(&e))?;
+        }
         let db = Database::builder()
             .set_concurrency_mode(ConcurrencyMode::MultiWriter)
             .create(path)
@@ -846,6 +849,30 @@ fn check_schema(db: &Database, path: &Path) -> Result<(), JournalError> {
         }
     }
     txn.commit().map_err(storage)
+}
+
+/// Creates a new journal file beside `path` and links it into place, so a
+/// process killed while redb writes the first header leaves no half-made
+/// file at `path` (one that could never be opened again).
+fn create_atomically(path: &Path) -> Result<(), String> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let fresh = path.with_file_name(format!(".{name}.creating-{}", std::process::id()));
+    let _ = std::fs::remove_file(&fresh);
+    let db = Database::builder()
+        .create(&fresh)
+        .map_err(|e| e.to_string())?;
+    check_schema(&db, &fresh).map_err(|e| e.to_string())?;
+    drop(db);
+    let linked = match std::fs::hard_link(&fresh, path) {
+        // Another process created it first: theirs is as good.
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e.to_string()),
+        _ => Ok(()),
+    };
+    let _ = std::fs::remove_file(&fresh);
+    linked
 }
 
 /// After a crash: reservations of dead processes become spending (a crash

@@ -44,25 +44,7 @@ pub(crate) async fn serve(
     data_dir: &Path,
     artifact_dir: Option<&Path>,
 ) -> Result<ExitCode> {
-    let config = HostConfig::from_file(&args.config)?;
-    let problems = config.check();
-    if !problems.is_empty() {
-        for problem in &problems {
-            eprintln!("error: {problem}");
-        }
-        anyhow::bail!("{}: {} problem(s)", args.config.display(), problems.len());
-    }
-    let mut builder = config.builder();
-    if config.data_dir.is_none() {
-        builder = builder.data_dir(data_dir);
-    }
-    if let Some(dir) = artifact_dir {
-        builder = builder.artifact_dir(dir);
-    }
-    let host = builder.build()?;
-    for (name, result) in config.load(&host).await {
-        result.with_context(|| format!("tools.{name} in {}", args.config.display()))?;
-    }
+    let (config, host) = configured_host(&args.config, data_dir, artifact_dir).await?;
     let server = McpServer::new(host.clone());
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
@@ -115,6 +97,35 @@ pub(crate) async fn serve(
         stop.cancel();
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads, checks and loads a `cofferdam.toml`: the host with every tool.
+/// Without `data_dir` in the file, the CLI's data directory holds the journal.
+pub(crate) async fn configured_host(
+    path: &Path,
+    data_dir: &Path,
+    artifact_dir: Option<&Path>,
+) -> Result<(HostConfig, Host)> {
+    let config = HostConfig::from_file(path)?;
+    let problems = config.check();
+    if !problems.is_empty() {
+        for problem in &problems {
+            eprintln!("error: {problem}");
+        }
+        anyhow::bail!("{}: {} problem(s)", path.display(), problems.len());
+    }
+    let mut builder = config.builder();
+    if config.data_dir.is_none() {
+        builder = builder.data_dir(data_dir);
+    }
+    if let Some(dir) = artifact_dir {
+        builder = builder.artifact_dir(dir);
+    }
+    let host = builder.build()?;
+    for (name, result) in config.load(&host).await {
+        result.with_context(|| format!("tools.{name} in {}", path.display()))?;
+    }
+    Ok((config, host))
 }
 
 fn metrics_router(host: Host) -> axum::Router {

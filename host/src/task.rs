@@ -6,7 +6,8 @@
 //! answers from the journal with no execution and no charge, and the task
 //! continues at the first unfinished step. When a step fails for good, the
 //! finished steps are compensated in reverse order, each compensation a
-//! keyed call (`TASK/compensate-N`) under the tool's retry policy; a step
+//! keyed call (`TASK/compensate-N`) under the tool's retry policy (a failed
+//! compensation stops the walk: earlier steps wait until a resume); a step
 //! past the pivot, a side-effecting step without compensation, a failed
 //! compensation, an unknown outcome or an exhausted budget goes to the
 //! escalation queue instead.
@@ -386,8 +387,9 @@ impl Tasks {
 
     /// Cancels a task: a run in this process stops its current call (a
     /// side-effecting step stopped mid-run becomes an unknown outcome) and
-    /// ends `cancelled`; a task not running here is marked `cancelled`.
-    /// Finished tasks are left alone.
+    /// ends `cancelled`; a task not running here is marked `cancelled`, and a
+    /// run in another process stops before its next step. Finished tasks
+    /// are left alone.
     pub async fn cancel(&self, id: &str) -> Result<TaskRecord, TaskError> {
         let token = self
             .running
@@ -447,6 +449,14 @@ impl Tasks {
         for n in 0..record.steps.len() {
             if record.steps[n].status == StepStatus::Done {
                 continue;
+            }
+            // `cofferdam tasks cancel` from another process marks the record.
+            let stored = self.host.journal().task(&record.id)?;
+            if cancel.is_cancelled()
+                || stored.is_some_and(|stored| stored.state == TaskState::Cancelled)
+            {
+                record.state = TaskState::Cancelled;
+                return self.save(record).await;
             }
             let spec = record.spec.steps[n].clone();
             let input = self.render(record, n, &spec.input, None)?;
@@ -567,7 +577,6 @@ impl Tasks {
         record.compensating = true;
         self.save(record).await?;
         let mut escalated = false;
-        let mut undone = false;
         for m in (0..failed).rev() {
             if record.steps[m].status != StepStatus::Done
                 && record.steps[m].status != StepStatus::CompensationFailed
@@ -601,25 +610,38 @@ impl Tasks {
             {
                 Ok(_) => {
                     record.steps[m].status = StepStatus::Compensated;
-                    undone = true;
                     self.save(record).await?;
                 }
                 Err(error) => {
                     record.steps[m].status = StepStatus::CompensationFailed;
                     record.steps[m].error = Some(error.to_string());
                     record.steps[m].class = Some(error.class());
-                    let reason = if error.class() == ErrorClass::UnknownOutcome {
-                        EscalationReason::UnknownOutcome
+                    // An unknown compensation is the journal's escalation
+                    // of its key; any other failure is the task's own.
+                    let (reason, key) = if error.class() == ErrorClass::UnknownOutcome {
+                        let key = EscalationKey {
+                            scope: self.scope(record),
+                            tool: compensation.tool.clone(),
+                            key,
+                        };
+                        (EscalationReason::UnknownOutcome, Some(key))
                     } else {
-                        EscalationReason::CompensationFailed
+                        (EscalationReason::CompensationFailed, None)
                     };
-                    self.escalate(record, m, reason, None, error.to_string())
+                    self.escalate(record, m, reason, key, error.to_string())
                         .await?;
                     escalated = true;
                     self.save(record).await?;
+                    // Strict reverse order: earlier steps wait until this
+                    // one is undone (a resume after the escalation goes on).
+                    break;
                 }
             }
         }
+        let undone = record
+            .steps
+            .iter()
+            .any(|s| s.status == StepStatus::Compensated);
         record.state = if escalated {
             TaskState::Escalated
         } else if undone {

@@ -154,7 +154,11 @@ async fn a_compensation_interrupted_midway_resumes_without_repeating() {
     let record = host.tasks().run(spec.clone()).await.expect("runs");
     assert_eq!(record.state, TaskState::Escalated);
     assert_eq!(record.steps[1].status, StepStatus::CompensationFailed);
-    assert_eq!(record.steps[0].status, StepStatus::Compensated);
+    assert_eq!(
+        record.steps[0].status,
+        StepStatus::Done,
+        "the flight waits: compensations keep their reverse order"
+    );
     let escalation = host
         .escalations()
         .get(record.escalations[0])
@@ -170,8 +174,8 @@ async fn a_compensation_interrupted_midway_resumes_without_repeating() {
     assert_eq!(record.state, TaskState::Compensated);
     assert_eq!(
         note(dir.path(), "cancellations"),
-        "cancel flight /notes/flight.md\ncancel hotel /notes/hotel.md\n",
-        "each compensation ran exactly once"
+        "cancel hotel /notes/hotel.md\ncancel flight /notes/flight.md\n",
+        "each compensation ran exactly once, in reverse order"
     );
 }
 

@@ -16,6 +16,7 @@ const GUESTS: &[&str] = &[
     "examples/notes",
     "examples/weather",
     "examples/flights",
+    "examples/booking",
     "tests/tools/loop-forever",
     "tests/tools/alloc-forever",
     "tests/tools/deep-recursion",
