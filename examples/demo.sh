@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2
 echo "== building the tools (wasm32-wasip2 components) and the cofferdam CLI"
-cargo build --release --target wasm32-wasip2 -p hello -p grep -p notes -p weather -p loop-forever -p fs-escape
+cargo build --release --target wasm32-wasip2 -p hello -p grep -p notes -p weather -p booking -p loop-forever -p fs-escape
 cargo build -p cofferdam
 tools=target/wasm32-wasip2/release
 cofferdam=target/debug/cofferdam
@@ -78,7 +78,14 @@ component = "$PWD/$tools/notes.wasm"
 host = "$work/notes"
 guest = "/notes"
 mode = "rw"
+[tools.booking]
+component = "$PWD/$tools/booking.wasm"
+[[tools.booking.mounts]]
+host = "$work/ledger"
+guest = "/ledger"
+mode = "rw"
 TOML
+mkdir -p "$work/ledger"
 mcp_session() {
   python3 - "$cofferdam" "$work/cofferdam.toml" <<'PY'
 import json, subprocess, sys
@@ -106,5 +113,15 @@ PY
 }
 step "an MCP client (JSON-RPC over stdio) lists the tools and makes one keyed call twice" mcp_session
 echo "host file $work/notes/mcp.md holds the note once: $(cat "$work/notes/mcp.md")"
+
+step "a durable task (examples/trip/trip.toml): reserve a flight, reserve a hotel, charge the card" \
+  $cofferdam tasks run examples/trip/trip.toml --config "$work/cofferdam.toml"
+step "run it again: finished steps replay from the journal, nothing is booked twice" \
+  $cofferdam tasks run examples/trip/trip.toml --config "$work/cofferdam.toml"
+step "a declined card: the charge fails for good, so the hotel and then the flight are cancelled" \
+  $cofferdam tasks run examples/trip/trip-declined.toml --config "$work/cofferdam.toml"
+echo "the booking ledger ($work/ledger/ledger.jsonl):"
+cat "$work/ledger/ledger.jsonl"
+step "what needs a human (an unknown outcome would be listed here)" $cofferdam escalations list
 echo
 echo "== done: every call above ran in a fresh sandboxed instance"

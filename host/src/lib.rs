@@ -39,7 +39,10 @@
 //! streamable HTTP (`cofferdam serve`), and [`HostConfig`] reads a whole
 //! host from `cofferdam.toml` and reloads it.
 //!
-//! What this crate does not do yet: durable tasks, escalations and schedules.
+//! [`Host::tasks`] runs durable multi-step tasks with saga compensation, and
+//! [`Host::escalations`] holds what needs a human.
+//!
+//! What this crate does not do yet: schedules and warm instance reuse.
 
 #![warn(missing_docs)]
 #![deny(unsafe_code)] // `component_cache` alone opts out, with a SAFETY note.
