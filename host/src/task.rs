@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::escalation::{EscalationKey, EscalationReason, NewEscalation};
+use crate::escalation::{EscalationKey, EscalationReason, NewEscalation, Resolution};
 use crate::journal::{JournalError, unix_millis};
 use crate::policy::DEFAULT_FALLBACK_ON;
 use crate::{CallError, CallRequest, Effect, ErrorClass, Host};
@@ -426,12 +426,63 @@ impl Tasks {
             }
             running.insert(record.id.clone(), cancel.clone());
         }
-        let result = self.steps(&mut record, &cancel).await;
+        let result = match self.apply_resolutions(&mut record).await {
+            Ok(()) if record.state.is_final() => Ok(()),
+            Ok(()) => self.steps(&mut record, &cancel).await,
+            Err(e) => Err(e),
+        };
         self.running
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&record.id);
         result.map(|()| record)
+    }
+
+    /// Applies what humans decided on this task's escalations: `abort` ends
+    /// it `failed`; `compensate` or `mark-done` on a failed compensation
+    /// counts that step as undone; `compensate` on an irreversible step
+    /// (undone by hand) ends it `compensated`, `mark-done` there `failed`.
+    /// `resume` changes nothing: the run goes on.
+    async fn apply_resolutions(&self, record: &mut TaskRecord) -> Result<(), TaskError> {
+        let mut changed = false;
+        for id in record.escalations.clone() {
+            let Some(escalation) = self.host.journal().escalation(id)? else {
+                continue;
+            };
+            let Some(resolved) = escalation.resolved else {
+                continue;
+            };
+            let step = escalation.step.and_then(|s| usize::try_from(s).ok());
+            let irreversible = escalation.reason == EscalationReason::IrreversibleAction;
+            match resolved.resolution {
+                Resolution::Abort => {
+                    record.state = TaskState::Failed;
+                    changed = true;
+                    break;
+                }
+                Resolution::Compensate if irreversible => {
+                    record.state = TaskState::Compensated;
+                    changed = true;
+                }
+                Resolution::MarkDone { .. } if irreversible => {
+                    record.state = TaskState::Failed;
+                    changed = true;
+                }
+                Resolution::Compensate | Resolution::MarkDone { .. } => {
+                    if let Some(step) = step.and_then(|s| record.steps.get_mut(s))
+                        && step.status == StepStatus::CompensationFailed
+                    {
+                        step.status = StepStatus::Compensated;
+                        changed = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if changed {
+            self.save(record).await?;
+        }
+        Ok(())
     }
 
     async fn steps(
@@ -524,7 +575,11 @@ impl Tasks {
             record.state = TaskState::Cancelled;
             return self.save(record).await;
         }
+        // A replayed error is settled (an operator aborted the key, or the
+        // failure was stored): it is a failure of the work, not a question.
+        let settled = matches!(error, CallError::Replayed { .. });
         let reason = match class {
+            _ if settled => None,
             ErrorClass::UnknownOutcome => Some(EscalationReason::UnknownOutcome),
             ErrorClass::BudgetExhausted => Some(EscalationReason::BudgetReached),
             _ => None,

@@ -303,3 +303,63 @@ input = { millis = 60000, mark = "/out/waited.md" }
         "step 2 ran once"
     );
 }
+
+#[tokio::test]
+async fn resolutions_of_task_escalations_are_applied_on_resume() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = host(dir.path(), &["notes"]).await;
+    // The hotel's compensation cannot work (a terminal invalid-input).
+    let mut spec = trip("trip-6", "bad title!", false);
+    if let Some(c) = spec.steps[1].compensate.as_mut() {
+        c.input = serde_json::json!({"title": "no good!", "body": "x"});
+    }
+    let record = host.tasks().run(spec.clone()).await.expect("runs");
+    assert_eq!(record.state, TaskState::Escalated);
+    assert_eq!(record.steps[1].status, StepStatus::CompensationFailed);
+    let escalation = host
+        .escalations()
+        .get(record.escalations[0])
+        .expect("escalated");
+    assert_eq!(escalation.reason, EscalationReason::CompensationFailed);
+
+    // Resuming unresolved tries again, fails the same way, and stays escalated.
+    let again = host.tasks().resume("trip-6").await.expect("resumes");
+    assert_eq!(again.state, TaskState::Escalated);
+    assert_eq!(host.escalations().list(false).expect("list").len(), 1);
+
+    // A person cancels the hotel by hand; the task then undoes the flight.
+    host.escalations()
+        .resolve(
+            escalation.id,
+            Resolution::Compensate,
+            "ana: hotel cancelled by phone",
+        )
+        .await
+        .expect("resolved");
+    let done = host.tasks().resume("trip-6").await.expect("resumes");
+    assert_eq!(done.state, TaskState::Compensated);
+    assert_eq!(done.steps[1].status, StepStatus::Compensated);
+    assert_eq!(done.steps[0].status, StepStatus::Compensated);
+    assert_eq!(
+        note(dir.path(), "cancellations"),
+        "cancel flight /notes/flight.md\n"
+    );
+
+    // Past a pivot, `abort` ends the task as failed.
+    let record = host
+        .tasks()
+        .run(trip("trip-7", "bad title!", true))
+        .await
+        .expect("runs");
+    assert_eq!(record.state, TaskState::Escalated);
+    host.escalations()
+        .resolve(
+            record.escalations[0],
+            Resolution::Abort,
+            "ana: customer keeps the booking",
+        )
+        .await
+        .expect("resolved");
+    let ended = host.tasks().resume("trip-7").await.expect("resumes");
+    assert_eq!(ended.state, TaskState::Failed);
+}
