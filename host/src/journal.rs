@@ -608,18 +608,7 @@ impl Journal {
 
     /// Every task, by id.
     pub(crate) fn tasks(&self) -> Result<Vec<TaskRecord>, JournalError> {
-        let read = self.db.begin_read().map_err(storage)?;
-        let table = match read.open_table(TASKS) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(storage(e)),
-        };
-        let mut out = Vec::new();
-        for row in table.iter().map_err(storage)? {
-            let (id, value) = row.map_err(storage)?;
-            out.push(decode(id.value(), value.value())?);
-        }
-        Ok(out)
+        self.all_by_name(TASKS)
     }
 
     /// Every escalation, oldest first.
@@ -677,10 +666,18 @@ impl Journal {
         .await
     }
 
-    /// Idempotency records, oldest key first.
+    /// Idempotency records, by key.
     pub(crate) fn entries(&self) -> Result<Vec<JournalEntry>, JournalError> {
+        self.all_by_name(IDEMPOTENCY)
+    }
+
+    /// Every record of a table keyed by name, decoded, in key order.
+    fn all_by_name<T: serde::de::DeserializeOwned>(
+        &self,
+        definition: TableDefinition<'_, &str, &[u8]>,
+    ) -> Result<Vec<T>, JournalError> {
         let read = self.db.begin_read().map_err(storage)?;
-        let table = match read.open_table(IDEMPOTENCY) {
+        let table = match read.open_table(definition) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
             Err(e) => return Err(storage(e)),
