@@ -31,7 +31,7 @@ use crate::journal::{
     AttemptRecord, BudgetStore, Claim, HistoryQuery, Journal, JournalEntry, JournalError,
     JournalKey, JournalStore, Reserved, StoredOutcome, unix_millis,
 };
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ToolMetrics};
 use crate::net::{HttpStats, NetPolicy};
 use crate::policy::{DEFAULT_FALLBACK_ON, resolve_mount};
 use crate::retry::{RetryBudget, RetryConfig};
@@ -310,6 +310,8 @@ struct LoadedTool {
     retry: RetryConfig,
     retry_budget: RetryBudget,
     invocations: AtomicU64,
+    /// The tool name's counters, shared with earlier and later versions.
+    metrics: Arc<ToolMetrics>,
 }
 
 /// What a loaded tool is: its self-description plus what the host made of it.
@@ -667,6 +669,7 @@ impl Host {
             retry_budget: RetryBudget::new(&retry, inner.clock.now()),
             retry,
             invocations: AtomicU64::new(0),
+            metrics: inner.metrics.for_tool(&description.name),
         });
         let mut tools = inner.tools.write().unwrap_or_else(|e| e.into_inner());
         if mode == Install::New && tools.contains_key(&description.name) {
@@ -726,13 +729,12 @@ impl Host {
     /// running in a fresh sandboxed instance with exactly that much fuel.
     /// Which failures are retried and which the breaker counts is fixed by
     /// the error-class table. Every attempt is recorded in the audit history.
-    pub async fn call(&self, mut request: CallRequest) -> Result<CallOutcome, CallError> {
+    pub async fn call(&self, request: CallRequest) -> Result<CallOutcome, CallError> {
         let started = std::time::Instant::now();
-        let call_id = request.call_id.get_or_insert_with(new_call_id).clone();
         let span = tracing::info_span!(
             "call",
             tool = %request.tool,
-            %call_id,
+            call_id = request.call_id.as_deref(),
             task = request.task_id.as_deref(),
             agent = request.agent.as_deref(),
             attempts = tracing::field::Empty,
@@ -764,14 +766,16 @@ impl Host {
         request: &CallRequest,
         started: std::time::Instant,
     ) -> Result<CallOutcome, CallError> {
-        let result = self.call_keyed(request).await;
-        self.record_call(&result, started);
+        let tool = self
+            .find(&request.tool)
+            .ok_or_else(|| CallError::UnknownTool {
+                tool: request.tool.clone(),
+            })?;
+        let result = self.call_keyed(&tool, request).await;
+        tool.metrics.record(&result, started.elapsed());
         let error = match result {
             Ok(outcome) => return Ok(outcome),
             Err(error) => error,
-        };
-        let Some(tool) = self.find(&request.tool) else {
-            return Err(error);
         };
         let class = error.last_attempt_error().class();
         let falls_back = tool.description.fallback_on.contains(&error.class())
@@ -780,17 +784,17 @@ impl Host {
             return Err(error);
         }
         for fallback in &tool.description.fallbacks {
-            if self.find(fallback.as_str()).is_none() {
+            let Some(fallback_tool) = self.find(fallback.as_str()) else {
                 tracing::warn!(tool = %tool.description.name, %fallback, "fallback tool is not loaded; skipped");
                 continue;
-            }
+            };
             let started = std::time::Instant::now();
             let attempt = CallRequest {
                 tool: fallback.to_string(),
                 ..request.clone()
             };
-            let result = self.call_keyed(&attempt).await;
-            self.record_call(&result, started);
+            let result = self.call_keyed(&fallback_tool, &attempt).await;
+            fallback_tool.metrics.record(&result, started.elapsed());
             match result {
                 Ok(mut outcome) => {
                     tracing::info!(tool = %tool.description.name, %fallback, class = class.as_str(), "a fallback answered");
@@ -808,25 +812,12 @@ impl Host {
         Err(error)
     }
 
-    fn record_call(&self, result: &Result<CallOutcome, CallError>, started: std::time::Instant) {
-        let (name, outcome, replayed) = match result {
-            Ok(outcome) => (Some(&outcome.tool), "ok", outcome.replayed),
-            Err(error) => (error.tool(), error.class().as_str(), false),
-        };
-        if let Some(name) = name {
-            self.inner
-                .metrics
-                .call(name, outcome, started.elapsed(), replayed);
-        }
-    }
-
     /// The journal layer: keyed calls run at most once.
-    async fn call_keyed(&self, request: &CallRequest) -> Result<CallOutcome, CallError> {
-        let tool = self
-            .find(&request.tool)
-            .ok_or_else(|| CallError::UnknownTool {
-                tool: request.tool.clone(),
-            })?;
+    async fn call_keyed(
+        &self,
+        tool: &LoadedTool,
+        request: &CallRequest,
+    ) -> Result<CallOutcome, CallError> {
         let name = &tool.description.name;
         if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&request.input) {
             return Err(CallError::InvalidInput {
@@ -836,7 +827,7 @@ impl Host {
         }
         self.reap_now_and_then();
         let Some(key_text) = &request.idempotency_key else {
-            return self.run(&tool, request, false).await;
+            return self.run(tool, request, false).await;
         };
         if key_text.is_empty() || key_text.len() > MAX_KEY_LEN {
             return Err(CallError::InvalidInput {
@@ -884,7 +875,7 @@ impl Host {
             .await
         {
             Ok(Claim::Claimed) => {}
-            Ok(Claim::Replay(stored)) => return self.replay(&tool, request, stored),
+            Ok(Claim::Replay(stored)) => return self.replay(tool, request, stored),
             Ok(Claim::Mismatch) => {
                 return Err(CallError::IdempotencyMismatch {
                     tool: name.clone(),
@@ -907,7 +898,7 @@ impl Host {
             }
             Err(e) => return Err(journal_error(e)),
         }
-        let result = self.run(&tool, request, true).await;
+        let result = self.run(tool, request, true).await;
         let recorded = match &result {
             Ok(outcome) => {
                 let stored = StoredOutcome::Output {
@@ -948,6 +939,7 @@ impl Host {
     ) -> Result<CallOutcome, CallError> {
         let name = &tool.description.name;
         let call_id = request.call_id.clone().unwrap_or_else(new_call_id);
+        tracing::Span::current().record("call_id", call_id.as_str());
         let now = unix_millis();
         let status = match &stored {
             StoredOutcome::Output { .. } => "ok".to_owned(),
@@ -1055,6 +1047,7 @@ impl Host {
             })?;
 
         let call_id = request.call_id.clone().unwrap_or_else(new_call_id);
+        tracing::Span::current().record("call_id", call_id.as_str());
         let mut failed = Vec::new();
         let mut attempt = 1;
         let (mut total_fuel, mut total_tokens) = (0u64, 0u64);
@@ -1208,7 +1201,7 @@ impl Host {
                 http_bytes_out,
             });
 
-            inner.metrics.attempt(name, fuel_used.0, charged);
+            tool.metrics.attempt(fuel_used.0, charged);
             total_fuel += fuel_used.0;
             total_tokens += charged;
             let span = tracing::Span::current();

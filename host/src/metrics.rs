@@ -8,18 +8,18 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::{BreakerState, ToolName, ToolStats};
+use crate::{BreakerState, CallError, CallOutcome, ToolName, ToolStats};
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [
     0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0,
 ];
 
-#[derive(Default)]
-struct ToolMetrics {
+#[derive(Default, Clone)]
+struct Counts {
     /// Finished calls by outcome: `ok` or the error class.
     calls: BTreeMap<&'static str, u64>,
     /// Cumulative counts per bucket (the last is `+Inf`).
@@ -31,31 +31,37 @@ struct ToolMetrics {
     tokens: u64,
 }
 
+/// One tool name's counters. A loaded tool holds its handle, so recording
+/// takes only this tool's lock; a replaced version gets the same handle.
+#[derive(Default)]
+pub(crate) struct ToolMetrics {
+    counts: Mutex<Counts>,
+}
+
 /// The host's metrics registry.
 #[derive(Default)]
 pub(crate) struct Metrics {
-    tools: Mutex<BTreeMap<ToolName, ToolMetrics>>,
+    tools: Mutex<BTreeMap<ToolName, Arc<ToolMetrics>>>,
 }
 
-impl Metrics {
-    fn with(&self, tool: &ToolName, f: impl FnOnce(&mut ToolMetrics)) {
-        let mut tools = self.tools.lock().unwrap_or_else(|e| e.into_inner());
-        match tools.get_mut(tool) {
-            Some(metrics) => f(metrics),
-            None => f(tools.entry(tool.clone()).or_default()),
-        }
+impl ToolMetrics {
+    fn with(&self, f: impl FnOnce(&mut Counts)) {
+        f(&mut self.counts.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// One finished call: `ok` or its error class, and how long it took.
+    pub(crate) fn record(&self, result: &Result<CallOutcome, CallError>, took: Duration) {
+        let (outcome, replayed) = match result {
+            Ok(outcome) => ("ok", outcome.replayed),
+            Err(error) => (error.class().as_str(), false),
+        };
+        self.call(outcome, took, replayed);
     }
 
     /// One finished call (replayed or run), by outcome.
-    pub(crate) fn call(
-        &self,
-        tool: &ToolName,
-        outcome: &'static str,
-        took: Duration,
-        replayed: bool,
-    ) {
+    fn call(&self, outcome: &'static str, took: Duration, replayed: bool) {
         let seconds = took.as_secs_f64();
-        self.with(tool, |m| {
+        self.with(|m| {
             *m.calls.entry(outcome).or_default() += 1;
             let first = BUCKETS
                 .iter()
@@ -70,17 +76,34 @@ impl Metrics {
     }
 
     /// One attempt that ran in a sandbox.
-    pub(crate) fn attempt(&self, tool: &ToolName, fuel: u64, tokens: u64) {
-        self.with(tool, |m| {
+    pub(crate) fn attempt(&self, fuel: u64, tokens: u64) {
+        self.with(|m| {
             m.attempts += 1;
             m.fuel = m.fuel.saturating_add(fuel);
             m.tokens = m.tokens.saturating_add(tokens);
         });
     }
+}
+
+impl Metrics {
+    /// The counters of `tool`, created on first use.
+    pub(crate) fn for_tool(&self, tool: &ToolName) -> Arc<ToolMetrics> {
+        let mut tools = self.tools.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(tools.entry(tool.clone()).or_default())
+    }
 
     /// The Prometheus text: counters of every tool seen, gauges of the loaded ones.
     pub(crate) fn render(&self, loaded: &[ToolStats]) -> String {
-        let tools = self.tools.lock().unwrap_or_else(|e| e.into_inner());
+        let tools: Vec<(ToolName, Counts)> = {
+            let tools = self.tools.lock().unwrap_or_else(|e| e.into_inner());
+            tools
+                .iter()
+                .map(|(name, m)| {
+                    let counts = m.counts.lock().unwrap_or_else(|e| e.into_inner());
+                    (name.clone(), counts.clone())
+                })
+                .collect()
+        };
         let mut out = String::new();
         header(
             &mut out,
@@ -126,7 +149,7 @@ impl Metrics {
                 "cofferdam_call_duration_seconds_count{{tool=\"{t}\"}} {count}"
             );
         }
-        let counters: [Family<ToolMetrics>; 4] = [
+        let counters: [Family<Counts>; 4] = [
             (
                 "cofferdam_attempts_total",
                 "Attempts run in a sandbox.",
@@ -230,11 +253,11 @@ mod tests {
     #[test]
     fn histogram_buckets_are_cumulative_and_counted() {
         let metrics = Metrics::default();
-        let tool = ToolName::new("echo").expect("name");
-        metrics.call(&tool, "ok", Duration::from_micros(50), false);
-        metrics.call(&tool, "ok", Duration::from_millis(3), true);
-        metrics.call(&tool, "deadline-exceeded", Duration::from_secs(100), false);
-        metrics.attempt(&tool, 1000, 2);
+        let tool = metrics.for_tool(&ToolName::new("echo").expect("name"));
+        tool.call("ok", Duration::from_micros(50), false);
+        tool.call("ok", Duration::from_millis(3), true);
+        tool.call("deadline-exceeded", Duration::from_secs(100), false);
+        tool.attempt(1000, 2);
         let text = metrics.render(&[]);
         assert!(
             text.contains("cofferdam_calls_total{tool=\"echo\",outcome=\"ok\"} 2"),
