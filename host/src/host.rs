@@ -829,6 +829,19 @@ impl Host {
         let Some(key_text) = &request.idempotency_key else {
             return self.run(tool, request, false).await;
         };
+        // A keyed call's id is fixed before the claim, so an escalation of
+        // its key names the same call as its attempts (keyed calls wait for
+        // an fsync anyway; the copy is noise).
+        let with_id;
+        let request = if request.call_id.is_none() {
+            with_id = CallRequest {
+                call_id: Some(new_call_id()),
+                ..request.clone()
+            };
+            &with_id
+        } else {
+            request
+        };
         if key_text.is_empty() || key_text.len() > MAX_KEY_LEN {
             return Err(CallError::InvalidInput {
                 tool: name.clone(),
