@@ -57,13 +57,13 @@ pub(crate) async fn serve(
     ));
     let tools = host.tools().len();
 
+    let mut access = HttpAccess::default();
+    access.allowed_hosts.extend(args.allow_hosts);
+    access.allowed_origins.extend(args.allow_origins);
     if let Some(addr) = args.http {
-        let mut access = HttpAccess::default();
-        access.allowed_hosts.extend(args.allow_hosts);
-        access.allowed_origins.extend(args.allow_origins);
         let router = server
             .router(&access, stop.child_token())
-            .merge(metrics_router(host));
+            .merge(metrics_router(host, access.allowed_hosts.clone()));
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
@@ -84,7 +84,8 @@ pub(crate) async fn serve(
             );
             let shutdown = stop.clone().cancelled_owned();
             tokio::spawn(async move {
-                let served = axum::serve(listener, metrics_router(host))
+                let router = metrics_router(host, access.allowed_hosts.clone());
+                let served = axum::serve(listener, router)
                     .with_graceful_shutdown(shutdown)
                     .await;
                 if let Err(e) = served {
@@ -128,22 +129,49 @@ pub(crate) async fn configured_host(
     Ok((config, host))
 }
 
-fn metrics_router(host: Host) -> axum::Router {
+/// `/metrics`, answered only to requests whose `Host` is allowed (the same
+/// DNS-rebinding rule as `/mcp`).
+fn metrics_router(host: Host, allowed_hosts: Vec<String>) -> axum::Router {
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::IntoResponse as _;
+    let allowed = std::sync::Arc::new(allowed_hosts);
     axum::Router::new().route(
         "/metrics",
-        axum::routing::get(move || {
+        axum::routing::get(move |headers: HeaderMap| {
             let host = host.clone();
+            let allowed = std::sync::Arc::clone(&allowed);
             async move {
+                let name = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+                if !name.is_some_and(|name| host_allowed(name, &allowed)) {
+                    return (
+                        StatusCode::FORBIDDEN,
+                        "Forbidden: Host header is not allowed",
+                    )
+                        .into_response();
+                }
                 (
                     [(
-                        axum::http::header::CONTENT_TYPE,
+                        header::CONTENT_TYPE,
                         "text/plain; version=0.0.4; charset=utf-8",
                     )],
                     host.metrics_text(),
                 )
+                    .into_response()
             }
         }),
     )
+}
+
+/// Whether a `Host` header value (`name`, `name:port`, `[v6]:port`) names an
+/// allowed host; an allowed entry with a port must match it exactly.
+fn host_allowed(value: &str, allowed: &[String]) -> bool {
+    let name = match value.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => value.split(':').next().unwrap_or(""),
+    };
+    allowed
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(name) || a.eq_ignore_ascii_case(value))
 }
 
 async fn stop_on_signal(stop: CancellationToken) {
@@ -253,4 +281,34 @@ fn chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_allowed;
+
+    #[test]
+    fn host_headers_are_matched_by_name_with_or_without_port() {
+        let allowed: Vec<String> = ["localhost", "127.0.0.1", "::1", "agents.example:443"]
+            .map(String::from)
+            .into();
+        for ok in [
+            "localhost",
+            "localhost:8765",
+            "127.0.0.1:1",
+            "[::1]:80",
+            "agents.example:443",
+        ] {
+            assert!(host_allowed(ok, &allowed), "{ok}");
+        }
+        for refused in [
+            "evil.example",
+            "localhost.evil.example",
+            "agents.example:80",
+            "[::2]:80",
+            "",
+        ] {
+            assert!(!host_allowed(refused, &allowed), "{refused}");
+        }
+    }
 }

@@ -363,6 +363,10 @@ async fn mcp_client_uses_tools_over_http_and_foreign_hosts_are_refused() {
     assert_eq!(status, 403);
     let (status, _) = http_get(&addr, "/mcp", "localhost", Some("http://evil.example")).await;
     assert_eq!(status, 403);
+    let (status, _) = http_get(&addr, "/metrics", "evil.example", None).await;
+    assert_eq!(status, 403);
+    let (status, body) = http_get(&addr, "/metrics", &addr, None).await;
+    assert_eq!(status, 200, "127.0.0.1:PORT is a loopback host: {body}");
 
     let (handler, mut events) = client();
     let transport = StreamableHttpClientTransport::from_uri(format!("http://{addr}/mcp"));
