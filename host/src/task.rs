@@ -510,7 +510,18 @@ impl Tasks {
                 return self.save(record).await;
             }
             let spec = record.spec.steps[n].clone();
-            let input = self.render(record, n, &spec.input, None)?;
+            let input = match self.render(record, n, &spec.input, None) {
+                Ok(input) => input,
+                Err(error) => {
+                    // A template that cannot be filled never will be: the
+                    // task ends here (nothing ran for this step).
+                    record.steps[n].status = StepStatus::Failed;
+                    record.steps[n].error = Some(error.to_string());
+                    record.state = TaskState::Failed;
+                    self.save(record).await?;
+                    return Err(error);
+                }
+            };
             // The compensation is part of the stored spec: it is on record
             // before the step runs.
             record.steps[n].status = StepStatus::Running;

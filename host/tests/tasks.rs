@@ -363,3 +363,23 @@ async fn resolutions_of_task_escalations_are_applied_on_resume() {
     let ended = host.tasks().resume("trip-7").await.expect("resumes");
     assert_eq!(ended.state, TaskState::Failed);
 }
+
+#[tokio::test]
+async fn a_template_naming_a_missing_field_fails_the_task_with_its_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = host(dir.path(), &["notes"]).await;
+    let mut spec = trip("trip-8", "charges", false);
+    spec.steps[1].input =
+        serde_json::json!({"title": "hotel", "body": "${steps.flight.output.nope}"});
+    let error = host.tasks().run(spec).await.expect_err("cannot fill");
+    assert!(
+        error
+            .to_string()
+            .contains("`${steps.flight.output.nope}` is not set"),
+        "{error}"
+    );
+    let record = host.tasks().status("trip-8").expect("stored");
+    assert_eq!(record.state, TaskState::Failed);
+    assert_eq!(record.steps[0].status, StepStatus::Done);
+    assert_eq!(record.steps[1].status, StepStatus::Failed);
+}
