@@ -83,6 +83,14 @@ impl Service {
         request.send().await.expect("request completes")
     }
 
+    async fn health(&self) -> reqwest::Response {
+        self.http
+            .get(format!("{}/health", self.url))
+            .send()
+            .await
+            .expect("health")
+    }
+
     async fn with_budget(&self, tokens: &str) -> reqwest::Response {
         self.call(
             "hello",
@@ -210,12 +218,7 @@ async fn per_request_budgets_and_bad_headers() {
 #[tokio::test]
 async fn health_shows_breakers_and_open_breakers_refuse_with_503() {
     let s = service().await;
-    let health = s
-        .http
-        .get(format!("{}/health", s.url))
-        .send()
-        .await
-        .expect("health");
+    let health = s.health().await;
     assert_eq!(health.status(), StatusCode::OK);
     let body: Value = health.json().await.expect("JSON");
     assert_eq!(body["status"], "ok");
@@ -228,15 +231,7 @@ async fn health_shows_breakers_and_open_breakers_refuse_with_503() {
     let refused = s.call("hello", json!({"name": "Ada"}), &[]).await;
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(class(refused).await, "circuit-open");
-    let body: Value = s
-        .http
-        .get(format!("{}/health", s.url))
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("JSON");
+    let body: Value = s.health().await.json().await.expect("JSON");
     assert_eq!(body["status"], "degraded");
 
     for tool in ["loop-forever", "notes", "sleepy"] {
@@ -244,13 +239,7 @@ async fn health_shows_breakers_and_open_breakers_refuse_with_503() {
             .set_breaker_mode(tool, BreakerMode::ForcedOpen)
             .expect("set");
     }
-    let health = s
-        .http
-        .get(format!("{}/health", s.url))
-        .send()
-        .await
-        .expect("health");
-    assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(s.health().await.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
 
 #[tokio::test]
