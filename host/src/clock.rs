@@ -76,6 +76,66 @@ impl Clock for ManualClock {
     }
 }
 
+/// Calendar time, for schedules: cron slots are instants in a time zone,
+/// so they need the date, not just a monotonic count.
+/// [`SystemWallClock`] in production, [`ManualWallClock`] in tests.
+pub trait WallClock: fmt::Debug + Send + Sync + 'static {
+    /// The current instant.
+    fn now(&self) -> jiff::Timestamp;
+}
+
+/// The operating system's calendar clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemWallClock;
+
+impl WallClock for SystemWallClock {
+    fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::now()
+    }
+}
+
+/// A calendar clock that moves only when told. Deterministic for tests.
+#[derive(Debug)]
+pub struct ManualWallClock {
+    now: Mutex<jiff::Timestamp>,
+}
+
+impl ManualWallClock {
+    /// A clock standing at `start`.
+    pub fn new(start: jiff::Timestamp) -> Self {
+        Self {
+            now: Mutex::new(start),
+        }
+    }
+
+    /// Moves the clock to `at` (backwards too, to simulate a clock step).
+    pub fn set(&self, at: jiff::Timestamp) {
+        *self
+            .now
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = at;
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        let mut now = self
+            .now
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let by = jiff::SignedDuration::try_from(by).unwrap_or(jiff::SignedDuration::MAX);
+        *now = now.checked_add(by).unwrap_or(jiff::Timestamp::MAX);
+    }
+}
+
+impl WallClock for ManualWallClock {
+    fn now(&self) -> jiff::Timestamp {
+        *self
+            .now
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// A small seeded random source (SplitMix64) for jitter. Not for secrets.
 pub struct Jitter {
     state: Mutex<u64>,

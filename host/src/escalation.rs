@@ -113,6 +113,10 @@ pub struct NewEscalation {
     pub call_id: Option<String>,
     /// The input (JSON).
     pub input: Option<String>,
+    /// The schedule whose background run raised it; at most one open
+    /// escalation per schedule and reason.
+    #[serde(default)]
+    pub schedule: Option<String>,
     /// The last error, or what needs deciding.
     pub error: String,
 }
@@ -140,6 +144,9 @@ pub struct Escalation {
     pub call_id: Option<String>,
     /// The input (JSON).
     pub input: Option<String>,
+    /// The schedule whose background run raised it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
     /// The last error.
     pub error: String,
     /// When raised (Unix ms).

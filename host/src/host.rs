@@ -23,6 +23,7 @@ use crate::budget::{Budgets, ScopeId};
 use crate::bulkhead::Bulkhead;
 use crate::classify::{disposition, may_retry};
 use crate::clock::{Clock, Jitter, SystemClock};
+use crate::clock::{SystemWallClock, WallClock};
 use crate::component_cache::{ArtifactInfo, ComponentCache};
 use crate::engine::{self, EngineSettings};
 use crate::escalation::{EscalationReason, Escalations, NewEscalation};
@@ -36,6 +37,7 @@ use crate::net::{HttpStats, NetPolicy};
 use crate::policy::{DEFAULT_FALLBACK_ON, resolve_mount};
 use crate::retry::{RetryBudget, RetryConfig};
 use crate::sandbox::{CallState, Grants, ResolvedMount};
+use crate::schedule::{ScheduleConfig, Schedules};
 use crate::task::Tasks;
 use crate::{
     BreakerMode, BreakerSnapshot, BreakerState, BuildError, CallError, Effect, ErrorClass, Fuel,
@@ -58,6 +60,8 @@ use crate::{
 /// | [`max_wasm_stack`](Self::max_wasm_stack) | 512 KiB of wasm stack per call |
 /// | [`epoch_tick`](Self::epoch_tick) | 10 ms between deadline checks |
 /// | [`clock`](Self::clock) | the system clock |
+/// | [`wall_clock`](Self::wall_clock) | the system calendar clock (schedules) |
+/// | [`schedule_config`](Self::schedule_config) | [`ScheduleConfig::default()`] (60 min apart, 50 per owner, 3 failures pause…) |
 /// | [`jitter_seed`](Self::jitter_seed) | seeded from the time |
 ///
 /// Each tool also gets a bulkhead (4 concurrent calls, no queue), a circuit
@@ -78,6 +82,8 @@ pub struct HostBuilder {
     artifact_dir: Option<PathBuf>,
     group_commit: bool,
     retention: Duration,
+    wall_clock: Option<Arc<dyn WallClock>>,
+    schedules: ScheduleConfig,
 }
 
 impl Default for HostBuilder {
@@ -98,6 +104,8 @@ impl Default for HostBuilder {
             artifact_dir: None,
             group_commit: true,
             retention: Duration::from_secs(24 * 3600),
+            wall_clock: None,
+            schedules: ScheduleConfig::default(),
         }
     }
 }
@@ -161,6 +169,20 @@ impl HostBuilder {
     /// running guests always use real time). Tests pass a [`crate::ManualClock`].
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
+        self
+    }
+
+    /// The calendar clock schedules run on. Tests pass a
+    /// [`crate::ManualWallClock`].
+    pub fn wall_clock(mut self, clock: Arc<dyn WallClock>) -> Self {
+        self.wall_clock = Some(clock);
+        self
+    }
+
+    /// Rules for schedules: minimum interval, owner quota, run budgets and
+    /// timeouts, auto-pause; see [`ScheduleConfig`].
+    pub fn schedule_config(mut self, config: ScheduleConfig) -> Self {
+        self.schedules = config;
         self
     }
 
@@ -254,6 +276,8 @@ impl HostBuilder {
                 tools: RwLock::new(HashMap::new()),
                 metrics: Metrics::default(),
                 tasks_running: Arc::default(),
+                wall_clock: self.wall_clock.unwrap_or_else(|| Arc::new(SystemWallClock)),
+                schedules: self.schedules,
             }),
         })
     }
@@ -298,6 +322,8 @@ struct Inner {
     tools: RwLock<HashMap<ToolName, Arc<LoadedTool>>>,
     metrics: Metrics,
     tasks_running: Arc<std::sync::Mutex<HashMap<String, CancellationToken>>>,
+    wall_clock: Arc<dyn WallClock>,
+    schedules: ScheduleConfig,
 }
 
 struct LoadedTool {
@@ -1325,6 +1351,16 @@ impl Host {
         Escalations {
             journal: self.inner.journal.clone(),
         }
+    }
+
+    /// The schedules of background runs: create, pause, resume, delete,
+    /// history, and the [`crate::Runner`] that fires them.
+    pub fn schedules(&self) -> Schedules {
+        Schedules::new(
+            self.clone(),
+            Arc::clone(&self.inner.wall_clock),
+            self.inner.schedules.clone(),
+        )
     }
 
     /// The budget ledger: caps, outside charges, balances.

@@ -52,6 +52,10 @@ const RESERVATIONS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("rese
 const AUDIT: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("audit");
 const ESCALATIONS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("escalations");
 const TASKS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("tasks");
+const SCHEDULES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("schedules");
+/// Runs of a schedule, keyed `NAME/SLOT` (slot in zero-padded Unix ms), so
+/// one schedule's history is one key range. Names never contain `/`.
+const SCHEDULE_RUNS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("schedule_runs");
 
 /// The journal could not be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -434,7 +438,12 @@ enum Op {
         reply: Reply<usize>,
     },
     Audit(Box<AttemptRecord>),
+    /// Schedule-store work done inside the batch's transaction (`None` when
+    /// the transaction could not begin: the work answers an error).
+    Schedules(ScheduleWork),
 }
+
+type ScheduleWork = Box<dyn FnOnce(Option<&ScheduleTxn<'_>>) -> Answer + Send>;
 
 impl Op {
     /// Whether the caller waits for this op, so it must be durable first.
@@ -609,6 +618,50 @@ impl Journal {
     /// Every task, by id.
     pub(crate) fn tasks(&self) -> Result<Vec<TaskRecord>, JournalError> {
         self.all_by_name(TASKS)
+    }
+
+    /// Runs `work` inside one write transaction (group-committed, durable
+    /// before this returns). `work` must check before it writes: an error it
+    /// returns does not undo what it wrote.
+    pub(crate) async fn schedules_txn<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&ScheduleTxn<'_>) -> Result<T, JournalError> + Send + 'static,
+    ) -> Result<T, JournalError> {
+        self.request(|reply| {
+            Op::Schedules(Box::new(move |txn: Option<&ScheduleTxn<'_>>| {
+                let result = match txn {
+                    Some(txn) => work(txn),
+                    None => Err(JournalError::Stopped),
+                };
+                answer(reply, result)
+            }))
+        })
+        .await
+    }
+
+    /// Every stored schedule, by name.
+    pub(crate) fn schedules<T: serde::de::DeserializeOwned>(&self) -> Result<Vec<T>, JournalError> {
+        self.all_by_name(SCHEDULES)
+    }
+
+    /// One schedule's runs, oldest slot first.
+    pub(crate) fn schedule_runs<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Vec<T>, JournalError> {
+        let read = self.db.begin_read().map_err(storage)?;
+        let table = match read.open_table(SCHEDULE_RUNS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(storage(e)),
+        };
+        let (from, to) = run_range(name);
+        let mut out = Vec::new();
+        for row in table.range(from.as_str()..to.as_str()).map_err(storage)? {
+            let (key, value) = row.map_err(storage)?;
+            out.push(decode(key.value(), value.value())?);
+        }
+        Ok(out)
     }
 
     /// Every escalation, oldest first.
@@ -928,8 +981,107 @@ fn recover(db: &Database) -> Result<(), JournalError> {
     txn.commit().map_err(storage)
 }
 
+/// The schedule store as one write transaction sees it; see
+/// [`Journal::schedules_txn`]. Records are the caller's serde types.
+pub(crate) struct ScheduleTxn<'a> {
+    txn: &'a WriteTransaction,
+    now: u64,
+}
+
+impl ScheduleTxn<'_> {
+    /// A stored schedule.
+    pub(crate) fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, JournalError> {
+        let table = self.txn.open_table(SCHEDULES).map_err(storage)?;
+        let value = table.get(name).map_err(storage)?;
+        value.map(|v| decode(name, v.value())).transpose()
+    }
+
+    /// Every stored schedule.
+    pub(crate) fn list<T: serde::de::DeserializeOwned>(&self) -> Result<Vec<T>, JournalError> {
+        let table = self.txn.open_table(SCHEDULES).map_err(storage)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(storage)? {
+            let (key, value) = row.map_err(storage)?;
+            out.push(decode(key.value(), value.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Stores a schedule.
+    pub(crate) fn put<T: Serialize>(&self, name: &str, record: &T) -> Result<(), JournalError> {
+        let mut table = self.txn.open_table(SCHEDULES).map_err(storage)?;
+        table
+            .insert(name, encode(record).as_slice())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    /// Deletes a schedule and its runs; whether it existed.
+    pub(crate) fn remove(&self, name: &str) -> Result<bool, JournalError> {
+        let existed = self
+            .txn
+            .open_table(SCHEDULES)
+            .map_err(storage)?
+            .remove(name)
+            .map_err(storage)?
+            .is_some();
+        let mut runs = self.txn.open_table(SCHEDULE_RUNS).map_err(storage)?;
+        let (from, to) = run_range(name);
+        runs.retain_in(from.as_str()..to.as_str(), |_, _| false)
+            .map_err(storage)?;
+        Ok(existed)
+    }
+
+    /// A stored run of `name` for the slot at `slot_ms`.
+    pub(crate) fn run<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+        slot_ms: i64,
+    ) -> Result<Option<T>, JournalError> {
+        let key = run_key(name, slot_ms);
+        let table = self.txn.open_table(SCHEDULE_RUNS).map_err(storage)?;
+        let value = table.get(key.as_str()).map_err(storage)?;
+        value.map(|v| decode(&key, v.value())).transpose()
+    }
+
+    /// Stores a run of `name` for the slot at `slot_ms`.
+    pub(crate) fn put_run<T: Serialize>(
+        &self,
+        name: &str,
+        slot_ms: i64,
+        record: &T,
+    ) -> Result<(), JournalError> {
+        let mut table = self.txn.open_table(SCHEDULE_RUNS).map_err(storage)?;
+        table
+            .insert(run_key(name, slot_ms).as_str(), encode(record).as_slice())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    /// Raises an escalation in this transaction (de-duplicated as always).
+    pub(crate) fn escalate(&self, new: NewEscalation) -> Result<u64, JournalError> {
+        escalate(self.txn, new, self.now)
+    }
+}
+
+fn run_key(name: &str, slot_ms: i64) -> String {
+    // Offset so slots before 1970 still sort; 20 digits fit any i64.
+    format!(
+        "{name}/{:020}",
+        (slot_ms as i128 - i128::from(i64::MIN)) as u128
+    )
+}
+
+/// The key range holding `name`'s runs (`0` follows `/`).
+fn run_range(name: &str) -> (String, String) {
+    (format!("{name}/"), format!("{name}0"))
+}
+
 /// Whether a process id belongs to a running process (Linux: `/proc/PID`).
-fn process_alive(pid: u32) -> bool {
+pub(crate) fn process_alive(pid: u32) -> bool {
     pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
 }
 
@@ -1055,6 +1207,7 @@ fn drop_answer(op: Op) -> Option<Answer> {
         Op::Charge { reply, .. } => Some(answer(reply, failed(()).map(|()| None))),
         Op::Reap { reply, .. } => Some(answer(reply, failed(()).map(|()| 0))),
         Op::Audit(_) => None,
+        Op::Schedules(work) => Some(work(None)),
     }
 }
 
@@ -1095,6 +1248,7 @@ fn execute(txn: &WriteTransaction, op: Op, now: u64) -> Option<Answer> {
             Some(answer(reply, result))
         }
         Op::Escalate { new, reply } => Some(answer(reply, escalate(txn, *new, now))),
+        Op::Schedules(work) => Some(work(Some(&ScheduleTxn { txn, now }))),
         Op::PutTask { record, reply } => {
             let result = txn
                 .open_table(TASKS)
@@ -1254,6 +1408,9 @@ fn escalate(txn: &WriteTransaction, new: NewEscalation, now: u64) -> Result<u64,
     // One open escalation per key, or per task step and reason.
     let same = |open: &Escalation| match &new.key {
         Some(key) => open.key.as_ref() == Some(key),
+        None if new.schedule.is_some() => {
+            open.schedule == new.schedule && Some(open.reason) == new.reason
+        }
         None => {
             new.task.is_some()
                 && open.task == new.task
@@ -1283,6 +1440,7 @@ fn escalate(txn: &WriteTransaction, new: NewEscalation, now: u64) -> Result<u64,
         agent: new.agent,
         call_id: new.call_id,
         input: new.input,
+        schedule: new.schedule,
         error: new.error,
         created_ms: now,
         resolved: None,

@@ -42,7 +42,10 @@
 //! [`Host::tasks`] runs durable multi-step tasks with saga compensation, and
 //! [`Host::escalations`] holds what needs a human.
 //!
-//! What this crate does not do yet: schedules and warm instance reuse.
+//! [`Host::schedules`] runs tool calls and tasks in the background on a cron
+//! in an IANA time zone, each run under its own budget and timeout.
+//!
+//! What this crate does not do yet: warm instance reuse.
 
 #![warn(missing_docs)]
 #![deny(unsafe_code)] // `component_cache` alone opts out, with a SAFETY note.
@@ -56,6 +59,7 @@ mod classify;
 mod clock;
 mod component_cache;
 mod config;
+mod cron;
 mod engine;
 mod error;
 mod escalation;
@@ -69,15 +73,19 @@ mod net;
 mod policy;
 mod retry;
 mod sandbox;
+mod schedule;
 mod task;
 mod units;
 
 pub use breaker::{BreakerConfig, BreakerMode, BreakerSnapshot, BreakerState, Window};
 pub use budget::{BudgetCap, BudgetError, BudgetStatus, Budgets, InvalidScope, ScopeId};
 pub use bulkhead::BulkheadConfig;
-pub use clock::{Clock, Jitter, ManualClock, SystemClock};
+pub use clock::{
+    Clock, Jitter, ManualClock, ManualWallClock, SystemClock, SystemWallClock, WallClock,
+};
 pub use component_cache::{ArtifactInfo, ArtifactSource};
 pub use config::{ConfigError, ConfigProblem, HostConfig, ReloadReport};
+pub use cron::{Cron, CronError, CronField};
 pub use error::{BuildError, CallError, ErrorClass, LoadError, ToolError};
 pub use escalation::{
     Escalation, EscalationError, EscalationKey, EscalationReason, Escalations, NewEscalation,
@@ -87,6 +95,7 @@ pub use host::{
     CallOutcome, CallRequest, FallbackUsed, Host, HostBuilder, ToolDescription, ToolStats,
 };
 pub use host_api::{LogLevel, LogRecord, Progress, ProgressSink};
+pub use jiff::{Timestamp, ZonedDateTime};
 pub use journal::{
     AttemptRecord, HistoryQuery, JournalEntry, JournalError, KeyState, StoredOutcome,
 };
@@ -98,6 +107,10 @@ pub use policy::{
     RetrySpec, ToolPolicy,
 };
 pub use retry::RetryConfig;
+pub use schedule::{
+    CatchUp, NextRun, Reconciled, RunStatus, Runner, RunningSlot, Schedule, ScheduleConfig,
+    ScheduleError, ScheduleRun, ScheduleSpec, ScheduleStatus, ScheduleTarget, Schedules, Tick,
+};
 pub use task::{
     CompensationSpec, StepRecord, StepSpec, StepStatus, TaskError, TaskRecord, TaskSpec, TaskState,
     Tasks,

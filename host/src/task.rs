@@ -758,6 +758,7 @@ impl Tasks {
                 agent: record.spec.agent.clone(),
                 call_id: None,
                 input: record.steps[step].input.as_ref().map(Value::to_string),
+                schedule: None,
                 error,
             })
             .await?;
