@@ -284,6 +284,15 @@ impl Schedule {
         self.status == ScheduleStatus::Active
     }
 
+    /// The task id (and budget scope) of the run for `slot`: the task's id,
+    /// or the schedule's name, followed by the slot in UTC.
+    pub fn run_id(&self, slot: Timestamp) -> String {
+        match &self.spec.target {
+            ScheduleTarget::Tool { .. } => run_task_id(&self.spec.name, slot),
+            ScheduleTarget::Task { task } => run_task_id(&task.id, slot),
+        }
+    }
+
     fn cursor(&self) -> Timestamp {
         self.last_slot.map_or(self.anchor, |s| s.max(self.anchor))
     }
@@ -1232,7 +1241,7 @@ impl Runner {
                         status: RunStatus::Running,
                         started: now,
                         ended: None,
-                        run_id: run_task_id(&name, slot),
+                        run_id: schedule.run_id(slot),
                         tokens: Tokens(0),
                         fuel: 0,
                         error: None,
@@ -1360,10 +1369,7 @@ async fn execute(
             };
         }
     }
-    let run_id = match &spec.target {
-        ScheduleTarget::Tool { .. } => run_task_id(&spec.name, slot),
-        ScheduleTarget::Task { task } => run_task_id(&task.id, slot),
-    };
+    let run_id = schedule.run_id(slot);
     let budget = spec.budget.unwrap_or(schedules.config.max_run_budget);
     let scope = ScopeId::Task(run_id.clone());
     if let Err(e) = host.budgets().set_cap(&scope, BudgetCap::new(budget)).await {
