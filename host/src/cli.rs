@@ -13,6 +13,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
@@ -21,6 +22,10 @@ use cofferdam::{
     BreakerMode, BudgetCap, CallError, CallOutcome, CallRequest, Effect, ErrorClass, HistoryQuery,
     Host, HostConfig, KeyState, LimitsSpec, LoadError, Mount, MountMode, Resolution, ScopeId,
     StepStatus, StoredOutcome, TaskSpec, TaskState, Tokens, ToolDescription, ToolPolicy,
+};
+use cofferdam::{
+    CatchUp, RunStatus, Schedule, ScheduleSpec, ScheduleStatus, ScheduleTarget, Timestamp,
+    WallClock,
 };
 
 #[derive(Parser)]
@@ -39,6 +44,10 @@ struct Cli {
     /// Where precompiled artifacts live [default: <data-dir>/artifacts]
     #[arg(long, global = true)]
     artifact_dir: Option<PathBuf>,
+    /// Read the current time (RFC 3339) from this file instead of the system
+    /// clock, for schedules: simulates time in tests and rehearsals.
+    #[arg(long, global = true, hide = true)]
+    clock_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -69,6 +78,9 @@ enum Command {
     /// The escalation queue: what the host could not settle, for a human.
     #[command(subcommand)]
     Escalations(EscalationsCommand),
+    /// Background runs on a cron in a time zone; `serve` runs them.
+    #[command(subcommand)]
+    Schedules(SchedulesCommand),
     /// Serve the tools of a cofferdam.toml to MCP clients (stdio, or
     /// streamable HTTP with --http), reloading the config on SIGHUP or change.
     Serve(crate::serve::ServeArgs),
@@ -213,6 +225,101 @@ enum EscalationsCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum SchedulesCommand {
+    /// Create a schedule (validated: cron, zone, interval, quota, budget,
+    /// tools) and show its next run.
+    Create(Box<CreateScheduleArgs>),
+    /// List schedules with their next run.
+    List {
+        /// Only this owner's.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one schedule as JSON.
+    Show {
+        /// Its name.
+        name: String,
+    },
+    /// Pause a schedule (pausing a paused one succeeds).
+    Pause {
+        /// Its name.
+        name: String,
+        /// Why, for the record.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Resume a schedule from now on (resuming an active one succeeds).
+    Resume {
+        /// Its name.
+        name: String,
+    },
+    /// Delete a schedule and its history (deleting a deleted one succeeds).
+    Delete {
+        /// Its name.
+        name: String,
+    },
+    /// A schedule's runs: slot, status, start, end, cost; then the totals.
+    History {
+        /// Its name.
+        name: String,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct CreateScheduleArgs {
+    /// Unique name (A-Z a-z 0-9 . _ -).
+    name: String,
+    /// The host config whose tools it calls (checked now, and at each run).
+    #[arg(long)]
+    config: PathBuf,
+    /// Who it belongs to (quotas count per owner; runs are made as this agent).
+    #[arg(long)]
+    owner: String,
+    /// Five-field cron expression, such as "0 9 * * mon-fri".
+    #[arg(long)]
+    cron: String,
+    /// IANA time zone the cron is read in.
+    #[arg(long, default_value = "UTC")]
+    zone: String,
+    /// Call this tool.
+    #[arg(long, required_unless_present = "task", conflicts_with = "task")]
+    tool: Option<String>,
+    /// The tool's input (JSON).
+    #[arg(long, default_value = "{}", requires = "tool")]
+    input: String,
+    /// Run this task file (TOML or JSON) instead; each run's task id is its
+    /// id followed by the slot.
+    #[arg(long)]
+    task: Option<PathBuf>,
+    /// Tokens one run may spend [default: the host's maximum].
+    #[arg(long)]
+    budget: Option<u64>,
+    /// How long one run may take, such as 30s or 5m [default: the host's].
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// Slots missed while no runner was up: skip, or run the latest once.
+    #[arg(long, value_parser = parse_catch_up, default_value = "skip")]
+    catch_up: CatchUp,
+    /// Print the schedule as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_catch_up(text: &str) -> Result<CatchUp, String> {
+    match text {
+        "skip" => Ok(CatchUp::Skip),
+        "once" => Ok(CatchUp::Once),
+        _ => Err(format!("`{text}` is not one of skip, once")),
+    }
+}
+
 #[derive(Args)]
 struct HistoryArgs {
     /// Only this tool.
@@ -352,6 +459,10 @@ pub(crate) fn main() -> ExitCode {
     let dirs = Dirs {
         data: data_dir.clone(),
         artifacts: cli.artifact_dir.clone(),
+        clock: cli
+            .clock_file
+            .clone()
+            .map(|path| Arc::new(FileClock(path)) as Arc<dyn WallClock>),
     };
     let result = runtime.block_on(async {
         match cli.command {
@@ -364,9 +475,8 @@ pub(crate) fn main() -> ExitCode {
             Command::History(args) => history(args, &data_dir),
             Command::Escalations(command) => escalations(command, &data_dir).await,
             Command::Tasks(command) => tasks(command, &dirs).await,
-            Command::Serve(args) => {
-                crate::serve::serve(args, &data_dir, dirs.artifacts.as_deref()).await
-            }
+            Command::Schedules(command) => schedules(command, &dirs).await,
+            Command::Serve(args) => crate::serve::serve(args, &dirs).await,
         }
     });
     match result {
@@ -391,19 +501,171 @@ fn default_data_dir() -> PathBuf {
     }
 }
 
-/// The data directory, and where artifacts live if elsewhere.
-struct Dirs {
-    data: PathBuf,
-    artifacts: Option<PathBuf>,
+/// The data directory, where artifacts live if elsewhere, and the calendar
+/// clock when it is simulated.
+pub(crate) struct Dirs {
+    pub(crate) data: PathBuf,
+    pub(crate) artifacts: Option<PathBuf>,
+    pub(crate) clock: Option<Arc<dyn WallClock>>,
 }
 
 impl Dirs {
     fn host(&self) -> cofferdam::HostBuilder {
-        let builder = Host::builder().data_dir(&self.data);
-        match &self.artifacts {
-            Some(dir) => builder.artifact_dir(dir),
-            None => builder,
+        self.apply(Host::builder().data_dir(&self.data))
+    }
+
+    /// The artifact directory and clock over `builder`.
+    pub(crate) fn apply(&self, mut builder: cofferdam::HostBuilder) -> cofferdam::HostBuilder {
+        if let Some(dir) = &self.artifacts {
+            builder = builder.artifact_dir(dir);
         }
+        if let Some(clock) = &self.clock {
+            builder = builder.wall_clock(Arc::clone(clock));
+        }
+        builder
+    }
+}
+
+/// A calendar clock read from a file (RFC 3339) at every look: `--clock-file`.
+#[derive(Debug)]
+struct FileClock(PathBuf);
+
+impl WallClock for FileClock {
+    fn now(&self) -> Timestamp {
+        let text = std::fs::read_to_string(&self.0).unwrap_or_default();
+        text.trim().parse().unwrap_or_else(|e| {
+            tracing::warn!(file = %self.0.display(), error = %e, "unreadable clock file; using the system clock");
+            Timestamp::now()
+        })
+    }
+}
+
+async fn schedules(command: SchedulesCommand, dirs: &Dirs) -> Result<ExitCode> {
+    if let SchedulesCommand::Create(args) = command {
+        let (_, host) = crate::serve::configured_host(&args.config, dirs).await?;
+        let target = match (&args.tool, &args.task) {
+            (Some(tool), _) => ScheduleTarget::Tool {
+                tool: tool.clone(),
+                input: serde_json::from_str(&args.input)
+                    .with_context(|| format!("--input is not JSON: {}", args.input))?,
+            },
+            (None, Some(file)) => ScheduleTarget::Task {
+                task: TaskSpec::from_file(file)?,
+            },
+            (None, None) => bail!("say what to run: --tool or --task"),
+        };
+        let spec = ScheduleSpec {
+            name: args.name,
+            owner: args.owner,
+            cron: args.cron,
+            zone: args.zone,
+            target,
+            budget: args.budget.map(Tokens),
+            timeout_ms: args.timeout.map(|t| t.as_millis() as u64),
+            catch_up: args.catch_up,
+        };
+        let schedule = host.schedules().create(spec).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&schedule)?);
+        } else {
+            println!(
+                "schedule {} created: {}",
+                schedule.spec.name,
+                next_run(&schedule)
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let host = dirs.host().build()?;
+    let schedules = host.schedules();
+    match command {
+        SchedulesCommand::Create(_) => unreachable!("handled above"),
+        SchedulesCommand::List { owner, json } => {
+            let list = schedules.list(owner.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.is_empty() {
+                println!("no schedules");
+            }
+            for s in list.iter().filter(|_| !json) {
+                let status = match &s.status {
+                    ScheduleStatus::Active => "active".to_owned(),
+                    ScheduleStatus::Paused { reason, .. } => format!("paused ({reason})"),
+                };
+                println!(
+                    "{:<20} {:<12} {:<16} {:<18} {:<20} {:>4} runs {:>8} tokens  {}",
+                    s.spec.name,
+                    s.spec.owner,
+                    s.spec.cron,
+                    s.spec.zone,
+                    status,
+                    s.runs,
+                    s.total_tokens.0,
+                    next_run(s)
+                );
+            }
+        }
+        SchedulesCommand::Show { name } => {
+            println!("{}", serde_json::to_string_pretty(&schedules.get(&name)?)?);
+        }
+        SchedulesCommand::Pause { name, reason } => {
+            let s = schedules.pause(&name, &reason).await?;
+            if let ScheduleStatus::Paused { reason, since, .. } = &s.status {
+                println!("schedule {name} paused since {since}: {reason}");
+            }
+        }
+        SchedulesCommand::Resume { name } => {
+            let s = schedules.resume(&name).await?;
+            println!("schedule {name} active: {}", next_run(&s));
+        }
+        SchedulesCommand::Delete { name } => {
+            if schedules.delete(&name).await? {
+                println!("schedule {name} deleted");
+            } else {
+                println!("no schedule {name} (nothing to delete)");
+            }
+        }
+        SchedulesCommand::History { name, json } => {
+            let runs = schedules.history(&name)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&runs)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            if runs.is_empty() {
+                println!("no runs yet");
+            }
+            for r in &runs {
+                let ended = r.ended.map_or_else(|| "-".to_owned(), |t| t.to_string());
+                let detail = match (r.status, &r.error) {
+                    (RunStatus::Skipped, Some(e)) => format!("{} slot(s) {e}", r.missed),
+                    (_, Some(e)) => preview(e),
+                    (_, None) => String::new(),
+                };
+                println!(
+                    "{} {:<11} started {} ended {} {:>8} tokens {:>12} fuel  {detail}",
+                    r.slot,
+                    r.status.as_str(),
+                    r.started,
+                    ended,
+                    r.tokens.0,
+                    r.fuel
+                );
+            }
+            let s = schedules.get(&name)?;
+            println!(
+                "total: {} runs ({} failed), {} tokens, {} fuel",
+                s.runs, s.failures, s.total_tokens.0, s.total_fuel
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn next_run(schedule: &Schedule) -> String {
+    match &schedule.next_run {
+        Some(next) => format!("next run {} ({})", next.utc, next.local),
+        None if !schedule.is_active() => "paused, no next run".into(),
+        None => "never runs again".into(),
     }
 }
 
@@ -800,9 +1062,8 @@ fn history(args: HistoryArgs, data_dir: &Path) -> Result<ExitCode> {
 }
 
 async fn tasks(command: TasksCommand, dirs: &Dirs) -> Result<ExitCode> {
-    let configured = |config: PathBuf| async move {
-        crate::serve::configured_host(&config, &dirs.data, dirs.artifacts.as_deref()).await
-    };
+    let configured =
+        |config: PathBuf| async move { crate::serve::configured_host(&config, dirs).await };
     let (record, json) = match command {
         TasksCommand::Run { file, config, json } => {
             let spec = TaskSpec::from_file(&file)?;

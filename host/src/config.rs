@@ -10,6 +10,11 @@
 //! [defaults]            # limits for tools that do not set them
 //! timeout_ms = 10000
 //!
+//! [schedules]           # rules for background runs
+//! min_interval_minutes = 60
+//! quota_per_owner = 50
+//! max_run_tokens = 100000
+//!
 //! [tools.grep]
 //! component = "tools/grep.wasm"
 //! [[tools.grep.mounts]]
@@ -27,8 +32,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use std::time::Duration;
+
 use crate::limits::LimitsSpec;
-use crate::{Host, HostBuilder, LoadError, ToolDescription, ToolName, ToolPolicy};
+use crate::{
+    Host, HostBuilder, LoadError, ScheduleConfig, Tokens, ToolDescription, ToolName, ToolPolicy,
+};
 
 /// A parsed `cofferdam.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -46,9 +55,70 @@ pub struct HostConfig {
     /// Limits for tools that do not set them.
     #[serde(default)]
     pub defaults: LimitsSpec,
+    /// Rules for schedules (background runs).
+    #[serde(default)]
+    pub schedules: ScheduleTable,
     /// The tools, by name.
     #[serde(default)]
     pub tools: BTreeMap<String, ToolPolicy>,
+}
+
+/// `[schedules]`: the host's rules for background runs; unset keys keep the
+/// [`ScheduleConfig`] defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleTable {
+    /// Shortest time between two runs of a schedule, in minutes [60].
+    pub min_interval_minutes: Option<u64>,
+    /// Schedules one owner may have [50].
+    pub quota_per_owner: Option<usize>,
+    /// Largest per-run budget, in tokens [100000].
+    pub max_run_tokens: Option<u64>,
+    /// Run timeout of schedules that do not set one, in ms [300000].
+    pub default_timeout_ms: Option<u64>,
+    /// Longest run timeout a schedule may set, in ms [3600000].
+    pub max_timeout_ms: Option<u64>,
+    /// Failed runs in a row that pause a schedule [3].
+    pub failures_before_pause: Option<u32>,
+    /// How late a slot may start and count as on time, in ms [300000].
+    pub misfire_grace_ms: Option<u64>,
+}
+
+impl ScheduleTable {
+    /// These settings over `base`.
+    pub fn apply(&self, base: ScheduleConfig) -> ScheduleConfig {
+        let ms = Duration::from_millis;
+        ScheduleConfig {
+            min_interval: self
+                .min_interval_minutes
+                .map_or(base.min_interval, |m| Duration::from_secs(m * 60)),
+            quota_per_owner: self.quota_per_owner.unwrap_or(base.quota_per_owner),
+            max_run_budget: self.max_run_tokens.map_or(base.max_run_budget, Tokens),
+            default_timeout: self.default_timeout_ms.map_or(base.default_timeout, ms),
+            max_timeout: self.max_timeout_ms.map_or(base.max_timeout, ms),
+            failures_before_pause: self
+                .failures_before_pause
+                .unwrap_or(base.failures_before_pause),
+            misfire_grace: self.misfire_grace_ms.map_or(base.misfire_grace, ms),
+        }
+    }
+
+    /// Keys set to zero (none of them may be).
+    fn zeros(&self) -> Vec<&'static str> {
+        [
+            ("min_interval_minutes", self.min_interval_minutes == Some(0)),
+            ("quota_per_owner", self.quota_per_owner == Some(0)),
+            ("default_timeout_ms", self.default_timeout_ms == Some(0)),
+            ("max_timeout_ms", self.max_timeout_ms == Some(0)),
+            (
+                "failures_before_pause",
+                self.failures_before_pause == Some(0),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, zero)| zero.then_some(key))
+        .collect()
+    }
 }
 
 /// A config file that cannot be used.
@@ -138,6 +208,16 @@ impl HostConfig {
                 );
             }
         }
+        for key in self.schedules.zeros() {
+            push(format!("schedules.{key}"), "must be above zero".into());
+        }
+        let rules = self.schedules.apply(ScheduleConfig::default());
+        if rules.default_timeout > rules.max_timeout {
+            push(
+                "schedules.default_timeout_ms".into(),
+                "is above schedules.max_timeout_ms".into(),
+            );
+        }
         for (name, policy) in &self.tools {
             let at = format!("tools.{name}");
             if let Err(e) = ToolName::new(name) {
@@ -196,7 +276,7 @@ impl HostConfig {
         if let Some(mib) = self.max_memory_mib {
             builder = builder.max_memory_bytes(mib << 20);
         }
-        builder
+        builder.schedule_config(self.schedules.apply(ScheduleConfig::default()))
     }
 
     /// Loads every tool into `host` under its table's name, and reports each
@@ -236,6 +316,7 @@ impl HostConfig {
                 self.max_memory_mib != previous.max_memory_mib,
             ),
             ("defaults", self.defaults != previous.defaults),
+            ("schedules", self.schedules != previous.schedules),
         ];
         report.needs_restart = host_wide
             .into_iter()

@@ -84,7 +84,7 @@ pub use clock::{
     Clock, Jitter, ManualClock, ManualWallClock, SystemClock, SystemWallClock, WallClock,
 };
 pub use component_cache::{ArtifactInfo, ArtifactSource};
-pub use config::{ConfigError, ConfigProblem, HostConfig, ReloadReport};
+pub use config::{ConfigError, ConfigProblem, HostConfig, ReloadReport, ScheduleTable};
 pub use cron::{Cron, CronError, CronField};
 pub use error::{BuildError, CallError, ErrorClass, LoadError, ToolError};
 pub use escalation::{

@@ -1,6 +1,7 @@
 //! `cofferdam serve`: the tools of a `cofferdam.toml` as an MCP server over
 //! stdio or streamable HTTP, with `/metrics`, and the config reloaded on
-//! SIGHUP or when the file (or a component it names) changes.
+//! SIGHUP or when the file (or a component it names) changes, and the
+//! schedule runner firing background runs.
 //!
 //! It does not daemonize or manage TLS: put it behind a process supervisor,
 //! and behind a TLS-terminating proxy when it listens beyond loopback.
@@ -13,6 +14,8 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context as _, Result};
 use clap::Args;
 use cofferdam::{CancellationToken, Host, HostConfig, HttpAccess, McpServer};
+
+use crate::cli::Dirs;
 
 #[derive(Args)]
 pub(crate) struct ServeArgs {
@@ -37,17 +40,24 @@ pub(crate) struct ServeArgs {
     /// How often to look for changes of the config and its components.
     #[arg(long, value_parser = crate::cli::parse_duration, default_value = "1s")]
     watch_every: Duration,
+    /// How often the schedule runner looks for due runs (and for schedules
+    /// changed from the CLI).
+    #[arg(long, value_parser = crate::cli::parse_duration, default_value = "1s")]
+    tick_every: Duration,
 }
 
-pub(crate) async fn serve(
-    args: ServeArgs,
-    data_dir: &Path,
-    artifact_dir: Option<&Path>,
-) -> Result<ExitCode> {
-    let (config, host) = configured_host(&args.config, data_dir, artifact_dir).await?;
+pub(crate) async fn serve(args: ServeArgs, dirs: &Dirs) -> Result<ExitCode> {
+    let (config, host) = configured_host(&args.config, dirs).await?;
     let server = McpServer::new(host.clone());
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
+    // The schedule runner: fires due runs until the server stops, then
+    // cancels the runs going and waits for them to be recorded.
+    let runner = host.schedules().runner();
+    let runner = {
+        let (stop, every) = (stop.clone(), args.tick_every);
+        tokio::spawn(async move { runner.run(every, stop).await })
+    };
     tokio::spawn(watch(
         args.config.clone(),
         config,
@@ -97,16 +107,16 @@ pub(crate) async fn serve(
         server.serve_stdio(stop.clone()).await?;
         stop.cancel();
     }
+    stop.cancel();
+    if runner.await.is_err() {
+        tracing::error!("the schedule runner panicked");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Reads, checks and loads a `cofferdam.toml`: the host with every tool.
 /// Without `data_dir` in the file, the CLI's data directory holds the journal.
-pub(crate) async fn configured_host(
-    path: &Path,
-    data_dir: &Path,
-    artifact_dir: Option<&Path>,
-) -> Result<(HostConfig, Host)> {
+pub(crate) async fn configured_host(path: &Path, dirs: &Dirs) -> Result<(HostConfig, Host)> {
     let config = HostConfig::from_file(path)?;
     let problems = config.check();
     if !problems.is_empty() {
@@ -117,12 +127,9 @@ pub(crate) async fn configured_host(
     }
     let mut builder = config.builder();
     if config.data_dir.is_none() {
-        builder = builder.data_dir(data_dir);
+        builder = builder.data_dir(&dirs.data);
     }
-    if let Some(dir) = artifact_dir {
-        builder = builder.artifact_dir(dir);
-    }
-    let host = builder.build()?;
+    let host = dirs.apply(builder).build()?;
     for (name, result) in config.load(&host).await {
         result.with_context(|| format!("tools.{name} in {}", path.display()))?;
     }

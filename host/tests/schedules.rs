@@ -717,3 +717,176 @@ input = { name = "${steps.first.output.greeting}" }
     let record = _host.tasks().status("greetings-20261125T1300Z").unwrap();
     assert_eq!(record.steps.len(), 2);
 }
+
+/// Sets the time a `--clock-file` reads (atomically: no half-written file).
+fn set_clock(file: &Path, now: &str) {
+    let fresh = file.with_extension("new");
+    std::fs::write(&fresh, now).expect("write clock");
+    std::fs::rename(&fresh, file).expect("move clock");
+}
+
+fn cofferdam(dir: &Path, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cofferdam"));
+    command
+        .arg("--clock-file")
+        .arg(dir.join("now"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--artifact-dir")
+        .arg(common::shared_data_dir().join("artifacts"))
+        .args(args)
+        .env_remove("COFFERDAM_LOG");
+    command
+}
+
+fn history(dir: &Path) -> Vec<serde_json::Value> {
+    let out = cofferdam(dir, &["schedules", "history", "digest", "--json"])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON history")
+}
+
+#[test]
+fn a_daily_schedule_created_from_the_cli_runs_under_serve_at_its_local_time() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let config = dir.join("cofferdam.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"data\"\n[tools.hello]\ncomponent = \"{}\"\n",
+            artifacts::HELLO
+        ),
+    )
+    .unwrap();
+    set_clock(&dir.join("now"), "2026-11-25T12:00:00Z");
+    let config = config.to_str().unwrap();
+    let created = cofferdam(
+        dir,
+        &[
+            "schedules",
+            "create",
+            "digest",
+            "--config",
+            config,
+            "--owner",
+            "ops",
+            "--cron",
+            "0 9 * * *",
+            "--zone",
+            "Europe/Berlin",
+            "--tool",
+            "hello",
+            "--input",
+            r#"{"name":"digest"}"#,
+            "--budget",
+            "500",
+        ],
+    )
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&created.stdout);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    assert!(
+        stdout.contains("next run 2026-11-26T08:00:00Z (2026-11-26T09:00:00+01:00[Europe/Berlin])"),
+        "{stdout}"
+    );
+    // A second create with another cron is refused, naming the schedule.
+    let again = cofferdam(
+        dir,
+        &[
+            "schedules",
+            "create",
+            "digest",
+            "--config",
+            config,
+            "--owner",
+            "ops",
+            "--cron",
+            "0 25 * * *",
+            "--tool",
+            "hello",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("cron hour field `25`"));
+
+    set_clock(&dir.join("now"), "2026-11-26T07:59:00Z"); // 08:59 in Berlin
+    let mut serve = cofferdam(
+        dir,
+        &[
+            "serve",
+            "--config",
+            config,
+            "--http",
+            "127.0.0.1:0",
+            "--tick-every",
+            "20ms",
+        ],
+    )
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("serve starts");
+    let stderr = std::io::BufReader::new(serve.stderr.take().unwrap());
+    let mut lines = stderr.lines();
+    loop {
+        let line = lines.next().expect("serve is up").expect("stderr");
+        if line.contains("serving") {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    assert!(history(dir).is_empty(), "nothing runs before 09:00 local");
+
+    set_clock(&dir.join("now"), "2026-11-26T08:00:02Z");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let run = loop {
+        let runs = history(dir);
+        if let Some(run) = runs.first().filter(|r| r["status"] != "running") {
+            break run.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no run within a minute: {runs:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(serve.id().to_string())
+        .status();
+    assert!(serve.wait().expect("serve stops").success());
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["slot"], "2026-11-26T08:00:00Z");
+    assert!(run["tokens"].as_u64().unwrap() > 0, "{run}");
+
+    let text = cofferdam(dir, &["schedules", "history", "digest"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("succeeded"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "total: 1 runs (0 failed), {} tokens",
+            run["tokens"]
+        )),
+        "{text}"
+    );
+    let list = cofferdam(dir, &["schedules", "list", "--owner", "ops"])
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(list.contains("next run 2026-11-27T08:00:00Z"), "{list}");
+}
