@@ -123,5 +123,26 @@ step "a declined card: the charge fails for good, so the hotel and then the flig
 echo "the booking ledger ($work/ledger/ledger.jsonl):"
 cat "$work/ledger/ledger.jsonl"
 step "what needs a human (an unknown outcome would be listed here)" $cofferdam escalations list
+
+# Schedules run on the calendar; a simulated clock (--clock-file) spares the demo a wait until 09:00.
+echo "2026-11-26T07:59:00Z" > "$work/now"
+step "a daily background run at 09:00 Berlin time, with its own budget" \
+  $cofferdam --clock-file "$work/now" schedules create morning-digest --config "$work/cofferdam.toml" \
+    --owner ops --cron "0 9 * * *" --zone Europe/Berlin --tool hello --input '{"name":"morning"}' --budget 500
+step "every five minutes is refused: background runs are at least 60 minutes apart" \
+  $cofferdam --clock-file "$work/now" schedules create chatty --config "$work/cofferdam.toml" \
+    --owner ops --cron "*/5 * * * *" --tool hello
+serve_until_the_slot_runs() {
+  $cofferdam --clock-file "$work/now" serve --config "$work/cofferdam.toml" --http 127.0.0.1:0 --tick-every 100ms &
+  local server=$!
+  echo "clock moves to 09:00:01 Berlin time"; echo "2026-11-26T08:00:01Z" > "$work/now"
+  for _ in $(seq 100); do
+    $cofferdam schedules history morning-digest --json | grep -q '"succeeded"' && break
+    sleep 0.1
+  done
+  kill -TERM $server; wait $server
+}
+step "cofferdam serve runs the scheduler; the 09:00 slot fires once" serve_until_the_slot_runs
+step "its history, with the cost of each run" $cofferdam --clock-file "$work/now" schedules history morning-digest
 echo
 echo "== done: every call above ran in a fresh sandboxed instance"
