@@ -1,9 +1,11 @@
 //! One attempt: a fresh store from the pool, the guest instantiated under its
 //! limits, one export called, the result classified.
 //!
-//! This is the innermost layer of the call pipeline. It never retries and
-//! never reuses a store: a trapped or cancelled store is poisoned, and a fresh
-//! one costs microseconds with the pooling allocator.
+//! This is the innermost layer of the call pipeline. It never retries. It
+//! reuses a store only from a tool's warm pool (`[warm]`), and gives one back
+//! only after a call that ended normally: a trapped, timed-out or cancelled
+//! store is dropped, and a fresh one costs microseconds with the pooling
+//! allocator.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -16,6 +18,7 @@ use crate::bindings::cofferdam::tool::types as wit;
 use crate::host_api::{GuestServices, LogRecord, ProgressSink};
 use crate::net::HttpStats;
 use crate::sandbox::{self, CallState, Grants, MemoryLimitHit};
+use crate::warm::{WarmInstance, WarmPool};
 use crate::{CallError, Fuel, Limits, TokenPrice, ToolError, ToolName};
 
 /// Which export to call.
@@ -70,6 +73,8 @@ pub(crate) struct Attempt<'a> {
     pub progress: Option<ProgressSink>,
     /// Stops the attempt like a deadline does, but as `Cancelled`.
     pub cancel: Option<&'a CancellationToken>,
+    /// The tool's warm instances, when it reuses them.
+    pub warm: Option<&'a WarmPool>,
 }
 
 impl Attempt<'_> {
@@ -84,28 +89,48 @@ impl Attempt<'_> {
             logs_dropped: 0,
             progress: self.progress,
         };
-        let prepared = sandbox::prepare(
-            self.grants,
-            self.scratch_root,
-            limits.max_stdout_bytes,
-            limits.max_stderr_bytes,
-            limits.memory_bytes,
-            services,
-            start + limits.timeout,
-        );
-        let (state, sandbox) = match prepared {
-            Ok(prepared) => prepared,
-            Err(e) => {
-                let error = CallError::Host {
-                    tool: self.tool.clone(),
-                    reason: format!("cannot set up the sandbox: {e}"),
+        let deadline = start + limits.timeout;
+        let reused = match (&export, self.warm) {
+            (Export::Invoke { .. }, Some(pool)) => pool.take(),
+            _ => None,
+        };
+        let (mut store, mut sandbox, mut instance, served) = match reused {
+            Some(warm) => {
+                let WarmInstance {
+                    mut store,
+                    instance,
+                    mut sandbox,
+                    invocations,
+                    ..
+                } = warm;
+                sandbox.http = store.data_mut().renew(services, deadline);
+                (store, sandbox, Some(instance), invocations)
+            }
+            None => {
+                let prepared = sandbox::prepare(
+                    self.grants,
+                    self.scratch_root,
+                    limits.max_stdout_bytes,
+                    limits.max_stderr_bytes,
+                    limits.memory_bytes,
+                    services,
+                    deadline,
+                );
+                let (state, sandbox) = match prepared {
+                    Ok(prepared) => prepared,
+                    Err(e) => {
+                        let error = CallError::Host {
+                            tool: self.tool.clone(),
+                            reason: format!("cannot set up the sandbox: {e}"),
+                        };
+                        return Execution::failed_early(error, start);
+                    }
                 };
-                return Execution::failed_early(error, start);
+                let mut store = Store::new(self.engine, state);
+                store.limiter(|state| &mut state.memory);
+                (store, sandbox, None, 0)
             }
         };
-
-        let mut store = Store::new(self.engine, state);
-        store.limiter(|state| &mut state.memory);
         if let Err(e) = store.set_fuel(limits.fuel.0) {
             let error = CallError::Host {
                 tool: self.tool.clone(),
@@ -115,7 +140,6 @@ impl Attempt<'_> {
         }
         let hostcall_fuel = transfer_limit(&limits);
         store.set_hostcall_fuel(hostcall_fuel);
-        let deadline = start + limits.timeout;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {
@@ -128,15 +152,19 @@ impl Attempt<'_> {
 
         let mut instantiated = false;
         let run = async {
-            let instance = self.pre.instantiate_async(&mut store).await?;
+            let instance = match instance.take() {
+                Some(instance) => instance,
+                None => self.pre.instantiate_async(&mut store).await?,
+            };
             instantiated = true;
-            match export {
+            let returned = match export {
                 Export::Describe => instance.call_describe(&mut store).await.map(Returned::Info),
                 Export::Invoke { ctx, input } => instance
                     .call_invoke(&mut store, &ctx, input)
                     .await
                     .map(Returned::Output),
-            }
+            }?;
+            Ok::<_, wasmtime::Error>((returned, instance))
         };
         // The epoch callback stops a guest that computes; this timeout stops
         // one blocked in a host call, which epochs and fuel cannot interrupt.
@@ -162,23 +190,44 @@ impl Attempt<'_> {
         let http = sandbox.http.snapshot();
         let (stdout, stdout_dropped) = sandbox.stdout.take();
         let (stderr, stderr_dropped) = sandbox.stderr.take();
-        let result = match outcome {
-            Stopped::Deadline => Err(CallError::DeadlineExceeded {
-                tool: self.tool.clone(),
-                timeout: limits.timeout,
-            }),
-            Stopped::Cancelled => Err(CallError::Cancelled {
-                tool: self.tool.clone(),
-            }),
-            Stopped::Finished(Err(error)) => {
-                Err(classify(error, self.tool, &limits, &stderr, instantiated))
-            }
-            Stopped::Finished(Ok(returned)) => Ok(returned),
+        let (result, keep) = match outcome {
+            Stopped::Deadline => (
+                Err(CallError::DeadlineExceeded {
+                    tool: self.tool.clone(),
+                    timeout: limits.timeout,
+                }),
+                None,
+            ),
+            Stopped::Cancelled => (
+                Err(CallError::Cancelled {
+                    tool: self.tool.clone(),
+                }),
+                None,
+            ),
+            Stopped::Finished(Err(error)) => (
+                Err(classify(error, self.tool, &limits, &stderr, instantiated)),
+                None,
+            ),
+            Stopped::Finished(Ok((returned, instance))) => (Ok(returned), Some(instance)),
         };
         let logs = std::mem::take(&mut store.data_mut().services.logs);
         let logs_dropped = store.data().services.logs_dropped;
-        drop(store);
-        drop(sandbox.scratch);
+        store.data_mut().services.progress = None;
+        match (self.warm, keep) {
+            // Only an instance whose call ended normally goes back.
+            (Some(pool), Some(instance)) if matches!(result, Ok(Returned::Output(_))) => {
+                pool.put(WarmInstance::new(store, instance, sandbox, served + 1));
+            }
+            (Some(pool), _) => {
+                pool.retire();
+                drop(store);
+                drop(sandbox.scratch.take());
+            }
+            (None, _) => {
+                drop(store);
+                drop(sandbox.scratch.take());
+            }
+        }
         Execution {
             result,
             fuel_used,

@@ -39,6 +39,7 @@ use crate::retry::{RetryBudget, RetryConfig};
 use crate::sandbox::{CallState, Grants, ResolvedMount};
 use crate::schedule::{ScheduleConfig, Schedules};
 use crate::task::Tasks;
+use crate::warm::{WarmPool, WarmStats};
 use crate::{
     BreakerMode, BreakerSnapshot, BreakerState, BuildError, CallError, Effect, ErrorClass, Fuel,
     Limits, LoadError, PolicyError, TokenPrice, Tokens, ToolName, ToolPolicy,
@@ -338,6 +339,8 @@ struct LoadedTool {
     invocations: AtomicU64,
     /// The tool name's counters, shared with earlier and later versions.
     metrics: Arc<ToolMetrics>,
+    /// Idle instances kept for the next calls (`[warm]`), if it reuses them.
+    warm: Option<Arc<WarmPool>>,
 }
 
 /// What a loaded tool is: its self-description plus what the host made of it.
@@ -656,6 +659,7 @@ impl Host {
             scratch_root: &inner.scratch_root,
             progress: None,
             cancel: None,
+            warm: None,
         }
         .execute(Export::Describe)
         .await;
@@ -696,6 +700,7 @@ impl Host {
             retry,
             invocations: AtomicU64::new(0),
             metrics: inner.metrics.for_tool(&description.name),
+            warm: policy.warm.config().map(WarmPool::start),
         });
         let mut tools = inner.tools.write().unwrap_or_else(|e| e.into_inner());
         if mode == Install::New && tools.contains_key(&description.name) {
@@ -1169,6 +1174,7 @@ impl Host {
                 scratch_root: &inner.scratch_root,
                 progress: request.progress.clone(),
                 cancel: request.cancel.as_ref(),
+                warm: tool.warm.as_deref(),
             }
             .execute(Export::Invoke {
                 ctx,
@@ -1413,6 +1419,7 @@ impl Host {
             queued: tool.bulkhead.waiting(),
             max_concurrent: tool.bulkhead.config().max_concurrent,
             breaker: tool.breaker.snapshot(),
+            warm: tool.warm.as_ref().map(|pool| pool.stats()),
         })
     }
 
@@ -1645,6 +1652,8 @@ pub struct ToolStats {
     pub max_concurrent: u32,
     /// The breaker's state and counters.
     pub breaker: BreakerSnapshot,
+    /// The warm pool's counters, when the tool reuses instances.
+    pub warm: Option<WarmStats>,
 }
 
 /// Breaker modes set by operators, remembered in `<data>/breaker-modes.json`.

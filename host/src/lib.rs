@@ -45,7 +45,9 @@
 //! [`Host::schedules`] runs tool calls and tasks in the background on a cron
 //! in an IANA time zone, each run under its own budget and timeout.
 //!
-//! What this crate does not do yet: warm instance reuse.
+//! A tool may opt into warm reuse (`[warm]` in its policy): idle instances
+//! are kept and reused by later calls, retired after a number of calls, on
+//! any trap or timeout, and when idle.
 
 #![warn(missing_docs)]
 #![deny(unsafe_code)] // `component_cache` alone opts out, with a SAFETY note.
@@ -76,6 +78,7 @@ mod sandbox;
 mod schedule;
 mod task;
 mod units;
+mod warm;
 
 pub use breaker::{BreakerConfig, BreakerMode, BreakerSnapshot, BreakerState, Window};
 pub use budget::{BudgetCap, BudgetError, BudgetStatus, Budgets, InvalidScope, ScopeId};
@@ -104,7 +107,7 @@ pub use mcp::{HttpAccess, McpServer, ServeError};
 pub use net::{HttpSpec, HttpStats, NetPolicyError};
 pub use policy::{
     BreakerSpec, BudgetSpec, DEFAULT_FALLBACK_ON, Mount, MountMode, PolicyError, PoolSpec,
-    RetrySpec, ToolPolicy,
+    RetrySpec, ToolPolicy, WarmSpec,
 };
 pub use retry::RetryConfig;
 pub use schedule::{
@@ -117,3 +120,4 @@ pub use task::{
 };
 pub use tokio_util::sync::CancellationToken;
 pub use units::{Effect, Fuel, InvalidToolName, TokenPrice, Tokens, ToolName};
+pub use warm::WarmStats;

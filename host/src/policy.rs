@@ -77,6 +77,10 @@ pub struct ToolPolicy {
     /// Concurrency (bulkhead) settings.
     #[serde(default)]
     pub pool: PoolSpec,
+    /// Warm instance reuse (off unless set): for tools that keep no state
+    /// between calls, or whose state is harmless.
+    #[serde(default)]
+    pub warm: WarmSpec,
     /// Circuit breaker settings.
     #[serde(default)]
     pub breaker: BreakerSpec,
@@ -133,6 +137,42 @@ pub struct PoolSpec {
     pub max_queue: Option<u32>,
     /// Longest wait in the queue, in milliseconds.
     pub max_wait_ms: Option<u64>,
+}
+
+/// `[warm]`: keep instances of this tool between calls instead of a fresh
+/// one per call. **The guest's memory, globals, open handles and `/scratch`
+/// carry over from one call to the next** (of any caller): opt in only for
+/// tools that keep no state, or whose state is harmless. An instance that
+/// trapped, ran out of fuel or time, or was cancelled is never reused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmSpec {
+    /// Idle instances kept, at most `pool.max_concurrent` [0: off].
+    pub instances: Option<u32>,
+    /// Calls one instance serves before it is retired [1000].
+    pub max_invocations: Option<u32>,
+    /// An instance idle this long is retired, in milliseconds [60000].
+    pub idle_ms: Option<u64>,
+}
+
+/// Warm reuse as configured: `None` when off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WarmConfig {
+    pub instances: usize,
+    pub max_invocations: u32,
+    pub idle: Duration,
+}
+
+impl WarmSpec {
+    /// The settings in force, or `None` when reuse is off.
+    pub(crate) fn config(&self) -> Option<WarmConfig> {
+        let instances = self.instances.filter(|n| *n > 0)? as usize;
+        Some(WarmConfig {
+            instances,
+            max_invocations: self.max_invocations.unwrap_or(1000),
+            idle: Duration::from_millis(self.idle_ms.unwrap_or(60_000)),
+        })
+    }
 }
 
 impl PoolSpec {
@@ -367,6 +407,14 @@ pub enum PolicyError {
         /// The key.
         key: &'static str,
     },
+    /// More warm instances than calls may run at once.
+    #[error("`warm.instances` ({instances}) is above `pool.max_concurrent` ({max_concurrent})")]
+    WarmAbovePool {
+        /// Asked for.
+        instances: u32,
+        /// The bulkhead's size.
+        max_concurrent: u32,
+    },
     /// Two keys that exclude each other are both set.
     #[error("set only one of {keys}")]
     Conflict {
@@ -508,9 +556,20 @@ impl ToolPolicy {
             ("breaker.window_seconds", b.window_seconds == Some(0)),
             ("breaker.half_open_probes", b.half_open_probes == Some(0)),
             ("retry.max_attempts", r.max_attempts == Some(0)),
+            ("warm.max_invocations", self.warm.max_invocations == Some(0)),
+            ("warm.idle_ms", self.warm.idle_ms == Some(0)),
         ];
         if let Some((key, _)) = zero.into_iter().find(|(_, is_zero)| *is_zero) {
             return Err(PolicyError::ZeroSetting { key });
+        }
+        let max_concurrent = self.pool.apply().max_concurrent;
+        if let Some(instances) = self.warm.instances
+            && instances > max_concurrent
+        {
+            return Err(PolicyError::WarmAbovePool {
+                instances,
+                max_concurrent,
+            });
         }
         if b.window_calls.is_some() && b.window_seconds.is_some() {
             return Err(PolicyError::Conflict {

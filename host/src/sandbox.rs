@@ -84,6 +84,23 @@ impl WasiHttpView for CallState {
     }
 }
 
+impl CallState {
+    /// Readies a warm instance's state for its next call: fresh guest
+    /// services, the new deadline for outbound HTTP, and fresh HTTP counters
+    /// (returned for the caller's [`Sandbox`]).
+    pub(crate) fn renew(
+        &mut self,
+        services: GuestServices,
+        deadline: std::time::Instant,
+    ) -> Arc<net::HttpCounters> {
+        let counters = Arc::new(net::HttpCounters::default());
+        self.services = services;
+        self.http_hooks.deadline = deadline;
+        self.http_hooks.counters = Arc::clone(&counters);
+        counters
+    }
+}
+
 /// A call's sandbox, kept by the caller to read stdio and drop the scratch
 /// directory after the call.
 pub(crate) struct Sandbox {
@@ -239,10 +256,11 @@ impl CapturedOutput {
         c.dropped += (data.len() - kept) as u64;
     }
 
-    /// The captured bytes and how many were dropped past the limit.
+    /// The captured bytes and how many were dropped past the limit; the
+    /// capture starts empty again (a warm instance's next call).
     pub(crate) fn take(&self) -> (Vec<u8>, u64) {
         let mut c = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        (std::mem::take(&mut c.bytes), c.dropped)
+        (std::mem::take(&mut c.bytes), std::mem::take(&mut c.dropped))
     }
 }
 

@@ -28,6 +28,7 @@ const GUESTS: &[&str] = &[
     "tests/tools/sleepy",
     "tests/tools/introspect",
     "tests/tools/fetch",
+    "tests/tools/counter",
 ];
 
 fn main() -> Result<()> {
