@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::BuildError;
 
@@ -23,6 +23,24 @@ pub(crate) struct EngineSettings {
     pub epoch_tick: Duration,
 }
 
+/// Bytes of each memory and table reset by `memset` instead of `madvise`.
+const KEEP_RESIDENT: usize = 2 << 20;
+/// Slots whose decommit is batched into one `madvise` round.
+const DECOMMIT_BATCH: usize = 16;
+
+/// How slots are reset for reuse. Resetting with `madvise` flushes the TLB
+/// of every core the process runs on (an IPI per call): measured, it cost
+/// 60 µs of a 97 µs call and kept 2 workers at the throughput of 1. Instead,
+/// the pages a call dirtied are reset with `memset` (PAGEMAP_SCAN finds
+/// them, Linux 6.7+), up to [`KEEP_RESIDENT`] bytes, and the `madvise` calls
+/// that remain are batched.
+pub(crate) fn tune_slot_reuse(pool: &mut PoolingAllocationConfig) {
+    pool.pagemap_scan(Enabled::Auto)
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(KEEP_RESIDENT)
+        .decommit_batch_size(DECOMMIT_BATCH);
+}
+
 pub(crate) fn build(settings: &EngineSettings) -> Result<Engine, BuildError> {
     let mut pool = PoolingAllocationConfig::new();
     let n = settings.max_instances.max(1);
@@ -34,6 +52,7 @@ pub(crate) fn build(settings: &EngineSettings) -> Result<Engine, BuildError> {
         .total_tables(n.saturating_mul(8))
         .total_stacks(n)
         .max_memory_size(usize::try_from(settings.max_memory_bytes).unwrap_or(usize::MAX));
+    tune_slot_reuse(&mut pool);
 
     let mut config = Config::new();
     config

@@ -438,6 +438,10 @@ enum Op {
         reply: Reply<usize>,
     },
     Audit(Box<AttemptRecord>),
+    /// The audit buffer has records: commit them within [`AUDIT_LINGER`].
+    AuditPending,
+    /// The audit buffer is full: commit it now.
+    AuditFull,
     /// Schedule-store work done inside the batch's transaction (`None` when
     /// the transaction could not begin: the work answers an error).
     Schedules(ScheduleWork),
@@ -448,7 +452,7 @@ type ScheduleWork = Box<dyn FnOnce(Option<&ScheduleTxn<'_>>) -> Answer + Send>;
 impl Op {
     /// Whether the caller waits for this op, so it must be durable first.
     fn durable(&self) -> bool {
-        !matches!(self, Op::Audit(_))
+        !matches!(self, Op::Audit(_) | Op::AuditPending | Op::AuditFull)
     }
 }
 
@@ -470,7 +474,18 @@ pub(crate) struct Journal {
     // Field order matters: `tx` drops first, closing the channel, then the
     // last `_writer` handle joins the thread.
     tx: mpsc::Sender<Op>,
+    /// Audit records waiting for the writer. Pushing one wakes the writer
+    /// only when the buffer was empty (or fills up), not per record.
+    audit: std::sync::Arc<AuditBuffer>,
     _writer: std::sync::Arc<WriterThread>,
+}
+
+type AuditBuffer = std::sync::Mutex<Vec<AttemptRecord>>;
+
+fn lock_audit(buffer: &AuditBuffer) -> std::sync::MutexGuard<'_, Vec<AttemptRecord>> {
+    buffer
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Joins the writer thread when the last journal handle goes away.
@@ -524,14 +539,17 @@ impl Journal {
         let db = std::sync::Arc::new(db);
         let (tx, rx) = mpsc::channel();
         let writer_db = std::sync::Arc::clone(&db);
+        let audit = std::sync::Arc::new(AuditBuffer::default());
+        let writer_audit = std::sync::Arc::clone(&audit);
         let handle = std::thread::Builder::new()
             .name("cofferdam-journal".into())
-            .spawn(move || writer(&writer_db, &rx, group_commit))
+            .spawn(move || writer(&writer_db, &rx, &writer_audit, group_commit))
             .map_err(storage)?;
         let writer = std::sync::Arc::new(WriterThread(std::sync::Mutex::new(Some(handle))));
         Ok(Self {
             db,
             tx,
+            audit,
             _writer: writer,
         })
     }
@@ -544,7 +562,16 @@ impl Journal {
 
     /// Records an attempt; does not wait for the commit.
     pub(crate) fn audit(&self, record: AttemptRecord) {
-        let _ = self.tx.send(Op::Audit(Box::new(record)));
+        let pending = {
+            let mut buffer = lock_audit(&self.audit);
+            buffer.push(record);
+            buffer.len()
+        };
+        if pending == 1 {
+            let _ = self.tx.send(Op::AuditPending);
+        } else if pending == AUDIT_BATCH {
+            let _ = self.tx.send(Op::AuditFull);
+        }
     }
 
     /// Charges tokens spent outside the host to a scope.
@@ -1085,32 +1112,37 @@ pub(crate) fn process_alive(pid: u32) -> bool {
     pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
 }
 
-fn writer(db: &Database, rx: &mpsc::Receiver<Op>, group_commit: bool) {
-    // Audit records wait here until a durable request comes (they ride along
-    // in its transaction), AUDIT_BATCH of them pile up, or AUDIT_LINGER
-    // passes: a stream of calls costs a commit per batch, not per call.
-    let mut audit: Vec<Op> = Vec::new();
-    let mut audit_since = std::time::Instant::now();
+fn writer(db: &Database, rx: &mpsc::Receiver<Op>, buffer: &AuditBuffer, group_commit: bool) {
+    // Audit records wait in the buffer until a durable request comes (they
+    // ride along in its transaction), AUDIT_BATCH of them pile up, or
+    // AUDIT_LINGER passes: a stream of calls costs one wake-up and one
+    // commit per batch, not per call.
+    let drain = || -> Vec<Op> {
+        std::mem::take(&mut *lock_audit(buffer))
+            .into_iter()
+            .map(|record| Op::Audit(Box::new(record)))
+            .collect()
+    };
+    let mut audit_since: Option<std::time::Instant> = None;
     let mut dirty = false;
     loop {
-        let wait = if audit.is_empty() {
-            AUDIT_FLUSH
-        } else {
-            AUDIT_LINGER.saturating_sub(audit_since.elapsed())
-        };
+        let wait = audit_since.map_or(AUDIT_FLUSH, |since| {
+            AUDIT_LINGER.saturating_sub(since.elapsed())
+        });
         let first = match rx.recv_timeout(wait) {
             Ok(op) => Some(op),
             Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let _ = apply(db, std::mem::take(&mut audit), true);
+                let _ = apply(db, drain(), true);
                 return;
             }
         };
+        let idle = first.is_none() && audit_since.is_none();
         let mut batch = Vec::new();
         if let Some(op) = first {
             batch.push(op);
             if group_commit {
-                while batch.len() + audit.len() < MAX_BATCH {
+                while batch.len() < MAX_BATCH {
                     match rx.try_recv() {
                         Ok(op) => batch.push(op),
                         Err(_) => break,
@@ -1118,17 +1150,22 @@ fn writer(db: &Database, rx: &mpsc::Receiver<Op>, group_commit: bool) {
                 }
             }
         }
+        let mut full = false;
+        batch.retain(|op| match op {
+            Op::AuditPending => {
+                audit_since.get_or_insert_with(std::time::Instant::now);
+                false
+            }
+            Op::AuditFull => {
+                full = true;
+                false
+            }
+            _ => true,
+        });
         let durable = batch.iter().any(Op::durable);
-        let (records, requests): (Vec<Op>, Vec<Op>) =
-            batch.into_iter().partition(|op| !op.durable());
-        if audit.is_empty() && !records.is_empty() {
-            audit_since = std::time::Instant::now();
-        }
-        audit.extend(records);
-        let audit_due = !audit.is_empty()
-            && (audit.len() >= AUDIT_BATCH || audit_since.elapsed() >= AUDIT_LINGER);
+        let audit_due = full || audit_since.is_some_and(|since| since.elapsed() >= AUDIT_LINGER);
         if !durable && !audit_due {
-            if first_was_timeout(&requests, &audit) && dirty {
+            if idle && dirty {
                 // Make audit records committed without fsync durable.
                 if let Ok(txn) = db.begin_write() {
                     dirty = txn.commit().is_err();
@@ -1136,8 +1173,9 @@ fn writer(db: &Database, rx: &mpsc::Receiver<Op>, group_commit: bool) {
             }
             continue;
         }
-        let mut ops = std::mem::take(&mut audit);
-        ops.extend(requests);
+        let mut ops = drain();
+        audit_since = None;
+        ops.extend(batch);
         let answers = match apply(db, ops, durable) {
             Ok(answers) => answers,
             Err((answers, error)) => {
@@ -1152,11 +1190,6 @@ fn writer(db: &Database, rx: &mpsc::Receiver<Op>, group_commit: bool) {
             answer(Ok(()));
         }
     }
-}
-
-/// Nothing arrived and nothing is pending: an idle moment.
-fn first_was_timeout(requests: &[Op], audit: &[Op]) -> bool {
-    requests.is_empty() && audit.is_empty()
 }
 
 /// Applies a batch in one transaction and commits it.
@@ -1206,7 +1239,7 @@ fn drop_answer(op: Op) -> Option<Answer> {
         Op::Reserve { reply, .. } => Some(answer(reply, failed(()).map(|()| Reserved::Unlimited))),
         Op::Charge { reply, .. } => Some(answer(reply, failed(()).map(|()| None))),
         Op::Reap { reply, .. } => Some(answer(reply, failed(()).map(|()| 0))),
-        Op::Audit(_) => None,
+        Op::Audit(_) | Op::AuditPending | Op::AuditFull => None,
         Op::Schedules(work) => Some(work(None)),
     }
 }
@@ -1300,6 +1333,7 @@ fn execute(txn: &WriteTransaction, op: Op, now: u64) -> Option<Answer> {
             }
             None
         }
+        Op::AuditPending | Op::AuditFull => None,
     }
 }
 

@@ -53,6 +53,7 @@
 #![deny(unsafe_code)] // `component_cache` alone opts out, with a SAFETY note.
 
 mod attempt;
+pub mod bench;
 mod bindings;
 mod breaker;
 mod budget;
