@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2
 echo "== building the tools (wasm32-wasip2 components) and the cofferdam CLI"
-cargo build --release --target wasm32-wasip2 -p hello -p grep -p notes -p weather -p booking -p loop-forever -p fs-escape
+# Without debug info, as tools ship: loading hashes the component, so size matters.
+CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=debuginfo \
+  cargo build --release --target wasm32-wasip2 -p hello -p grep -p notes -p weather -p booking -p loop-forever -p fs-escape
 cargo build -p cofferdam
 tools=target/wasm32-wasip2/release
 cofferdam=target/debug/cofferdam

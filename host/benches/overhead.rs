@@ -1,130 +1,23 @@
-//! Per-call overhead of cofferdam against plain wasmtime, side by side.
+//! The repository's benchmark: `cofferdam bench`'s comparisons (each
+//! against a plain-wasmtime baseline in the same run; see
+//! [`cofferdam::bench`]) over the `hello` example, plus scenarios that need
+//! the test tools: a neighbour's bulkhead hung in a host call or spinning on
+//! the CPU, a broken upstream API next to a healthy one, and the memory each
+//! in-flight call holds.
 //!
 //! `cargo bench -p cofferdam --bench overhead` measures; `cargo test -p
-//! cofferdam --bench overhead` runs a few iterations only, so the benchmark
-//! cannot rot. Batches of both contenders are interleaved and the medians of
-//! the per-batch means are compared, so machine noise hits both alike.
-//!
-//! Contenders, all calling `invoke` of the `hello` example:
-//! - plain wasmtime 48: pooling allocator, `InstancePre`, a fresh store and
-//!   WASI context per call, no fuel, no epochs (the floor);
-//! - cofferdam `Host::call`: the same plus fuel, epoch deadline, memory cap,
-//!   captured stdio, input and output checks.
-//!
-//! It also times loading the component: compiling it versus mapping the
-//! precompiled artifact a previous process left on disk; a call refused by an
-//! open breaker (fail-fast latency); and `hello` while a neighbouring tool has
-//! its whole bulkhead hung in a host call, or spinning on the CPU, compared
-//! with `hello` alone (these phases run one after the other, not interleaved).
+//! cofferdam --bench overhead` (part of `cargo test`, so of CI) runs a few
+//! iterations of everything, so the benchmark cannot rot.
 
 use std::hint::black_box;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cofferdam::{BreakerMode, CallRequest, Host, HttpSpec, LimitsSpec, PoolSpec, ToolPolicy};
+use cofferdam::bench::{self, BenchOptions};
+use cofferdam::{CallRequest, Host, HttpSpec, LimitsSpec, PoolSpec, ToolPolicy};
 use cofferdam_test_artifacts as artifacts;
 use cofferdam_test_artifacts::upstream::{Reply, Upstream};
-use std::sync::Arc;
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-
-/// The plain embedding generates its own bindings, as any wasmtime user would.
-mod plain {
-    wasmtime::component::bindgen!({
-        world: "tool",
-        path: "../wit",
-        exports: { default: async },
-    });
-}
-
-use plain::cofferdam::tool::{host as wit_host, types as wit_types};
-use plain::{Tool, ToolPre};
-use wit_types::{CallContext, Level};
-
-struct Plain {
-    wasi: WasiCtx,
-    table: ResourceTable,
-}
-
-impl WasiView for Plain {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl wit_types::Host for Plain {}
-
-impl wit_host::Host for Plain {
-    fn log(&mut self, _level: Level, message: String) {
-        black_box(message);
-    }
-    fn progress(&mut self, _done: u64, _total: Option<u64>, message: String) {
-        black_box(message);
-    }
-    fn remaining_budget(&mut self) -> u64 {
-        0
-    }
-}
-
-struct PlainWasmtime {
-    engine: Engine,
-    pre: ToolPre<Plain>,
-    metered: bool,
-}
-
-impl PlainWasmtime {
-    /// `metered`: compile with fuel and epoch checks and give each store fuel
-    /// and a deadline, as any embedding that bounds guests must.
-    fn new(component: &[u8], metered: bool) -> Self {
-        let mut config = Config::new();
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(
-            PoolingAllocationConfig::new(),
-        ));
-        config.consume_fuel(metered).epoch_interruption(metered);
-        let engine = Engine::new(&config).expect("engine");
-        let component = Component::new(&engine, component).expect("component");
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("wasi");
-        Tool::add_to_linker::<_, HasSelf<Plain>>(&mut linker, |s| s).expect("host");
-        let pre = ToolPre::new(linker.instantiate_pre(&component).expect("pre")).expect("tool");
-        Self {
-            engine,
-            pre,
-            metered,
-        }
-    }
-
-    async fn call(&self, input: &str) -> String {
-        let state = Plain {
-            wasi: WasiCtx::builder().build(),
-            table: ResourceTable::new(),
-        };
-        let mut store = Store::new(&self.engine, state);
-        if self.metered {
-            store.set_fuel(1_000_000_000).expect("fuel");
-            store.set_epoch_deadline(1_000);
-        }
-        let tool = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .expect("instantiate");
-        let ctx = CallContext {
-            call_id: "c".into(),
-            task_id: None,
-            attempt: 1,
-            deadline_ms: 1,
-        };
-        tool.call_invoke(&mut store, &ctx, input)
-            .await
-            .expect("call")
-            .expect("tool ok")
-    }
-}
 
 const INPUT: &str = r#"{"name":"bench"}"#;
 
@@ -135,72 +28,24 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let (rounds, batch) = if full { (31, 400) } else { (3, 5) };
+    let options = if full {
+        BenchOptions::full(artifacts::HELLO, INPUT)
+    } else {
+        BenchOptions::quick(artifacts::HELLO, INPUT)
+    };
+    let report = bench::run(&options, &mut |step| eprintln!("measuring {step}…")).expect("bench");
+    print!("{}", report.table());
+
+    let (rounds, batch) = (options.rounds, options.batch);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("rt");
     runtime.block_on(async {
-        let bytes = std::fs::read(artifacts::HELLO).expect("hello component");
-
-        let data = tempfile::tempdir().expect("tempdir");
-        let start = Instant::now();
-        let host = Host::builder().data_dir(data.path()).build().expect("host");
+        let host = Host::builder().build().expect("host");
         host.load_file(Path::new(artifacts::HELLO), ToolPolicy::default())
             .await
             .expect("load");
-        let compiled = start.elapsed();
-        drop(host);
-        let start = Instant::now();
-        let host = Host::builder().data_dir(data.path()).build().expect("host");
-        let tool = host
-            .load_file(Path::new(artifacts::HELLO), ToolPolicy::default())
-            .await
-            .expect("load");
-        let cached = start.elapsed();
-        assert_eq!(tool.artifact.source, cofferdam::ArtifactSource::Cached);
-
-        let plain = PlainWasmtime::new(&bytes, false);
-        let metered = PlainWasmtime::new(&bytes, true);
-        let (mut plain_us, mut metered_us, mut host_us) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..rounds {
-            let start = Instant::now();
-            for _ in 0..batch {
-                black_box(plain.call(INPUT).await);
-            }
-            plain_us.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(batch));
-            let start = Instant::now();
-            for _ in 0..batch {
-                black_box(metered.call(INPUT).await);
-            }
-            metered_us.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(batch));
-            let start = Instant::now();
-            for _ in 0..batch {
-                let outcome = host
-                    .call(CallRequest::new("hello", INPUT))
-                    .await
-                    .expect("call");
-                black_box(outcome);
-            }
-            host_us.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(batch));
-        }
-        let (plain, metered, ours) = (median(plain_us), median(metered_us), median(host_us));
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        println!("hello, fresh instance per call ({rounds} rounds x {batch} calls, medians)");
-        println!("  plain wasmtime 48          {plain:>9.1} µs/call   1.00x");
-        println!(
-            "  plain + fuel + epochs      {metered:>9.1} µs/call   {:.2}x",
-            metered / plain
-        );
-        println!(
-            "  cofferdam Host::call       {ours:>9.1} µs/call   {:.2}x",
-            ours / plain
-        );
-        let fail_fast = fail_fast_us(&host, rounds, batch).await;
-        println!(
-            "  breaker open: refused call {fail_fast:>9.2} µs/call   {:.3}x",
-            fail_fast / plain
-        );
         let alone = hello_us(&host, rounds, batch).await;
         let hung = with_neighbours(
             &host,
@@ -212,40 +57,79 @@ fn main() {
         .await;
         let spinning = with_neighbours(&host, artifacts::LOOP_FOREVER, "{}", rounds, batch).await;
         println!("hello next to a neighbour with its whole bulkhead (4 calls) busy");
-        println!("  alone                      {alone:>9.1} µs/call   1.00x");
+        println!("  alone                                            1.00x {alone:>10.1} µs/call");
         println!(
-            "  neighbour hung in host call {hung:>8.1} µs/call   {:.2}x",
+            "  neighbour hung in a host call                   {:>5.2}x {hung:>10.1} µs/call",
             hung / alone
         );
         println!(
-            "  neighbour spinning on CPU  {spinning:>9.1} µs/call   {:.2}x",
+            "  neighbour spinning on the CPU                   {:>5.2}x {spinning:>10.1} µs/call",
             spinning / alone
         );
         let (solo, outage, weather_requests) = cascade(rounds, batch / 4 + 1).await;
         println!("flights (HTTP to a local API) while weather's API answers 503 to everything");
-        println!("  flights alone              {solo:>9.1} µs/call   1.00x");
+        println!("  flights alone                                    1.00x {solo:>10.1} µs/call");
         println!(
-            "  flights during the outage  {outage:>9.1} µs/call   {:.2}x",
+            "  flights during the outage                       {:>5.2}x {outage:>10.1} µs/call",
             outage / solo
         );
         println!("  requests that reached the broken weather API: {weather_requests}");
-        let calls = if full { 2000 } else { 40 };
-        let grouped = durable_calls_per_sec(true, calls).await;
-        let single = durable_calls_per_sec(false, calls).await;
-        println!("durable keyed calls of hello, {calls} calls, 64 at a time (journal on disk)");
-        println!("  one commit per write       {single:>9.0} calls/s   1.00x");
-        println!(
-            "  group commit               {grouped:>9.0} calls/s   {:.1}x",
-            grouped / single
-        );
-        println!("load hello (host build + load)");
-        println!("  compile and cache          {:>9.1} ms", ms(compiled));
-        println!(
-            "  map cached artifact        {:>9.1} ms   {:.0}x faster",
-            ms(cached),
-            ms(compiled) / ms(cached)
-        );
+        let in_flight = if full { 1000 } else { 20 };
+        let (kib, failed) = memory_per_call(in_flight).await;
+        println!("{in_flight} calls in flight at once (sleepy, each holding its instance)");
+        println!("  resident memory per in-flight call               {kib:>10.0} KiB");
+        println!("  failed calls                                     {failed:>10}");
     });
+}
+
+/// Resident memory (VmRSS) the process grows by per call while `n` calls
+/// of `sleepy` hold their instances at once, and how many calls failed.
+async fn memory_per_call(n: u32) -> (f64, usize) {
+    let host = Host::builder().max_instances(n + 8).build().expect("host");
+    let policy = ToolPolicy {
+        pool: PoolSpec {
+            max_concurrent: Some(n),
+            ..PoolSpec::default()
+        },
+        ..ToolPolicy::default()
+    };
+    host.load_file(Path::new(artifacts::SLEEPY), policy)
+        .await
+        .expect("load");
+    // One call first, so code and pool set-up are not counted per call.
+    host.call(CallRequest::new("sleepy", r#"{"millis":1}"#))
+        .await
+        .expect("warm-up");
+    let before = rss_kib();
+    let calls: Vec<_> = (0..n)
+        .map(|_| {
+            let host = host.clone();
+            tokio::spawn(async move {
+                host.call(CallRequest::new("sleepy", r#"{"millis":1000}"#))
+                    .await
+            })
+        })
+        .collect();
+    while host.stats("sleepy").expect("stats").in_flight < n {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let during = rss_kib();
+    let mut failed = 0;
+    for call in calls {
+        if !matches!(call.await, Ok(Ok(_))) {
+            failed += 1;
+        }
+    }
+    ((during - before).max(0.0) / f64::from(n), failed)
+}
+
+fn rss_kib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 async fn hello_us(host: &Host, rounds: u32, batch: u32) -> f64 {
@@ -261,26 +145,6 @@ async fn hello_us(host: &Host, rounds: u32, batch: u32) -> f64 {
         }
         samples.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(batch));
     }
-    median(samples)
-}
-
-async fn fail_fast_us(host: &Host, rounds: u32, batch: u32) -> f64 {
-    host.set_breaker_mode("hello", BreakerMode::ForcedOpen)
-        .expect("hello");
-    let mut samples = Vec::new();
-    for _ in 0..rounds {
-        let start = Instant::now();
-        for _ in 0..batch {
-            let refused = host
-                .call(CallRequest::new("hello", INPUT))
-                .await
-                .expect_err("open");
-            black_box(refused);
-        }
-        samples.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(batch));
-    }
-    host.set_breaker_mode("hello", BreakerMode::Normal)
-        .expect("hello");
     median(samples)
 }
 
@@ -332,51 +196,6 @@ async fn with_neighbours(
     }
     host.unload(&name);
     latency
-}
-
-/// Throughput of keyed calls whose claims and results are committed to disk
-/// before each caller hears back.
-async fn durable_calls_per_sec(group_commit: bool, calls: u32) -> f64 {
-    let data = tempfile::tempdir().expect("tempdir");
-    let host = Host::builder()
-        .data_dir(data.path())
-        .group_commit(group_commit)
-        .build()
-        .expect("host");
-    let pool = PoolSpec {
-        max_concurrent: Some(64),
-        max_queue: Some(100_000),
-        max_wait_ms: Some(600_000),
-    };
-    host.load_file(
-        Path::new(artifacts::HELLO),
-        ToolPolicy {
-            pool,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("load");
-    let host = Arc::new(host);
-    let limit = Arc::new(tokio::sync::Semaphore::new(64));
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..calls)
-        .map(|i| {
-            let (host, limit) = (Arc::clone(&host), Arc::clone(&limit));
-            tokio::spawn(async move {
-                let _permit = limit.acquire().await.expect("semaphore");
-                let request = CallRequest {
-                    idempotency_key: Some(format!("key-{i}")),
-                    ..CallRequest::new("hello", INPUT)
-                };
-                host.call(request).await.expect("durable call");
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("task");
-    }
-    f64::from(calls) / start.elapsed().as_secs_f64()
 }
 
 fn api_policy(env: &str, origin: &str) -> ToolPolicy {

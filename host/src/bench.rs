@@ -258,6 +258,7 @@ async fn per_call(
     };
     let fresh = PlainWasmtime::new(bytes, Pooling::SameAsCofferdam).map_err(component_error)?;
     let untuned = PlainWasmtime::new(bytes, Pooling::Default).map_err(component_error)?;
+    let metered = PlainWasmtime::metered(bytes).map_err(component_error)?;
     let mut reused = fresh.reused().await.map_err(component_error)?;
     let input = options.input.as_str();
 
@@ -286,8 +287,8 @@ async fn per_call(
             black_box(host.call(request).await.expect("benchmark call succeeds"));
         }
     };
-    let (mut plain_us, mut untuned_us, mut reused_us, mut host_us, mut warm_us) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut plain_us, mut untuned_us, mut metered_us) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut reused_us, mut host_us, mut warm_us) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..options.rounds {
         plain_us.push(
             batch_us(options.batch, || async {
@@ -301,6 +302,12 @@ async fn per_call(
             })
             .await,
         );
+        metered_us.push(
+            batch_us(options.batch, || async {
+                black_box(metered.call(input).await);
+            })
+            .await,
+        );
         host_us.push(batch_us(options.batch, || call(&name)).await);
         let start = Instant::now();
         for _ in 0..options.batch {
@@ -309,6 +316,7 @@ async fn per_call(
         reused_us.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(options.batch.max(1)));
         warm_us.push(batch_us(options.batch, || call(warm_name.as_str())).await);
     }
+    let metered = median(metered_us);
     let (plain, untuned, reused, ours, warm) = (
         median(plain_us),
         median(untuned_us),
@@ -330,6 +338,13 @@ async fn per_call(
         untuned,
         Unit::MicrosPerCall,
         Some(untuned / plain),
+    );
+    report.push(
+        group,
+        "plain wasmtime + fuel and epoch checks",
+        metered,
+        Unit::MicrosPerCall,
+        Some(metered / plain),
     );
     report.push(
         group,
@@ -683,6 +698,7 @@ fn plain_context() -> wit_types::CallContext {
 pub struct PlainWasmtime {
     engine: Engine,
     pre: ToolPre<Plain>,
+    metered: bool,
 }
 
 /// How the plain baseline's pooling allocator resets slots.
@@ -698,24 +714,46 @@ pub enum Pooling {
 impl PlainWasmtime {
     /// Compiles `component` into a plain engine.
     pub fn new(component: &[u8], pooling: Pooling) -> wasmtime::Result<Self> {
+        Self::build(component, pooling, false)
+    }
+
+    /// The same with fuel metering and epoch interruption compiled in, and
+    /// fuel and a deadline set per call: what bounding a guest costs alone.
+    pub fn metered(component: &[u8]) -> wasmtime::Result<Self> {
+        Self::build(component, Pooling::SameAsCofferdam, true)
+    }
+
+    fn build(component: &[u8], pooling: Pooling, metered: bool) -> wasmtime::Result<Self> {
         let mut pool = PoolingAllocationConfig::new();
         if pooling == Pooling::SameAsCofferdam {
             crate::engine::tune_slot_reuse(&mut pool);
         }
         let mut config = Config::new();
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        config
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .consume_fuel(metered)
+            .epoch_interruption(metered);
         let engine = Engine::new(&config)?;
         let component = Component::new(&engine, component)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         Tool::add_to_linker::<_, HasSelf<Plain>>(&mut linker, |s| s)?;
         let pre = ToolPre::new(linker.instantiate_pre(&component)?)?;
-        Ok(Self { engine, pre })
+        Ok(Self {
+            engine,
+            pre,
+            metered,
+        })
     }
 
     /// One call on a fresh instance; panics if the tool fails.
     pub async fn call(&self, input: &str) -> String {
         let mut store = Store::new(&self.engine, plain_state());
+        if self.metered {
+            store.set_fuel(2_000_000_000).expect("fuel");
+            // No epoch ticker runs here: the check is paid, never hit.
+            store.set_epoch_deadline(1);
+        }
         let tool = self
             .pre
             .instantiate_async(&mut store)
