@@ -74,12 +74,59 @@ fn main() {
             outage / solo
         );
         println!("  requests that reached the broken weather API: {weather_requests}");
+        let (p50, p99, calls) = mcp_latency(if full { 3000 } else { 20 }).await;
+        println!("MCP tools/call of hello over stdio: `cofferdam serve` driven by rmcp's client, {calls} calls");
+        println!("  p50                                              {p50:>10.0} µs   target <= 175 µs: {}", if p50 <= 175.0 { "met" } else { "NOT met" });
+        println!("  p99                                              {p99:>10.0} µs");
         let in_flight = if full { 1000 } else { 20 };
         let (kib, failed) = memory_per_call(in_flight).await;
         println!("{in_flight} calls in flight at once (sleepy, each holding its instance)");
         println!("  resident memory per in-flight call               {kib:>10.0} KiB");
         println!("  failed calls                                     {failed:>10}");
     });
+}
+
+/// p50 and p99 (µs) of sequential `tools/call`s of `hello` through
+/// `cofferdam serve` over stdio, driven by rmcp's Rust client, after a
+/// warm-up of a tenth as many calls.
+async fn mcp_latency(calls: usize) -> (f64, f64, usize) {
+    use rmcp::ServiceExt as _;
+    use rmcp::model::CallToolRequestParams;
+    use rmcp::transport::TokioChildProcess;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("cofferdam.toml");
+    let text = format!(
+        "data_dir = \"data\"\n[tools.hello]\ncomponent = {:?}\n",
+        artifacts::HELLO
+    );
+    std::fs::write(&config, text).expect("config");
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_cofferdam"));
+    command
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env_remove("COFFERDAM_LOG")
+        .kill_on_drop(true);
+    let transport = TokioChildProcess::new(command).expect("serve starts");
+    let session = ().serve(transport).await.expect("initializes");
+    let arguments = serde_json::json!({"name": "bench"});
+    let params = CallToolRequestParams::new("hello")
+        .with_arguments(arguments.as_object().cloned().unwrap_or_default());
+    let mut samples = Vec::with_capacity(calls);
+    for i in 0..calls + calls / 10 {
+        let start = Instant::now();
+        let result = session.call_tool(params.clone()).await.expect("tools/call");
+        let elapsed = start.elapsed().as_secs_f64() * 1e6;
+        assert_eq!(result.is_error, Some(false));
+        if i >= calls / 10 {
+            samples.push(elapsed);
+        }
+    }
+    let _ = session.cancel().await;
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
+    (at(0.5), at(0.99), calls)
 }
 
 /// Resident memory (VmRSS) the process grows by per call while `n` calls

@@ -474,9 +474,23 @@ async fn durable_calls_per_sec(
 }
 
 fn throughput(options: &BenchOptions, report: &mut BenchReport) -> Result<(), BenchError> {
-    let one = calls_per_sec_on(options, 1)?;
-    let two = calls_per_sec_on(options, 2)?;
-    let group = "throughput, fresh instance per call, 16 callers";
+    let runtime = |workers| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .map_err(host_error)
+    };
+    let (single, double) = (runtime(1)?, runtime(2)?);
+    let host = single.block_on(throughput_host(options))?;
+    // Interleaved rounds, medians: both runtimes see the same machine noise.
+    let (mut ones, mut twos) = (Vec::new(), Vec::new());
+    for _ in 0..options.rounds.div_ceil(6) {
+        ones.push(single.block_on(calls_per_sec(&host, options))?);
+        twos.push(double.block_on(calls_per_sec(&host, options))?);
+    }
+    let (one, two) = (median(ones), median(twos));
+    let group = "throughput, fresh instance per call, 16 callers (interleaved medians)";
     report.push(
         group,
         "1 worker thread",
@@ -506,52 +520,50 @@ fn throughput(options: &BenchOptions, report: &mut BenchReport) -> Result<(), Be
     Ok(())
 }
 
-/// Calls per second of `Host::call` from 16 concurrent callers on a runtime
-/// with `workers` threads.
-fn calls_per_sec_on(options: &BenchOptions, workers: usize) -> Result<f64, BenchError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .map_err(host_error)?;
-    runtime.block_on(async {
-        let host = Host::builder().build().map_err(host_error)?;
-        let pool = PoolSpec {
-            max_concurrent: Some(16),
-            ..PoolSpec::default()
-        };
-        host.load_file(
-            &options.component,
-            ToolPolicy {
-                pool,
-                ..ToolPolicy::default()
-            },
-        )
+/// A host with the tool behind a bulkhead of 16.
+async fn throughput_host(options: &BenchOptions) -> Result<Host, BenchError> {
+    let host = Host::builder().build().map_err(host_error)?;
+    let pool = PoolSpec {
+        max_concurrent: Some(16),
+        ..PoolSpec::default()
+    };
+    host.load_file(
+        &options.component,
+        ToolPolicy {
+            pool,
+            ..ToolPolicy::default()
+        },
+    )
+    .await
+    .map_err(host_error)?;
+    Ok(host)
+}
+
+/// Calls per second of `Host::call` from 16 concurrent callers on the
+/// current runtime.
+async fn calls_per_sec(host: &Host, options: &BenchOptions) -> Result<f64, BenchError> {
+    let name = only_tool(host)?;
+    let per_caller = (options.calls / 16).max(1);
+    // Warm up the code paths on this runtime.
+    host.call(CallRequest::new(&name, options.input.as_str()))
         .await
         .map_err(host_error)?;
-        let name = only_tool(&host)?;
-        let per_caller = (options.calls / 16).max(1);
-        // Warm up the code paths and the pool on every worker.
-        host.call(CallRequest::new(&name, options.input.as_str()))
-            .await
-            .map_err(host_error)?;
-        let start = Instant::now();
-        let callers: Vec<_> = (0..16)
-            .map(|_| {
-                let (host, name, input) = (host.clone(), name.clone(), options.input.clone());
-                tokio::spawn(async move {
-                    for _ in 0..per_caller {
-                        host.call(CallRequest::new(&name, input.as_str())).await?;
-                    }
-                    Ok::<_, crate::CallError>(())
-                })
+    let start = Instant::now();
+    let callers: Vec<_> = (0..16)
+        .map(|_| {
+            let (host, name, input) = (host.clone(), name.clone(), options.input.clone());
+            tokio::spawn(async move {
+                for _ in 0..per_caller {
+                    host.call(CallRequest::new(&name, input.as_str())).await?;
+                }
+                Ok::<_, crate::CallError>(())
             })
-            .collect();
-        for caller in callers {
-            caller.await.map_err(host_error)?.map_err(host_error)?;
-        }
-        Ok(f64::from(per_caller * 16) / start.elapsed().as_secs_f64())
-    })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.map_err(host_error)?.map_err(host_error)?;
+    }
+    Ok(f64::from(per_caller * 16) / start.elapsed().as_secs_f64())
 }
 
 /// Starts `n` calls at once; how many failed and how long all took (ms).
