@@ -393,6 +393,22 @@ async fn per_call(
     Ok(())
 }
 
+/// Loads the component behind the given bulkhead; returns the tool's name.
+async fn load_pooled(
+    host: &Host,
+    options: &BenchOptions,
+    pool: PoolSpec,
+) -> Result<String, BenchError> {
+    let policy = ToolPolicy {
+        pool,
+        ..ToolPolicy::default()
+    };
+    host.load_file(&options.component, policy)
+        .await
+        .map_err(host_error)?;
+    only_tool(host)
+}
+
 /// The name of the only tool a host has loaded.
 fn only_tool(host: &Host) -> Result<String, BenchError> {
     host.tools()
@@ -440,16 +456,7 @@ async fn durable_calls_per_sec(
         max_queue: Some(u32::MAX),
         max_wait_ms: Some(600_000),
     };
-    host.load_file(
-        &options.component,
-        ToolPolicy {
-            pool,
-            ..ToolPolicy::default()
-        },
-    )
-    .await
-    .map_err(host_error)?;
-    let name = only_tool(&host)?;
+    let name = load_pooled(&host, options, pool).await?;
     let calls = (options.calls / 2).max(1);
     let limit = Arc::new(tokio::sync::Semaphore::new(64));
     let start = Instant::now();
@@ -527,15 +534,7 @@ async fn throughput_host(options: &BenchOptions) -> Result<Host, BenchError> {
         max_concurrent: Some(16),
         ..PoolSpec::default()
     };
-    host.load_file(
-        &options.component,
-        ToolPolicy {
-            pool,
-            ..ToolPolicy::default()
-        },
-    )
-    .await
-    .map_err(host_error)?;
+    load_pooled(&host, options, pool).await?;
     Ok(host)
 }
 
@@ -576,16 +575,7 @@ async fn in_flight(options: &BenchOptions, n: u32) -> Result<(usize, f64), Bench
         max_concurrent: Some(n),
         ..PoolSpec::default()
     };
-    host.load_file(
-        &options.component,
-        ToolPolicy {
-            pool,
-            ..ToolPolicy::default()
-        },
-    )
-    .await
-    .map_err(host_error)?;
-    let name = only_tool(&host)?;
+    let name = load_pooled(&host, options, pool).await?;
     let start = Instant::now();
     let calls: Vec<_> = (0..n)
         .map(|_| {

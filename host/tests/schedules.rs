@@ -188,13 +188,11 @@ async fn creation_enforces_every_rule() {
     );
 
     // A valid one shows its next run in UTC and in its zone.
-    let created = schedules
-        .create(ScheduleSpec {
-            budget: Some(Tokens(1_000)),
-            ..hello("digest", "0 9 * * *", "Europe/Berlin")
-        })
-        .await
-        .expect("created");
+    let digest = || ScheduleSpec {
+        budget: Some(Tokens(1_000)),
+        ..hello("digest", "0 9 * * *", "Europe/Berlin")
+    };
+    let created = schedules.create(digest()).await.expect("created");
     let next = created.next_run.clone().expect("next run");
     assert_eq!(next.utc, at("2026-11-26T08:00:00Z"));
     assert_eq!(
@@ -202,13 +200,7 @@ async fn creation_enforces_every_rule() {
         "2026-11-26T09:00:00+01:00[Europe/Berlin]"
     );
     // Creating the same again is idempotent; a different one is refused.
-    let again = schedules
-        .create(ScheduleSpec {
-            budget: Some(Tokens(1_000)),
-            ..hello("digest", "0 9 * * *", "Europe/Berlin")
-        })
-        .await
-        .expect("same spec again");
+    let again = schedules.create(digest()).await.expect("same spec again");
     assert_eq!(again.created, created.created);
     let err = schedules
         .create(hello("digest", "0 10 * * *", "Europe/Berlin"))
