@@ -840,6 +840,7 @@ impl Schedules {
             id,
             registrations: Mutex::new(HashMap::new()),
             running: Arc::new(Mutex::new(HashMap::new())),
+            last_warned: Mutex::new(Reconciled::default()),
         }
     }
 }
@@ -958,6 +959,7 @@ pub struct Runner {
     id: u64,
     registrations: Mutex<HashMap<String, Registration>>,
     running: Arc<Mutex<HashMap<String, CancellationToken>>>,
+    last_warned: Mutex<Reconciled>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -1087,7 +1089,19 @@ impl Runner {
             }
         }
         if !report.is_clean() {
-            tracing::warn!(?report, "schedule store and runner disagreed");
+            // Log a standing problem (a missing tool) once, not every pass.
+            let mut last = self
+                .last_warned
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let problems = Reconciled {
+                registered: Vec::new(),
+                ..report.clone()
+            };
+            if *last != problems {
+                tracing::warn!(?report, "schedule store and runner disagreed");
+                *last = problems;
+            }
         }
         Ok((report, stored))
     }
