@@ -665,28 +665,17 @@ impl Schedules {
                 source,
             })?;
         }
-        for tool in spec.tools() {
-            match self.host.tool(tool) {
-                None => {
-                    return Err(ScheduleError::UnknownTool {
-                        name: name.clone(),
-                        tool: tool.into(),
-                    });
-                }
-                Some(description) => {
-                    if let Some(sensitive) = std::iter::once(description.name.as_str())
-                        .chain(description.fallbacks.iter().map(|f| f.as_str()))
-                        .find(|t| self.host.tool(t).is_some_and(|d| d.sensitive))
-                    {
-                        return Err(ScheduleError::SensitiveTool {
-                            name: name.clone(),
-                            tool: sensitive.into(),
-                        });
-                    }
-                }
-            }
+        match blocked(&self.host, spec) {
+            Some(Blocked::Missing(tool)) => Err(ScheduleError::UnknownTool {
+                name: name.clone(),
+                tool,
+            }),
+            Some(Blocked::Sensitive(tool)) => Err(ScheduleError::SensitiveTool {
+                name: name.clone(),
+                tool,
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// The shortest gap between consecutive runs over the next year (or the
@@ -1344,6 +1333,30 @@ struct RunOutcome {
     class: Option<ErrorClass>,
 }
 
+/// Why a run cannot start.
+enum Blocked {
+    /// A tool it calls is not loaded.
+    Missing(String),
+    /// A tool it may call (fallbacks included) is marked sensitive.
+    Sensitive(String),
+}
+
+/// Checks every tool a run of `spec` may call against the host's policies.
+fn blocked(host: &Host, spec: &ScheduleSpec) -> Option<Blocked> {
+    for tool in spec.tools() {
+        let Some(description) = host.tool(tool) else {
+            return Some(Blocked::Missing(tool.into()));
+        };
+        let sensitive = std::iter::once(description.name.as_str())
+            .chain(description.fallbacks.iter().map(|f| f.as_str()))
+            .find(|t| host.tool(t).is_some_and(|d| d.sensitive));
+        if let Some(tool) = sensitive {
+            return Some(Blocked::Sensitive(tool.into()));
+        }
+    }
+    None
+}
+
 /// Runs one slot under its budget scope and timeout.
 async fn execute(
     schedules: &Schedules,
@@ -1361,27 +1374,25 @@ async fn execute(
         class,
     };
     // Policies change on reload: check again at every run.
-    for tool in spec.tools() {
-        let Some(description) = host.tool(tool) else {
+    match blocked(host, spec) {
+        Some(Blocked::Missing(tool)) => {
             return failed(
                 format!("no tool `{tool}` is loaded"),
                 Some(ErrorClass::UnknownTool),
             );
-        };
-        let sensitive = std::iter::once(description.name.as_str())
-            .chain(description.fallbacks.iter().map(|f| f.as_str()))
-            .find(|t| host.tool(t).is_some_and(|d| d.sensitive));
-        if let Some(sensitive) = sensitive {
+        }
+        Some(Blocked::Sensitive(tool)) => {
             return RunOutcome {
                 status: RunStatus::Refused,
                 tokens: Tokens(0),
                 fuel: 0,
                 error: Some(format!(
-                    "tool `{sensitive}` is marked sensitive and cannot run in the background"
+                    "tool `{tool}` is marked sensitive and cannot run in the background"
                 )),
                 class: None,
             };
         }
+        None => {}
     }
     let run_id = schedule.run_id(slot);
     let budget = spec.budget.unwrap_or(schedules.config.max_run_budget);
