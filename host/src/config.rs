@@ -68,19 +68,19 @@ pub struct HostConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleTable {
-    /// Shortest time between two runs of a schedule, in minutes [60].
+    /// Shortest time between two runs of a schedule, in minutes (default 60).
     pub min_interval_minutes: Option<u64>,
-    /// Schedules one owner may have [50].
+    /// Schedules one owner may have (default 50).
     pub quota_per_owner: Option<usize>,
-    /// Largest per-run budget, in tokens [100000].
+    /// Largest per-run budget, in tokens (default 100000).
     pub max_run_tokens: Option<u64>,
-    /// Run timeout of schedules that do not set one, in ms [300000].
+    /// Run timeout of schedules that do not set one, in ms (default 300000).
     pub default_timeout_ms: Option<u64>,
-    /// Longest run timeout a schedule may set, in ms [3600000].
+    /// Longest run timeout a schedule may set, in ms (default 3600000).
     pub max_timeout_ms: Option<u64>,
-    /// Failed runs in a row that pause a schedule [3].
+    /// Failed runs in a row that pause a schedule (default 3).
     pub failures_before_pause: Option<u32>,
-    /// How late a slot may start and count as on time, in ms [300000].
+    /// How late a slot may start and count as on time, in ms (default 300000).
     pub misfire_grace_ms: Option<u64>,
 }
 

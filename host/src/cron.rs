@@ -171,7 +171,7 @@ impl Cron {
     }
 
     /// The first run strictly after `after`, in `zone`; `None` if it never
-    /// fires within [`SEARCH_YEARS`].
+    /// fires within nine years.
     pub fn next_after(&self, zone: &TimeZone, after: Timestamp) -> Option<Timestamp> {
         let local = after.to_zoned_datetime(zone.clone()).datetime();
         let mut from = local

@@ -147,11 +147,11 @@ pub struct PoolSpec {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WarmSpec {
-    /// Idle instances kept, at most `pool.max_concurrent` [0: off].
+    /// Idle instances kept, at most `pool.max_concurrent` (default 0: off).
     pub instances: Option<u32>,
-    /// Calls one instance serves before it is retired [1000].
+    /// Calls one instance serves before it is retired (default 1000).
     pub max_invocations: Option<u32>,
-    /// An instance idle this long is retired, in milliseconds [60000].
+    /// An instance idle this long is retired, in milliseconds (default 60000).
     pub idle_ms: Option<u64>,
 }
 

@@ -60,20 +60,20 @@ const MAX_OCCURRENCES: usize = 20_000;
 /// Rules every schedule of a host follows. Defaults from DESIGN §6.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduleConfig {
-    /// Shortest time between two runs of one schedule [60 min].
+    /// Shortest time between two runs of one schedule (default 60 min).
     pub min_interval: Duration,
-    /// Schedules one owner may have [50].
+    /// Schedules one owner may have (default 50).
     pub quota_per_owner: usize,
     /// Largest per-run budget a schedule may ask for; also the budget of
-    /// schedules that do not say [100,000 tokens].
+    /// schedules that do not say (default 100,000 tokens).
     pub max_run_budget: Tokens,
-    /// Run timeout of schedules that do not say [5 min].
+    /// Run timeout of schedules that do not say (default 5 min).
     pub default_timeout: Duration,
-    /// Longest run timeout a schedule may ask for [1 h].
+    /// Longest run timeout a schedule may ask for (default 1 h).
     pub max_timeout: Duration,
-    /// Failed runs in a row after which a schedule pauses itself [3].
+    /// Failed runs in a row after which a schedule pauses itself (default 3).
     pub failures_before_pause: u32,
-    /// How late a slot may start and still count as on time [5 min].
+    /// How late a slot may start and still count as on time (default 5 min).
     pub misfire_grace: Duration,
 }
 
@@ -147,18 +147,18 @@ pub struct ScheduleSpec {
     pub owner: String,
     /// Five-field cron expression, in `zone`.
     pub cron: String,
-    /// IANA time zone [UTC].
+    /// IANA time zone (default UTC).
     #[serde(default = "utc")]
     pub zone: String,
     /// What each run does.
     pub target: ScheduleTarget,
-    /// Tokens one run may spend [the system maximum].
+    /// Tokens one run may spend (default: the system maximum).
     #[serde(default)]
     pub budget: Option<Tokens>,
-    /// How long one run may take, in ms [the system default].
+    /// How long one run may take, in ms (default: the host's).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
-    /// Missed slots [skip].
+    /// Missed slots (default skip).
     #[serde(default)]
     pub catch_up: CatchUp,
 }
