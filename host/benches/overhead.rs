@@ -157,7 +157,10 @@ async fn memory_per_call(n: u32) -> (f64, usize) {
             })
         })
         .collect();
-    while host.stats("sleepy").expect("stats").in_flight < n {
+    // Until all are in flight (or, should some fail, all have ended).
+    while host.stats("sleepy").expect("stats").in_flight < n
+        && calls.iter().any(|call| !call.is_finished())
+    {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let during = rss_kib();
