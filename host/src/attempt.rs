@@ -212,18 +212,16 @@ impl Attempt<'_> {
         };
         let logs = std::mem::take(&mut store.data_mut().services.logs);
         let logs_dropped = store.data().services.logs_dropped;
-        store.data_mut().services.progress = None;
         match (self.warm, keep) {
             // Only an instance whose call ended normally goes back.
             (Some(pool), Some(instance)) if matches!(result, Ok(Returned::Output(_))) => {
+                store.data_mut().services.progress = None;
                 pool.put(WarmInstance::new(store, instance, sandbox, served + 1));
             }
-            (Some(pool), _) => {
-                pool.retire();
-                drop(store);
-                drop(sandbox.scratch.take());
-            }
-            (None, _) => {
+            (warm, _) => {
+                if let Some(pool) = warm {
+                    pool.retire();
+                }
                 drop(store);
                 drop(sandbox.scratch.take());
             }
