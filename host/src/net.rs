@@ -2,10 +2,11 @@
 //!
 //! A request leaves only if its origin (`scheme://host:port`) matches the
 //! tool's allowlist. The host then resolves the name itself, refuses every
-//! address in a private, loopback, link-local, unique-local, CGNAT,
-//! multicast, unspecified or metadata range (IPv4-mapped and NAT64 forms
-//! included) unless the policy allows that range explicitly, and connects to
-//! the address it checked, so a second lookup cannot rebind the name. TLS
+//! address in one table of special-purpose ranges (the IANA IPv4 and IPv6
+//! registries: private, loopback, link-local and metadata, CGNAT,
+//! documentation, multicast…, and the forms that embed an IPv4 address)
+//! unless the policy allows that range explicitly, and connects to the
+//! address it checked, so a second lookup cannot rebind the name. TLS
 //! verifies the certificate against the name, not the address. Redirects are
 //! returned to the tool, never followed by the host.
 //!
@@ -27,6 +28,7 @@ use bytes::Bytes;
 use http::uri::Scheme;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -64,7 +66,9 @@ pub struct HttpSpec {
     /// scheme's.
     #[serde(default)]
     pub allow: Vec<String>,
-    /// Address ranges (CIDR) that would otherwise be refused as private.
+    /// Address ranges (CIDR) that would otherwise be refused as special-purpose
+    /// (private, loopback, link-local, …); an IPv4 range also allows its
+    /// IPv4-mapped and NAT64 forms.
     #[serde(default)]
     pub allow_private: Vec<String>,
     /// Requests per call [default 16].
@@ -93,7 +97,7 @@ pub enum NetPolicyError {
 #[derive(Debug, Clone)]
 pub(crate) struct NetPolicy {
     origins: Vec<OriginPattern>,
-    allow_private: Vec<Cidr>,
+    allow_private: Vec<IpNet>,
     pub max_requests: u32,
     pub max_response_bytes: u64,
     pub timeout: Duration,
@@ -116,7 +120,7 @@ impl NetPolicy {
         let allow_private = spec
             .allow_private
             .iter()
-            .map(|r| r.parse().map_err(|()| NetPolicyError::BadRange(r.clone())))
+            .map(|r| r.parse().map_err(|_| NetPolicyError::BadRange(r.clone())))
             .collect::<Result<_, _>>()?;
         Ok(Self {
             origins,
@@ -135,7 +139,10 @@ impl NetPolicy {
     }
 
     fn allows_address(&self, ip: IpAddr) -> bool {
-        is_public(ip) || self.allow_private.iter().any(|c| c.contains(ip))
+        is_public(ip)
+            || self.allow_private.iter().any(|net| {
+                net.contains(&ip) || embedded_v4(ip).is_some_and(|v4| net.contains(&IpAddr::V4(v4)))
+            })
     }
 }
 
@@ -217,97 +224,175 @@ impl OriginPattern {
     }
 }
 
-/// An address range.
+/// How the host treats an address inside a [`SpecialRange`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Cidr {
-    network: IpAddr,
-    prefix: u8,
+enum Treatment {
+    /// Refused, unless an operator names it in `allow_private`.
+    Refuse,
+    /// Judged as the IPv4 address in its last 32 bits (IPv4-mapped, NAT64
+    /// well-known prefix): refused when that address is special, allowed
+    /// when it is public.
+    EmbeddedV4,
 }
 
-impl FromStr for Cidr {
-    type Err = ();
+/// One entry of the outbound address table.
+#[derive(Debug)]
+struct SpecialRange {
+    net: IpNet,
+    /// What the range is for, as its registry names it.
+    name: &'static str,
+    treatment: Treatment,
+}
 
-    fn from_str(s: &str) -> Result<Self, ()> {
-        let (addr, prefix) = s.split_once('/').ok_or(())?;
-        let network: IpAddr = addr.parse().map_err(drop)?;
-        let prefix: u8 = prefix.parse().map_err(drop)?;
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        if prefix > max {
-            return Err(());
-        }
-        Ok(Self { network, prefix })
+const fn v4(octets: [u8; 4], prefix: u8, name: &'static str) -> SpecialRange {
+    let [a, b, c, d] = octets;
+    SpecialRange {
+        net: IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(a, b, c, d), prefix)),
+        name,
+        treatment: Treatment::Refuse,
     }
 }
 
-impl Cidr {
-    fn contains(&self, ip: IpAddr) -> bool {
-        match (self.network, canonical(ip)) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
+const fn v6(segments: [u16; 8], prefix: u8, name: &'static str) -> SpecialRange {
+    let [a, b, c, d, e, f, g, h] = segments;
+    SpecialRange {
+        net: IpNet::V6(Ipv6Net::new_assert(
+            Ipv6Addr::new(a, b, c, d, e, f, g, h),
+            prefix,
+        )),
+        name,
+        treatment: Treatment::Refuse,
     }
 }
 
-/// IPv4-mapped (`::ffff:a.b.c.d`) and NAT64 (`64:ff9b::a.b.c.d`) addresses
-/// are judged as the IPv4 address they carry.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return IpAddr::V4(v4);
-            }
-            let s = v6.segments();
-            if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
-                let [.., a, b, c, d] = v6.octets();
-                return IpAddr::V4(Ipv4Addr::new(a, b, c, d));
-            }
-            ip
-        }
-        v4 => v4,
+const fn embedding_v4(segments: [u16; 8], name: &'static str) -> SpecialRange {
+    SpecialRange {
+        treatment: Treatment::EmbeddedV4,
+        ..v6(segments, 96, name)
     }
 }
 
-/// Whether an address is on the public internet: not private, loopback,
-/// link-local (cloud metadata lives there), unique-local, CGNAT, multicast,
-/// unspecified, broadcast, documentation or reserved.
-pub(crate) fn is_public(ip: IpAddr) -> bool {
-    match canonical(ip) {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            !(v4.is_unspecified()
-                || v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || a == 0
-                || a >= 240
-                || (a == 100 && (64..128).contains(&b)) // CGNAT
-                || (a == 192 && b == 0 && c == 0)
-                || (a == 198 && (18..20).contains(&b)))
-        }
-        IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
-            !(v6.is_unspecified()
-                || v6.is_loopback()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00 // unique local, incl. fd00:ec2::254
-                || (first & 0xffc0) == 0xfe80 // link local
-                || (first == 0x2001 && v6.segments()[1] == 0x0db8) // documentation
-                || v6 == Ipv6Addr::from([0, 0, 0, 0, 0, 0, 0, 1]))
-        }
+/// Every range a tool may not reach unless an operator allows it: the IANA
+/// IPv4 and IPv6 Special-Purpose Address Registries (including the entries
+/// they mark globally reachable, such as AS112 and AMT: no tool needs an
+/// anycast sink), multicast, and the deprecated blocks that still route
+/// somewhere private (IPv4-compatible `::/96`, site-local `fec0::/10`).
+///
+/// Addresses that embed an IPv4 address are covered three ways: IPv4-mapped
+/// and the NAT64 well-known prefix are judged as the address they carry;
+/// 6to4 (`2002::/16`), Teredo (`2001::/32`), IPv4-compatible and local-use
+/// NAT64 are refused whatever they carry (all four are deprecated or
+/// site-specific, and decoding them would trust a relay the host does not
+/// control).
+///
+/// A more specific range comes before the range that contains it, so the
+/// first match names the most specific purpose (a test holds this).
+const SPECIAL_RANGES: &[SpecialRange] = &[
+    v4([0, 0, 0, 0], 8, "\"this network\""),
+    v4([10, 0, 0, 0], 8, "private-use"),
+    v4([100, 64, 0, 0], 10, "shared address space (CGNAT)"),
+    v4([127, 0, 0, 0], 8, "loopback"),
+    v4([169, 254, 0, 0], 16, "link-local (cloud metadata)"),
+    v4([172, 16, 0, 0], 12, "private-use"),
+    v4([192, 0, 0, 0], 24, "IETF protocol assignments"),
+    v4([192, 0, 2, 0], 24, "documentation (TEST-NET-1)"),
+    v4([192, 31, 196, 0], 24, "AS112-v4"),
+    v4([192, 52, 193, 0], 24, "AMT"),
+    v4([192, 88, 99, 0], 24, "6to4 relay anycast (deprecated)"),
+    v4([192, 168, 0, 0], 16, "private-use"),
+    v4([192, 175, 48, 0], 24, "direct delegation AS112 service"),
+    v4([198, 18, 0, 0], 15, "benchmarking"),
+    v4([198, 51, 100, 0], 24, "documentation (TEST-NET-2)"),
+    v4([203, 0, 113, 0], 24, "documentation (TEST-NET-3)"),
+    v4([224, 0, 0, 0], 4, "multicast"),
+    v4([255, 255, 255, 255], 32, "limited broadcast"),
+    v4([240, 0, 0, 0], 4, "reserved"),
+    v6([0, 0, 0, 0, 0, 0, 0, 0], 128, "unspecified"),
+    v6([0, 0, 0, 0, 0, 0, 0, 1], 128, "loopback"),
+    v6([0, 0, 0, 0, 0, 0, 0, 0], 96, "IPv4-compatible (deprecated)"),
+    embedding_v4([0, 0, 0, 0, 0, 0xffff, 0, 0], "IPv4-mapped"),
+    embedding_v4([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], "NAT64 well-known prefix"),
+    v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48, "local-use NAT64"),
+    v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64, "discard-only"),
+    v6([0x100, 0, 0, 1, 0, 0, 0, 0], 64, "dummy IPv6 prefix"),
+    v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 32, "Teredo"),
+    v6(
+        [0x2001, 1, 0, 0, 0, 0, 0, 1],
+        128,
+        "port control protocol anycast",
+    ),
+    v6([0x2001, 1, 0, 0, 0, 0, 0, 2], 128, "TURN anycast"),
+    v6(
+        [0x2001, 1, 0, 0, 0, 0, 0, 3],
+        128,
+        "DNS-SD service registration anycast",
+    ),
+    v6([0x2001, 2, 0, 0, 0, 0, 0, 0], 48, "benchmarking"),
+    v6([0x2001, 3, 0, 0, 0, 0, 0, 0], 32, "AMT"),
+    v6([0x2001, 4, 0x112, 0, 0, 0, 0, 0], 48, "AS112-v6"),
+    v6([0x2001, 0x10, 0, 0, 0, 0, 0, 0], 28, "ORCHID (deprecated)"),
+    v6([0x2001, 0x20, 0, 0, 0, 0, 0, 0], 28, "ORCHIDv2"),
+    v6([0x2001, 0x30, 0, 0, 0, 0, 0, 0], 28, "drone remote ID DETs"),
+    v6(
+        [0x2001, 0, 0, 0, 0, 0, 0, 0],
+        23,
+        "IETF protocol assignments",
+    ),
+    v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32, "documentation"),
+    v6([0x2002, 0, 0, 0, 0, 0, 0, 0], 16, "6to4"),
+    v6(
+        [0x2620, 0x4f, 0x8000, 0, 0, 0, 0, 0],
+        48,
+        "direct delegation AS112 service",
+    ),
+    v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20, "documentation"),
+    v6(
+        [0x5f00, 0, 0, 0, 0, 0, 0, 0],
+        16,
+        "segment routing (SRv6) SIDs",
+    ),
+    v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7, "unique-local"),
+    v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10, "link-local"),
+    v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10, "site-local (deprecated)"),
+    v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8, "multicast"),
+];
+
+/// The special range that makes `ip` non-public (for an IPv4-mapped or
+/// NAT64 address, the range of the IPv4 address it carries), or `None` when
+/// `ip` is on the public internet.
+fn special_range(ip: IpAddr) -> Option<&'static SpecialRange> {
+    let range = SPECIAL_RANGES.iter().find(|r| r.net.contains(&ip))?;
+    match embedded_v4(ip) {
+        Some(v4) if range.treatment == Treatment::EmbeddedV4 => special_range(IpAddr::V4(v4)),
+        _ => Some(range),
+    }
+}
+
+/// The IPv4 address an IPv4-mapped or NAT64 (well-known prefix) address
+/// carries: what the connection reaches in the end.
+fn embedded_v4(ip: IpAddr) -> Option<Ipv4Addr> {
+    let IpAddr::V6(v6) = ip else { return None };
+    SPECIAL_RANGES
+        .iter()
+        .filter(|r| r.treatment == Treatment::EmbeddedV4)
+        .any(|r| r.net.contains(&ip))
+        .then(|| {
+            let [.., a, b, c, d] = v6.octets();
+            Ipv4Addr::new(a, b, c, d)
+        })
+}
+
+/// Whether an address is on the public internet: in none of the
+/// [`SPECIAL_RANGES`].
+fn is_public(ip: IpAddr) -> bool {
+    special_range(ip).is_none()
+}
+
+/// `10.0.0.1 (private-use 10.0.0.0/8)`: an address and why it is refused.
+fn explain(ip: IpAddr) -> String {
+    match special_range(ip) {
+        Some(range) => format!("{ip} ({} {})", range.name, range.net),
+        None => ip.to_string(),
     }
 }
 
@@ -439,7 +524,7 @@ async fn send(
             .copied()
             .find(|a| policy.allows_address(a.ip()))
         else {
-            let shown: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
+            let shown: Vec<String> = addrs.iter().map(|a| explain(a.ip())).collect();
             let reason = format!(
                 "{origin}: resolves only to non-public addresses ({})",
                 shown.join(", ")
@@ -679,6 +764,305 @@ mod tests {
             "::ffff:8.8.8.8",
         ] {
             assert!(is_public(ip(good)), "{good} counted as private");
+        }
+    }
+
+    /// Each entry of the table, as the registries write it, with an address
+    /// inside: all refused, each named by its own (most specific) entry.
+    const EXPECTED: &[(&str, &str)] = &[
+        ("0.0.0.0/8", "0.1.2.3"),
+        ("10.0.0.0/8", "10.20.30.40"),
+        ("100.64.0.0/10", "100.127.255.254"),
+        ("127.0.0.0/8", "127.8.9.10"),
+        ("169.254.0.0/16", "169.254.169.254"),
+        ("172.16.0.0/12", "172.31.0.1"),
+        ("192.0.0.0/24", "192.0.0.170"),
+        ("192.0.2.0/24", "192.0.2.1"),
+        ("192.31.196.0/24", "192.31.196.1"),
+        ("192.52.193.0/24", "192.52.193.1"),
+        ("192.88.99.0/24", "192.88.99.1"),
+        ("192.168.0.0/16", "192.168.1.1"),
+        ("192.175.48.0/24", "192.175.48.6"),
+        ("198.18.0.0/15", "198.19.255.255"),
+        ("198.51.100.0/24", "198.51.100.7"),
+        ("203.0.113.0/24", "203.0.113.9"),
+        ("224.0.0.0/4", "239.255.255.250"),
+        ("255.255.255.255/32", "255.255.255.255"),
+        ("240.0.0.0/4", "250.1.2.3"),
+        ("::/128", "::"),
+        ("::1/128", "::1"),
+        ("::/96", "::10.0.0.1"),
+        ("::ffff:0:0/96", "::ffff:10.0.0.1"),
+        ("64:ff9b::/96", "64:ff9b::7f00:1"),
+        ("64:ff9b:1::/48", "64:ff9b:1::808:808"),
+        ("100::/64", "100::dead"),
+        ("100:0:0:1::/64", "100:0:0:1::1"),
+        ("2001::/32", "2001:0:4136:e378:8000:63bf:3fff:fdd2"),
+        ("2001:1::1/128", "2001:1::1"),
+        ("2001:1::2/128", "2001:1::2"),
+        ("2001:1::3/128", "2001:1::3"),
+        ("2001:2::/48", "2001:2::1"),
+        ("2001:3::/32", "2001:3::1"),
+        ("2001:4:112::/48", "2001:4:112::1"),
+        ("2001:10::/28", "2001:10::1"),
+        ("2001:20::/28", "2001:2f::1"),
+        ("2001:30::/28", "2001:30::1"),
+        ("2001::/23", "2001:1ff::1"),
+        ("2001:db8::/32", "2001:db8::1"),
+        ("2002::/16", "2002:a00:1::1"),
+        ("2620:4f:8000::/48", "2620:4f:8000::1"),
+        ("3fff::/20", "3fff:fff::1"),
+        ("5f00::/16", "5f00::1"),
+        ("fc00::/7", "fd00:ec2::254"),
+        ("fe80::/10", "fe80::1"),
+        ("fec0::/10", "fec0::1"),
+        ("ff00::/8", "ff02::1"),
+    ];
+
+    #[test]
+    fn every_special_range_is_refused_and_named() {
+        let table: Vec<IpNet> = SPECIAL_RANGES.iter().map(|r| r.net).collect();
+        let expected: Vec<IpNet> = EXPECTED
+            .iter()
+            .map(|(net, _)| net.parse().expect("a CIDR"))
+            .collect();
+        assert_eq!(table, expected, "the table, entry by entry");
+        for (net, sample) in EXPECTED {
+            assert!(!is_public(ip(sample)), "{sample} counted as public");
+            let range = SPECIAL_RANGES
+                .iter()
+                .find(|r| r.net.contains(&ip(sample)))
+                .expect("in the table");
+            assert_eq!(
+                range.net,
+                net.parse::<IpNet>().expect("a CIDR"),
+                "{sample} named by its own entry"
+            );
+        }
+    }
+
+    #[test]
+    fn specific_ranges_come_before_the_ranges_that_contain_them() {
+        for (i, broad) in SPECIAL_RANGES.iter().enumerate() {
+            for narrow in &SPECIAL_RANGES[i + 1..] {
+                assert!(
+                    broad.net == narrow.net || !broad.net.contains(&narrow.net),
+                    "{} shadows {}",
+                    broad.net,
+                    narrow.net
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn neighbours_of_special_ranges_are_public() {
+        for good in [
+            "1.1.1.1",
+            "9.255.255.255",
+            "11.0.0.0",
+            "100.63.255.255",
+            "100.128.0.0",
+            "126.255.255.255",
+            "128.0.0.0",
+            "169.253.255.255",
+            "169.255.0.0",
+            "172.15.255.255",
+            "172.32.0.0",
+            "192.0.1.0",
+            "192.0.3.0",
+            "192.88.98.255",
+            "192.167.255.255",
+            "192.169.0.0",
+            "198.17.255.255",
+            "198.20.0.0",
+            "223.255.255.255",
+            "2000::1",
+            "2001:200::1",
+            "2001:db7:ffff::1",
+            "2001:db9::1",
+            "2003::1",
+            "2606:4700:4700::1111",
+            "2a00:1450:4001::200e",
+            "64:ff9b:2::1",
+            "::ffff:8.8.8.8",
+            "64:ff9b::8.8.8.8",
+        ] {
+            assert!(is_public(ip(good)), "{good} counted as special");
+        }
+    }
+
+    #[test]
+    fn embedded_ipv4_is_judged_where_it_is_reachable_and_refused_where_it_is_not() {
+        // Mapped and NAT64 (well-known prefix): what they carry decides.
+        assert_eq!(
+            explain(ip("::ffff:192.168.0.1")),
+            "::ffff:192.168.0.1 (private-use 192.168.0.0/16)"
+        );
+        assert_eq!(
+            explain(ip("64:ff9b::169.254.169.254")),
+            "64:ff9b::a9fe:a9fe (link-local (cloud metadata) 169.254.0.0/16)"
+        );
+        // Compatible, 6to4, Teredo and local-use NAT64: refused whatever they carry.
+        for public_inside in [
+            "::8.8.8.8",
+            "2002:808:808::1",
+            "2001:0:808:808::1",
+            "64:ff9b:1::8.8.8.8",
+        ] {
+            assert!(
+                !is_public(ip(public_inside)),
+                "{public_inside} counted as public"
+            );
+        }
+    }
+
+    /// splitmix64: a fixed seed, so the sweep is the same on every run.
+    struct Sweep(u64);
+
+    impl Sweep {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+
+        fn wide(&mut self) -> u128 {
+            (u128::from(self.next()) << 64) | u128::from(self.next())
+        }
+
+        /// Some addresses of `net`: its first and last, and random ones between.
+        fn inside(&mut self, net: &IpNet, n: usize) -> Vec<IpAddr> {
+            let mut all = vec![net.network(), net.broadcast()];
+            for _ in 0..n {
+                all.push(match net {
+                    IpNet::V4(v4) => {
+                        let host = u32::from(v4.hostmask()) & (self.next() as u32);
+                        IpAddr::V4((u32::from(v4.network()) | host).into())
+                    }
+                    IpNet::V6(v6) => {
+                        let host = u128::from(v6.hostmask()) & self.wide();
+                        IpAddr::V6((u128::from(v6.network()) | host).into())
+                    }
+                });
+            }
+            all
+        }
+    }
+
+    /// Every way an IPv6 address can carry `v4`: mapped, NAT64 (both
+    /// prefixes), IPv4-compatible, 6to4 and Teredo (the client address is
+    /// stored inverted).
+    fn embeddings(v4: Ipv4Addr, noise: u64) -> [Ipv6Addr; 6] {
+        let x = u32::from(v4);
+        let (hi, lo) = ((x >> 16) as u16, x as u16);
+        let [n0, n1, n2, n3] = [
+            noise as u16,
+            (noise >> 16) as u16,
+            (noise >> 32) as u16,
+            (noise >> 48) as u16,
+        ];
+        [
+            Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, hi, lo),
+            Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, hi, lo),
+            Ipv6Addr::new(0x64, 0xff9b, 1, n0, n1, n2, hi, lo),
+            Ipv6Addr::new(0, 0, 0, 0, 0, 0, hi, lo),
+            Ipv6Addr::new(0x2002, hi, lo, n0, n1, n2, n3, noise as u16 ^ 1),
+            Ipv6Addr::new(0x2001, 0, n0, n1, n2, n3, !hi, !lo),
+        ]
+    }
+
+    #[test]
+    fn random_addresses_in_special_ranges_and_their_embeddings_are_refused() {
+        let mut sweep = Sweep(0x00c0_ffee_da11);
+        let mut checked = 0;
+        for range in SPECIAL_RANGES {
+            for addr in sweep.inside(&range.net, 200) {
+                match (range.treatment, addr) {
+                    (Treatment::EmbeddedV4, _) => {} // judged by what it carries: below
+                    (Treatment::Refuse, IpAddr::V4(v4)) => {
+                        assert!(
+                            !is_public(addr),
+                            "{addr} in {} counted as public",
+                            range.net
+                        );
+                        for form in embeddings(v4, sweep.next()) {
+                            assert!(
+                                !is_public(IpAddr::V6(form)),
+                                "{form} carries {v4}, counted as public"
+                            );
+                        }
+                        checked += 7;
+                    }
+                    (Treatment::Refuse, IpAddr::V6(_)) => {
+                        assert!(
+                            !is_public(addr),
+                            "{addr} in {} counted as public",
+                            range.net
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        // Public IPv4 stays reachable through mapped and NAT64, never through the rest.
+        let public: IpNet = "8.0.0.0/7".parse().expect("net");
+        for addr in sweep.inside(&public, 500) {
+            let IpAddr::V4(v4) = addr else { unreachable!() };
+            assert!(is_public(addr), "{addr}");
+            let [mapped, nat64, local_nat64, compatible, six_to_four, teredo] =
+                embeddings(v4, sweep.next());
+            for reachable in [mapped, nat64] {
+                assert!(is_public(IpAddr::V6(reachable)), "{reachable}");
+            }
+            for refused in [local_nat64, compatible, six_to_four, teredo] {
+                assert!(!is_public(IpAddr::V6(refused)), "{refused}");
+            }
+        }
+        for net in ["2606:4700::/32", "2a00:1450::/32", "2400:cb00::/32"] {
+            for addr in sweep.inside(&net.parse().expect("net"), 200) {
+                assert!(is_public(addr), "{addr}");
+            }
+        }
+        assert!(checked > 20_000, "the sweep ran ({checked} addresses)");
+    }
+
+    #[test]
+    fn ranges_an_operator_names_are_allowed_and_nothing_else() {
+        let spec = HttpSpec {
+            allow_private: vec![
+                "fec0::/10".into(),
+                "2002::/16".into(),
+                "64:ff9b:1::/48".into(),
+                "100::/64".into(),
+                "10.1.0.0/16".into(),
+            ],
+            ..HttpSpec::default()
+        };
+        let policy = NetPolicy::from_spec(&spec).expect("valid");
+        for allowed in [
+            "fec0::1",
+            "2002:a00:1::1",
+            "64:ff9b:1::a00:1",
+            "100::1",
+            "10.1.2.3",
+            "::ffff:10.1.2.3",
+            "64:ff9b::10.1.2.3",
+            "8.8.8.8",
+        ] {
+            assert!(policy.allows_address(ip(allowed)), "{allowed} refused");
+        }
+        for refused in [
+            "10.2.0.1",
+            "::ffff:10.2.0.1",
+            "::10.1.2.3",
+            "fe80::1",
+            "2001::1",
+            "100:0:0:1::1",
+        ] {
+            assert!(!policy.allows_address(ip(refused)), "{refused} allowed");
         }
     }
 
