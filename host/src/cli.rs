@@ -10,7 +10,7 @@
 //! unavailable now (breaker open, bulkhead full): retry later. After retries,
 //! the code is the last attempt's.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -24,8 +24,8 @@ use cofferdam::{
     StepStatus, StoredOutcome, TaskSpec, TaskState, Tokens, ToolDescription, ToolPolicy,
 };
 use cofferdam::{
-    CatchUp, RunStatus, Schedule, ScheduleSpec, ScheduleStatus, ScheduleTarget, Timestamp,
-    WallClock,
+    CatchUp, RunStatus, Schedule, ScheduleConfig, ScheduleSpec, ScheduleStatus, ScheduleTarget,
+    Timestamp, WallClock,
 };
 
 #[derive(Parser)]
@@ -37,7 +37,9 @@ use cofferdam::{
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Where precompiled artifacts and scratch directories live
+    /// Where the journal lives, with budgets, history, tasks, schedules,
+    /// escalations, breaker modes, precompiled artifacts and scratch
+    /// directories; a `--config` file's `data_dir` takes its place
     /// [default: $COFFERDAM_DATA_DIR, else $XDG_CACHE_HOME/cofferdam, else ~/.cache/cofferdam]
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
@@ -62,31 +64,69 @@ enum Command {
         config: PathBuf,
     },
     /// Show or set operator modes of circuit breakers (remembered in the data dir).
-    #[command(subcommand)]
-    Breakers(BreakersCommand),
+    Breakers {
+        #[command(subcommand)]
+        command: BreakersCommand,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Budget caps and balances of scopes (tenant:ID, agent:ID, task:ID).
-    #[command(subcommand)]
-    Budget(BudgetCommand),
+    Budget {
+        #[command(subcommand)]
+        command: BudgetCommand,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// The idempotency journal: keyed calls and their outcomes.
-    #[command(subcommand)]
-    Journal(JournalCommand),
+    Journal {
+        #[command(subcommand)]
+        command: JournalCommand,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// The audit history: every attempt, newest first.
-    History(HistoryArgs),
+    History {
+        #[command(flatten)]
+        args: HistoryArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Durable multi-step tasks: run a task file, resume, cancel, show progress.
-    #[command(subcommand)]
-    Tasks(TasksCommand),
+    Tasks {
+        #[command(subcommand)]
+        command: TasksCommand,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// The escalation queue: what the host could not settle, for a human.
-    #[command(subcommand)]
-    Escalations(EscalationsCommand),
+    Escalations {
+        #[command(subcommand)]
+        command: EscalationsCommand,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Background runs on a cron in a time zone; `serve` runs them.
-    #[command(subcommand)]
-    Schedules(SchedulesCommand),
+    Schedules {
+        #[command(subcommand)]
+        command: SchedulesCommand,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Measure this machine: cofferdam's per-call cost, durable throughput,
     /// scaling and load times, each against a baseline in the same run.
     Bench(BenchArgs),
     /// Serve the tools of a cofferdam.toml to MCP clients (stdio, or
     /// streamable HTTP with --http), reloading the config on SIGHUP or change.
     Serve(crate::serve::ServeArgs),
+}
+
+/// `--config` of the commands that read or change the stored state.
+#[derive(Args)]
+struct StoreArgs {
+    /// A cofferdam.toml whose `data_dir` holds the state: the store
+    /// `cofferdam serve --config` uses [default: --data-dir]
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -104,7 +144,7 @@ enum BudgetCommand {
         /// Hard cap in tokens.
         #[arg(long)]
         cap: u64,
-        /// Percent of the cap at which a warning is logged [default: 80].
+        /// Percent of the cap at which a warning is logged.
         #[arg(long, default_value_t = 80)]
         soft_percent: u8,
         /// Reset spending every window, such as 1h or 24h.
@@ -138,7 +178,7 @@ enum JournalCommand {
         /// The key.
         key: String,
     },
-    /// Delete finished records older than an age (default 24h).
+    /// Delete finished records older than an age.
     Reap {
         /// Age, such as 24h or 30m.
         #[arg(long, value_parser = parse_duration, default_value = "24h")]
@@ -413,8 +453,9 @@ struct RunArgs {
     /// tools (or keyed calls) are retried, and only after transient failures.
     #[arg(long)]
     attempts: Option<u32>,
-    /// Idempotency key: the same key and input run once; repeats replay the outcome.
-    #[arg(long)]
+    /// Idempotency key (1 to 255 bytes): the same key and input run once;
+    /// repeats replay the outcome.
+    #[arg(long, value_parser = parse_key)]
     key: Option<String>,
     /// Agent making the call (a budget scope).
     #[arg(long)]
@@ -463,6 +504,8 @@ pub(crate) fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person: logs piped to a file or collector stay plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -474,9 +517,8 @@ pub(crate) fn main() -> ExitCode {
             return ExitCode::from(EXIT_HOST);
         }
     };
-    let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
     let dirs = Dirs {
-        data: data_dir.clone(),
+        data: cli.data_dir.clone().unwrap_or_else(default_data_dir),
         artifacts: cli.artifact_dir.clone(),
         clock: cli
             .clock_file
@@ -488,13 +530,15 @@ pub(crate) fn main() -> ExitCode {
             Command::Run(args) => run(*args, &dirs).await,
             Command::Inspect(args) => inspect(args, &dirs).await,
             Command::Check { config } => check(&config).await,
-            Command::Breakers(command) => breakers(command, &data_dir),
-            Command::Budget(command) => budget(command, &data_dir).await,
-            Command::Journal(command) => journal(command, &data_dir).await,
-            Command::History(args) => history(args, &data_dir),
-            Command::Escalations(command) => escalations(command, &data_dir).await,
-            Command::Tasks(command) => tasks(command, &dirs).await,
-            Command::Schedules(command) => schedules(command, &dirs).await,
+            Command::Breakers { command, store } => breakers(command, dirs.store(&store)?),
+            Command::Budget { command, store } => budget(command, dirs.store(&store)?).await,
+            Command::Journal { command, store } => journal(command, dirs.store(&store)?).await,
+            Command::History { args, store } => history(args, dirs.store(&store)?),
+            Command::Escalations { command, store } => {
+                escalations(command, dirs.store(&store)?).await
+            }
+            Command::Tasks { command, store } => tasks(command, &dirs, &store).await,
+            Command::Schedules { command, store } => schedules(command, &dirs, &store).await,
             Command::Bench(args) => bench(args).await,
             Command::Serve(args) => crate::serve::serve(args, &dirs).await,
         }
@@ -544,6 +588,40 @@ impl Dirs {
         }
         builder
     }
+
+    /// The stored state an operator command reads or changes: with
+    /// `--config`, the store that file's host uses (its `data_dir`, else
+    /// `--data-dir`, as `serve` does) under its schedule rules.
+    fn store(&self, store: &StoreArgs) -> Result<Store> {
+        let Some(path) = &store.config else {
+            return Ok(Store {
+                data_dir: self.data.clone(),
+                builder: self.host(),
+            });
+        };
+        let config = HostConfig::from_file(path)?;
+        let data_dir = config.data_dir.unwrap_or_else(|| self.data.clone());
+        let builder = Host::builder()
+            .data_dir(&data_dir)
+            .schedule_config(config.schedules.apply(ScheduleConfig::default()));
+        Ok(Store {
+            data_dir,
+            builder: self.apply(builder),
+        })
+    }
+}
+
+/// Where an operator command finds the stored state: [`Dirs::store`].
+struct Store {
+    data_dir: PathBuf,
+    builder: cofferdam::HostBuilder,
+}
+
+impl Store {
+    /// A host over the store, with no tools loaded.
+    fn host(self) -> Result<Host> {
+        Ok(self.builder.build()?)
+    }
 }
 
 /// A calendar clock read from a file (RFC 3339) at every look: `--clock-file`.
@@ -560,7 +638,7 @@ impl WallClock for FileClock {
     }
 }
 
-async fn schedules(command: SchedulesCommand, dirs: &Dirs) -> Result<ExitCode> {
+async fn schedules(command: SchedulesCommand, dirs: &Dirs, store: &StoreArgs) -> Result<ExitCode> {
     if let SchedulesCommand::Create(args) = command {
         let (_, host) = crate::serve::configured_host(&args.config, dirs).await?;
         let target = match (&args.tool, &args.task) {
@@ -596,7 +674,7 @@ async fn schedules(command: SchedulesCommand, dirs: &Dirs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let host = dirs.host().build()?;
+    let host = dirs.store(store)?.host()?;
     let schedules = host.schedules();
     match command {
         SchedulesCommand::Create(_) => unreachable!("handled above"),
@@ -971,7 +1049,8 @@ async fn inspect(args: InspectArgs, dirs: &Dirs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn breakers(command: BreakersCommand, data_dir: &Path) -> Result<ExitCode> {
+fn breakers(command: BreakersCommand, store: Store) -> Result<ExitCode> {
+    let data_dir = &store.data_dir;
     match command {
         BreakersCommand::List { json } => {
             let modes = Host::remembered_breaker_modes(data_dir);
@@ -995,8 +1074,8 @@ fn breakers(command: BreakersCommand, data_dir: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn budget(command: BudgetCommand, data_dir: &Path) -> Result<ExitCode> {
-    let host = Host::builder().data_dir(data_dir).build()?;
+async fn budget(command: BudgetCommand, store: Store) -> Result<ExitCode> {
+    let host = store.host()?;
     let budgets = host.budgets();
     match command {
         BudgetCommand::Show { json } => {
@@ -1050,8 +1129,8 @@ async fn budget(command: BudgetCommand, data_dir: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn journal(command: JournalCommand, data_dir: &Path) -> Result<ExitCode> {
-    let host = Host::builder().data_dir(data_dir).build()?;
+async fn journal(command: JournalCommand, store: Store) -> Result<ExitCode> {
+    let host = store.host()?;
     match command {
         JournalCommand::List { json } => {
             let entries = host.journal_entries()?;
@@ -1101,8 +1180,8 @@ async fn journal(command: JournalCommand, data_dir: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn history(args: HistoryArgs, data_dir: &Path) -> Result<ExitCode> {
-    let host = Host::builder().data_dir(data_dir).build()?;
+fn history(args: HistoryArgs, store: Store) -> Result<ExitCode> {
+    let host = store.host()?;
     let query = HistoryQuery {
         tool: args.tool,
         task: args.task,
@@ -1129,7 +1208,7 @@ fn history(args: HistoryArgs, data_dir: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn tasks(command: TasksCommand, dirs: &Dirs) -> Result<ExitCode> {
+async fn tasks(command: TasksCommand, dirs: &Dirs, store: &StoreArgs) -> Result<ExitCode> {
     let configured =
         |config: PathBuf| async move { crate::serve::configured_host(&config, dirs).await };
     let (record, json) = match command {
@@ -1143,15 +1222,15 @@ async fn tasks(command: TasksCommand, dirs: &Dirs) -> Result<ExitCode> {
             (host.tasks().resume(&id).await?, json)
         }
         TasksCommand::Status { id, json } => {
-            let host = dirs.host().build()?;
+            let host = dirs.store(store)?.host()?;
             (host.tasks().status(&id)?, json)
         }
         TasksCommand::Cancel { id } => {
-            let host = dirs.host().build()?;
+            let host = dirs.store(store)?.host()?;
             (host.tasks().cancel(&id).await?, false)
         }
         TasksCommand::List => {
-            let host = dirs.host().build()?;
+            let host = dirs.store(store)?.host()?;
             let list = host.tasks().list()?;
             if list.is_empty() {
                 println!("no tasks");
@@ -1203,8 +1282,8 @@ async fn tasks(command: TasksCommand, dirs: &Dirs) -> Result<ExitCode> {
     }))
 }
 
-async fn escalations(command: EscalationsCommand, data_dir: &Path) -> Result<ExitCode> {
-    let host = Host::builder().data_dir(data_dir).build()?;
+async fn escalations(command: EscalationsCommand, store: Store) -> Result<ExitCode> {
+    let host = store.host()?;
     let queue = host.escalations();
     match command {
         EscalationsCommand::List { all, json } => {
@@ -1346,6 +1425,20 @@ fn parse_mount(spec: &str) -> Result<Mount> {
     })
 }
 
+/// Longest idempotency key the host accepts, in bytes.
+const MAX_KEY_BYTES: usize = 255;
+
+/// `--key`: 1 to 255 bytes, the host's rule, checked before anything runs.
+fn parse_key(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > MAX_KEY_BYTES {
+        return Err(format!(
+            "an idempotency key must be 1 to {MAX_KEY_BYTES} bytes, not {}",
+            text.len()
+        ));
+    }
+    Ok(text.to_owned())
+}
+
 /// `250ms`, `2s`, `1m`, `1h`, or a bare number of milliseconds.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text
@@ -1385,6 +1478,112 @@ mod tests {
         );
         assert!(parse_mount("/a:/d:rwx").is_err());
         assert!(parse_mount("/a").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &str) -> Cli {
+        Cli::try_parse_from(args.split_whitespace()).unwrap_or_else(|e| panic!("{args}: {e}"))
+    }
+
+    #[test]
+    fn every_operator_command_takes_a_config() {
+        let config = Some(PathBuf::from("c.toml"));
+        for args in [
+            "cofferdam breakers list --config c.toml",
+            "cofferdam breakers --config c.toml set hello normal",
+            "cofferdam budget set agent:a --cap 8 --config c.toml",
+            "cofferdam budget show --json --config c.toml",
+            "cofferdam journal list --config c.toml",
+            "cofferdam journal reap --config c.toml",
+            "cofferdam history --config c.toml --agent a",
+            "cofferdam escalations list --config c.toml",
+            "cofferdam tasks status t1 --config c.toml",
+            "cofferdam tasks list --config c.toml",
+            "cofferdam schedules list --config c.toml",
+            "cofferdam schedules pause s1 --config c.toml",
+        ] {
+            let store = match parse(args).command {
+                Command::Breakers { store, .. }
+                | Command::Budget { store, .. }
+                | Command::Journal { store, .. }
+                | Command::History { store, .. }
+                | Command::Escalations { store, .. }
+                | Command::Tasks { store, .. }
+                | Command::Schedules { store, .. } => store,
+                _ => panic!("{args}: not an operator command"),
+            };
+            assert_eq!(store.config, config, "{args}");
+        }
+        // The commands that call tools still require theirs.
+        let Command::Tasks {
+            command: TasksCommand::Run { config: run, .. },
+            ..
+        } = parse("cofferdam tasks run trip.toml --config c.toml").command
+        else {
+            panic!("tasks run");
+        };
+        assert_eq!(run, PathBuf::from("c.toml"));
+        assert!(Cli::try_parse_from(["cofferdam", "tasks", "run", "trip.toml"]).is_err());
+    }
+
+    #[test]
+    fn no_help_states_a_default_twice() {
+        use clap::CommandFactory as _;
+        // clap appends `[default: …]` to an option's help; its doc, and its
+        // command's description, must not say it again.
+        fn walk(command: &clap::Command, path: &str) {
+            let about = command
+                .get_long_about()
+                .or(command.get_about())
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let shown = command
+                .get_arguments()
+                .filter(|a| a.get_action().takes_values() && !a.is_hide_default_value_set());
+            for arg in shown {
+                let doc = arg
+                    .get_long_help()
+                    .or(arg.get_help())
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                for value in arg.get_default_values() {
+                    let value = value.to_string_lossy();
+                    assert!(
+                        !doc.contains("default"),
+                        "`{path} --{}` says its default in its doc: {doc}",
+                        arg.get_id()
+                    );
+                    assert!(
+                        !about.contains(&format!("default {value}"))
+                            && !about.contains(&format!("default: {value}")),
+                        "`{path}` says the default of --{} in its description: {about}",
+                        arg.get_id()
+                    );
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        let mut cli = Cli::command();
+        cli.build();
+        walk(&cli, "cofferdam");
+    }
+
+    #[test]
+    fn idempotency_keys_are_checked_against_the_rule() {
+        assert_eq!(parse_key("order-18"), Ok("order-18".to_owned()));
+        assert_eq!(parse_key(&"k".repeat(255)).map(|k| k.len()), Ok(255));
+        assert_eq!(
+            parse_key(""),
+            Err("an idempotency key must be 1 to 255 bytes, not 0".to_owned())
+        );
+        assert!(parse_key(&"k".repeat(256)).is_err());
     }
 
     #[test]

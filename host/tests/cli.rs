@@ -375,3 +375,221 @@ fn check_validates_a_config_and_names_every_error() {
         text(&failed.stderr)
     );
 }
+
+#[test]
+fn operator_commands_use_the_data_dir_of_a_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("cofferdam.toml");
+    std::fs::write(&config, "data_dir = \"state\"\n").expect("write");
+    let config_arg = config.display().to_string();
+    // --data-dir points elsewhere: the config's data_dir wins, as for `serve`.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let with_config = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--config", config_arg.as_str()]);
+        cofferdam(elsewhere.path(), &all)
+    };
+
+    let set = with_config(&["budget", "set", "agent:planner", "--cap", "8"]);
+    assert!(set.status.success(), "{}", text(&set.stderr));
+    let breaker = with_config(&["breakers", "set", "hello", "forced-open"]);
+    assert!(breaker.status.success(), "{}", text(&breaker.stderr));
+
+    // A host built from the config sees the cap and the breaker mode.
+    let parsed = cofferdam::HostConfig::from_file(&config).expect("config");
+    let host = parsed.builder().build().expect("host");
+    let caps = host.budgets().list().expect("budgets");
+    assert_eq!(caps.len(), 1, "{caps:?}");
+    assert_eq!(
+        (caps[0].scope.to_string().as_str(), caps[0].cap.hard.0),
+        ("agent:planner", 8)
+    );
+    drop(host);
+    let modes = cofferdam::Host::remembered_breaker_modes(&dir.path().join("state"));
+    assert_eq!(
+        modes.get("hello").copied(),
+        Some(cofferdam::BreakerMode::ForcedOpen)
+    );
+
+    let shown = with_config(&["budget", "show"]);
+    assert!(
+        text(&shown.stdout).contains("agent:planner"),
+        "{}",
+        text(&shown.stdout)
+    );
+    let not_there = cofferdam(elsewhere.path(), &["budget", "show"]);
+    assert!(
+        text(&not_there.stdout).contains("no budget caps set"),
+        "--data-dir alone is another store: {}",
+        text(&not_there.stdout)
+    );
+    for args in [
+        &["journal", "list"][..],
+        &["history"],
+        &["escalations", "list"],
+        &["tasks", "list"],
+        &["schedules", "list"],
+    ] {
+        let out = with_config(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    }
+
+    let help = cofferdam(elsewhere.path(), &["--help"]);
+    assert!(
+        text(&help.stdout).contains("Where the journal lives"),
+        "{}",
+        text(&help.stdout)
+    );
+}
+
+#[test]
+fn a_bad_idempotency_key_is_reported_as_a_bad_key() {
+    let data = common::shared_data_dir();
+    let long = "k".repeat(256);
+    for (key, length) in [("", 0), (long.as_str(), 256)] {
+        let run = cofferdam(
+            &data,
+            &[
+                "run",
+                artifacts::HELLO,
+                "--input",
+                r#"{"name":"Ada"}"#,
+                "--key",
+                key,
+            ],
+        );
+        let stderr = text(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "an idempotency key must be 1 to 255 bytes, not {length}"
+            )),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("JSON"), "{stderr}");
+    }
+}
+
+#[test]
+fn logs_written_to_a_pipe_carry_no_colour_codes() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_cofferdam"))
+        .args(["budget", "show", "--data-dir"])
+        .arg(data.path())
+        .env("COFFERDAM_LOG", "debug")
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("runs cofferdam");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("DEBUG"), "some logs: {stderr}");
+    assert!(!stderr.contains('\x1b'), "ANSI escapes in: {stderr:?}");
+}
+
+#[test]
+fn help_states_each_default_once() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let help = cofferdam(data.path(), &["budget", "set", "--help"]);
+    let stdout = text(&help.stdout);
+    assert_eq!(stdout.matches("[default: 80]").count(), 1, "{stdout}");
+    let help = cofferdam(data.path(), &["journal", "reap", "--help"]);
+    let stdout = text(&help.stdout);
+    assert_eq!(
+        stdout.matches("24h").count(),
+        2,
+        "example and default: {stdout}"
+    );
+}
+
+/// `examples/cofferdam.toml`, unchanged, in a copy of the layout it expects:
+/// the example tools where `examples/demo.sh` builds them (the artifacts
+/// crate builds the same crates with the same release settings), and the
+/// directories it mounts.
+fn example_layout() -> (tempfile::TempDir, std::path::PathBuf) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let examples = dir.path().join("examples");
+    std::fs::create_dir_all(examples.join("trip")).expect("mkdir");
+    let config = examples.join("cofferdam.toml");
+    std::fs::copy(root.join("examples/cofferdam.toml"), &config).expect("copy the example");
+    for entry in std::fs::read_dir(root.join("examples/trip")).expect("examples/trip") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), examples.join("trip").join(entry.file_name())).expect("copy");
+    }
+    let tools = dir.path().join("target/wasm32-wasip2/release");
+    std::fs::create_dir_all(&tools).expect("mkdir");
+    for (name, built) in [("hello", artifacts::HELLO), ("grep", artifacts::GREP)] {
+        std::fs::copy(built, tools.join(format!("{name}.wasm"))).expect("copy a tool");
+    }
+    (dir, config)
+}
+
+#[test]
+fn the_example_config_passes_check_and_serves() {
+    let (dir, config) = example_layout();
+    let config_arg = config.display().to_string();
+    let data = common::shared_data_dir();
+    let check = cofferdam(&data, &["check", &config_arg]);
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    let stdout = text(&check.stdout);
+    for line in [
+        "ok  tools.grep: grep",
+        "ok  tools.hello: hello",
+        "ok, 2 tool(s)",
+    ] {
+        assert!(stdout.contains(line), "{stdout}");
+    }
+    assert!(
+        dir.path().join("target/cofferdam-example").is_dir(),
+        "data_dir is relative to the file"
+    );
+
+    // `serve --config` runs it as is: an MCP client lists both tools and
+    // greps the example task files.
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_cofferdam"))
+        .args(["serve", "--config", &config_arg])
+        .env_remove("COFFERDAM_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let requests = [
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"cli-test","version":"1"}}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"grep","arguments":{"pattern":"trip-42"}}}"#,
+    ];
+    let mut stdin = serve.stdin.take().expect("stdin");
+    let stdout = std::io::BufReader::new(serve.stdout.take().expect("stdout"));
+    let mut lines = std::io::BufRead::lines(stdout);
+    let mut answer = |request: &str| -> Option<serde_json::Value> {
+        std::io::Write::write_all(&mut stdin, format!("{request}\n").as_bytes()).expect("write");
+        if !request.contains(r#""id""#) {
+            return None;
+        }
+        let line = lines.next().expect("an answer").expect("a line");
+        Some(serde_json::from_str(&line).expect("JSON-RPC"))
+    };
+    let replies: Vec<_> = requests.iter().filter_map(|r| answer(r)).collect();
+    drop(stdin); // end of input: the server stops
+    let status = serve.wait().expect("serve exits");
+    assert!(status.success(), "serve ends with its input");
+    let mut names: Vec<&str> = replies[1]["result"]["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["grep", "hello"], "{}", replies[1]);
+    assert_eq!(replies[2]["result"]["isError"], false, "{}", replies[2]);
+    let found = &replies[2]["result"]["structuredContent"]["matches"];
+    assert!(
+        found
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["text"] == "id = \"trip-42\"")),
+        "{}",
+        replies[2]
+    );
+}
