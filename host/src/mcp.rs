@@ -10,31 +10,36 @@
 //! `structuredContent.error` holds the machine-readable class, the message
 //! and `retryAfterMs`.
 //!
+//! Under load and abuse: progress reports are coalesced (a slow client sees
+//! fewer reports, always the latest one); stdio applies backpressure and
+//! answers oversized or malformed lines ([`stdio`]); HTTP sessions are
+//! capped and closed once unused ([`sessions`]). Connection limits and
+//! read timeouts belong to whoever owns the listener (`cofferdam serve`).
+//!
 //! It does not offer MCP resources, prompts or sampling: cofferdam hosts
 //! tools. Protocol-level errors are kept for requests the host cannot
-//! understand (an unknown tool, malformed `_meta`).
+//! understand (an unknown tool, malformed `_meta` or params).
+
+mod sessions;
+mod stdio;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    JsonObject, ListToolsResult, MetaObject, PaginatedRequestParams, ProgressNotificationParam,
-    ProgressToken, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, CustomRequest,
+    CustomResult, Implementation, JsonObject, ListToolsResult, MetaObject, PaginatedRequestParams,
+    ProgressNotificationParam, ProgressToken, ServerCapabilities, ServerConfig, Tool,
+    ToolAnnotations,
 };
-use rmcp::service::{NotificationContext, RequestContext};
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::service::{NotificationContext, RequestContext, ServerInitializeError};
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::{CallError, CallOutcome, CallRequest, Effect, Host, Progress, Tokens, ToolDescription};
-
-/// Progress reports queued per call before new ones are dropped: a tool
-/// reporting faster than the client reads loses reports, never memory.
-const PROGRESS_QUEUE: usize = 64;
 
 /// An MCP server over one [`Host`]. Cheap to clone: every clone (one per
 /// HTTP session) shares the host and the list of connected clients.
@@ -42,6 +47,9 @@ const PROGRESS_QUEUE: usize = 64;
 pub struct McpServer {
     host: Host,
     peers: Arc<Mutex<Vec<Peer<RoleServer>>>>,
+    /// Cancelled when the client's input ends (stdio): calls still running
+    /// are cancelled with it.
+    input_closed: CancellationToken,
 }
 
 /// Failure to run the MCP server.
@@ -62,8 +70,9 @@ pub enum ServeError {
     },
 }
 
-/// Who may reach `cofferdam serve --http`: the `Host` header values accepted
-/// (DNS-rebinding protection) and the browser origins accepted.
+/// Who may reach `cofferdam serve --http` — the `Host` header values accepted
+/// (DNS-rebinding protection) and the browser origins accepted — and how
+/// many MCP sessions they may hold open, for how long.
 #[derive(Debug, Clone)]
 pub struct HttpAccess {
     /// Host names (optionally `name:port`) a request's `Host` may carry.
@@ -73,6 +82,16 @@ pub struct HttpAccess {
     /// `Origin` header may come from; requests without one (non-browser
     /// clients) pass. Defaults to the loopback origins on any port.
     pub allowed_origins: Vec<String>,
+    /// MCP sessions open at once; an `initialize` beyond them is answered
+    /// `503 Service Unavailable` with `Retry-After` (default 256).
+    pub max_sessions: usize,
+    /// How long a new session may go without `notifications/initialized`
+    /// (default 10 s).
+    pub session_init_timeout: Duration,
+    /// How long a session may go unused (no call running, no stream open,
+    /// no message) before it is closed; the client's next request gets
+    /// `404` and it initializes again (default 120 s).
+    pub session_idle_timeout: Duration,
 }
 
 impl Default for HttpAccess {
@@ -82,6 +101,9 @@ impl Default for HttpAccess {
             allowed_origins: ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"]
                 .map(String::from)
                 .into(),
+            max_sessions: 256,
+            session_init_timeout: Duration::from_secs(10),
+            session_idle_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -92,6 +114,7 @@ impl McpServer {
         Self {
             host,
             peers: Arc::default(),
+            input_closed: CancellationToken::new(),
         }
     }
 
@@ -118,31 +141,63 @@ impl McpServer {
 
     /// Serves one client over stdin/stdout until it disconnects or `stop`
     /// is cancelled. Logs must go to stderr: stdout carries the protocol.
+    ///
+    /// When stdin ends, calls still running are cancelled and their answers
+    /// written before this returns. A client that leaves before
+    /// initializing is not an error.
     pub async fn serve_stdio(self, stop: CancellationToken) -> Result<(), ServeError> {
-        let running = self
-            .serve_with_ct(rmcp::transport::stdio(), stop)
-            .await
-            .map_err(|e| ServeError::Start(e.to_string()))?;
+        let input_closed = CancellationToken::new();
+        let transport = stdio::StdioTransport::new(
+            tokio::io::stdin(),
+            tokio::io::stdout(),
+            input_closed.clone(),
+        );
+        let server = Self {
+            input_closed,
+            ..self
+        };
+        let running = match server.serve_with_ct(transport, stop).await {
+            Ok(running) => running,
+            Err(ServerInitializeError::ConnectionClosed(_) | ServerInitializeError::Cancelled) => {
+                tracing::info!("mcp stdio client left before initializing");
+                return Ok(());
+            }
+            Err(e) => return Err(ServeError::Start(e.to_string())),
+        };
         let reason = running.waiting().await;
         tracing::info!(?reason, "mcp stdio session ended");
         Ok(())
     }
 
     /// An axum router serving MCP (streamable HTTP) under `/mcp`, with
-    /// `access` checked on every request. Sessions end when `stop` is
-    /// cancelled.
+    /// `access` checked on every request and its session limits kept.
+    /// Sessions end when `stop` is cancelled. Must be called inside a Tokio
+    /// runtime.
     pub fn router(&self, access: &HttpAccess, stop: CancellationToken) -> axum::Router {
         let server = self.clone();
         let config = StreamableHttpServerConfig::default()
             .with_allowed_hosts(access.allowed_hosts.clone())
             .with_allowed_origins(access.allowed_origins.clone())
-            .with_cancellation_token(stop);
+            .with_cancellation_token(stop.clone());
+        let sessions = sessions::Sessions::new(
+            sessions::SessionLimits {
+                max: access.max_sessions,
+                init_timeout: access.session_init_timeout,
+                idle_timeout: access.session_idle_timeout,
+            },
+            stop,
+        );
         let service = StreamableHttpService::new(
             move || Ok(server.clone()),
-            Arc::new(LocalSessionManager::default()),
+            Arc::new(sessions::Manager(Arc::clone(&sessions))),
             config,
         );
-        axum::Router::new().nest_service("/mcp", service)
+        let retry_after = access.session_init_timeout.as_secs().max(1);
+        axum::Router::new()
+            .nest_service("/mcp", service)
+            .layer(axum::middleware::from_fn(move |request, next| {
+                refuse_beyond_session_cap(Arc::clone(&sessions), retry_after, request, next)
+            }))
     }
 
     async fn call(
@@ -155,7 +210,11 @@ impl McpServer {
             Value::Object(params.arguments.unwrap_or_default()).to_string(),
         );
         read_meta(&context.meta, &mut request)?;
-        request.cancel = Some(context.ct.clone());
+        // Cancelled by the client (`notifications/cancelled`, a closed HTTP
+        // stream) or by the end of its input.
+        let cancel = self.input_closed.child_token();
+        let _unlink = link(&context.ct, &cancel);
+        request.cancel = Some(cancel);
         let forwarder = context
             .meta
             .get_progress_token()
@@ -203,6 +262,36 @@ impl ServerHandler for McpServer {
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
         self.host.tool(name).as_ref().map(mcp_tool)
+    }
+
+    /// A request rmcp could not read as any MCP request. When the method is
+    /// one MCP defines, its params were wrong: `-32602 Invalid params` with
+    /// what was wrong, not `-32601 Method not found`.
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, ErrorData> {
+        let method = request.method.as_str();
+        if method == "tools/call" {
+            let why = match request.params_as::<CallToolRequestParams>() {
+                Ok(None) => "tools/call needs params".to_owned(),
+                Ok(Some(_)) => "tools/call params are not valid".to_owned(),
+                Err(e) => format!("tools/call params: {e}"),
+            };
+            return Err(ErrorData::invalid_params(why, None));
+        }
+        if MCP_REQUESTS.contains(&method) {
+            return Err(ErrorData::invalid_params(
+                format!("{method} params are not valid"),
+                None,
+            ));
+        }
+        Err(ErrorData::new(
+            rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+            method.to_owned(),
+            None,
+        ))
     }
 
     async fn call_tool(
@@ -273,34 +362,153 @@ fn read_meta(meta: &JsonObject, request: &mut CallRequest) -> Result<(), ErrorDa
     Ok(())
 }
 
+/// The MCP requests a client may send (a method not listed is unknown).
+const MCP_REQUESTS: &[&str] = &[
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "prompts/list",
+    "prompts/get",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "completion/complete",
+    "logging/setLevel",
+];
+
+/// Cancels `to` when `from` is cancelled, until the returned guard drops.
+fn link(from: &CancellationToken, to: &CancellationToken) -> tokio_util::sync::DropGuard {
+    let done = CancellationToken::new();
+    let (from, to, until) = (from.clone(), to.clone(), done.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            () = from.cancelled() => to.cancel(),
+            () = until.cancelled() => {}
+        }
+    });
+    done.drop_guard()
+}
+
+/// Answers `503` to a request that would open a session (a POST without
+/// `Mcp-Session-Id`) while every session allowed is in use.
+async fn refuse_beyond_session_cap(
+    sessions: Arc<sessions::Sessions>,
+    retry_after: u64,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{Method, StatusCode, header};
+    use axum::response::IntoResponse as _;
+    let opens_session =
+        request.method() == Method::POST && !request.headers().contains_key("mcp-session-id");
+    if opens_session && !sessions.has_room().await {
+        let body = json!({
+            "jsonrpc": "2.0",
+            "error": {
+                "code": -32000,
+                "message": "too many MCP sessions are open; close an unused one (DELETE /mcp) \
+                            or retry later",
+            },
+        });
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [
+                (header::RETRY_AFTER, retry_after.to_string()),
+                (header::CONTENT_TYPE, "application/json".to_owned()),
+            ],
+            body.to_string(),
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// Progress reports waiting for the client, at most: when a tool reports
+/// faster than the client reads, the oldest waiting report is dropped, never
+/// the latest one (so the final report always arrives).
+const PROGRESS_QUEUE: usize = 64;
+
+/// The reports of one call waiting to be sent.
+#[derive(Default)]
+struct Reports {
+    waiting: Mutex<(std::collections::VecDeque<Progress>, bool)>,
+    ready: tokio::sync::Notify,
+}
+
+impl Reports {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (std::collections::VecDeque<Progress>, bool)> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Marks the call done when the host drops its progress sink.
+struct CallDone(Arc<Reports>);
+
+impl Drop for CallDone {
+    fn drop(&mut self) {
+        self.0.lock().1 = true;
+        self.0.ready.notify_one();
+    }
+}
+
 /// Sends the call's progress reports to the client, in order, on a bounded
-/// queue. The returned task ends once the call (holding the sender) is done.
+/// queue that drops the oldest report when full. The returned task ends
+/// once the call (holding the sink) is done and every waiting report is
+/// sent.
 fn forward_progress(
     peer: Peer<RoleServer>,
     token: ProgressToken,
     request: &mut CallRequest,
 ) -> tokio::task::JoinHandle<()> {
-    let (tx, mut rx) = mpsc::channel::<Progress>(PROGRESS_QUEUE);
+    let reports = Arc::new(Reports::default());
+    let done = CallDone(Arc::clone(&reports));
     request.progress = Some(Arc::new(move |progress: &Progress| {
-        let _ = tx.try_send(progress.clone());
+        let reports = &done.0;
+        let mut waiting = reports.lock();
+        if waiting.0.len() == PROGRESS_QUEUE {
+            waiting.0.pop_front();
+        }
+        waiting.0.push_back(progress.clone());
+        drop(waiting);
+        reports.ready.notify_one();
     }));
     tokio::spawn(async move {
-        while let Some(progress) = rx.recv().await {
-            #[expect(clippy::cast_precision_loss, reason = "progress is approximate")]
-            let mut param = ProgressNotificationParam::new(token.clone(), progress.done as f64);
-            if let Some(total) = progress.total {
-                #[expect(clippy::cast_precision_loss, reason = "progress is approximate")]
-                let total = total as f64;
-                param = param.with_total(total);
+        loop {
+            let (batch, done) = {
+                let mut waiting = reports.lock();
+                (std::mem::take(&mut waiting.0), waiting.1)
+            };
+            for progress in batch {
+                if !send_progress(&peer, &token, progress).await {
+                    return;
+                }
             }
-            if !progress.message.is_empty() {
-                param = param.with_message(progress.message);
+            if done {
+                // Reports are only added before the call is done, and all
+                // of them were taken with this batch.
+                return;
             }
-            if peer.notify_progress(param).await.is_err() {
-                break;
-            }
+            reports.ready.notified().await;
         }
     })
+}
+
+/// Sends one report; `false` when the client is gone.
+async fn send_progress(peer: &Peer<RoleServer>, token: &ProgressToken, progress: Progress) -> bool {
+    #[expect(clippy::cast_precision_loss, reason = "progress is approximate")]
+    let mut param = ProgressNotificationParam::new(token.clone(), progress.done as f64);
+    if let Some(total) = progress.total {
+        #[expect(clippy::cast_precision_loss, reason = "progress is approximate")]
+        let total = total as f64;
+        param = param.with_total(total);
+    }
+    if !progress.message.is_empty() {
+        param = param.with_message(progress.message);
+    }
+    peer.notify_progress(param).await.is_ok()
 }
 
 /// A successful call: the output as text, and as structured content when it

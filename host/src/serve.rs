@@ -3,12 +3,19 @@
 //! SIGHUP or when the file (or a component it names) changes, and the
 //! schedule runner firing background runs.
 //!
+//! Over HTTP it runs its own accept loop so a client cannot hold the server:
+//! a cap on open connections, deadlines for a request's headers (which also
+//! close idle keep-alive connections) and body, and `TCP_NODELAY` so an
+//! event-stream answer written in two parts (the priming event, then the
+//! result) is not held back by the client's delayed ACK.
+//!
 //! It does not daemonize or manage TLS: put it behind a process supervisor,
 //! and behind a TLS-terminating proxy when it listens beyond loopback.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, Result};
@@ -44,6 +51,28 @@ pub(crate) struct ServeArgs {
     /// changed from the CLI).
     #[arg(long, value_parser = crate::cli::parse_duration, default_value = "1s")]
     tick_every: Duration,
+    /// With --http: connections open at once; more wait to be accepted.
+    #[arg(long, value_name = "N", default_value_t = 512, requires = "http")]
+    max_connections: usize,
+    /// With --http: how long a client may take to send a request's headers,
+    /// and how long a kept-alive connection may sit idle.
+    #[arg(long, value_parser = crate::cli::parse_duration, default_value = "10s", requires = "http")]
+    header_timeout: Duration,
+    /// With --http: how long a client may take to send a request's body.
+    #[arg(long, value_parser = crate::cli::parse_duration, default_value = "30s", requires = "http")]
+    body_timeout: Duration,
+    /// With --http: MCP sessions open at once (default 256); an initialize
+    /// beyond them gets 503.
+    #[arg(long, value_name = "N", requires = "http")]
+    max_sessions: Option<usize>,
+    /// With --http: how long a new MCP session may wait for
+    /// `notifications/initialized` (default 10s).
+    #[arg(long, value_parser = crate::cli::parse_duration, requires = "http")]
+    session_init_timeout: Option<Duration>,
+    /// With --http: how long an MCP session with no call running and no
+    /// stream open lives (default 120s).
+    #[arg(long, value_parser = crate::cli::parse_duration, requires = "http")]
+    session_idle_timeout: Option<Duration>,
 }
 
 pub(crate) async fn serve(args: ServeArgs, dirs: &Dirs) -> Result<ExitCode> {
@@ -70,6 +99,15 @@ pub(crate) async fn serve(args: ServeArgs, dirs: &Dirs) -> Result<ExitCode> {
     let mut access = HttpAccess::default();
     access.allowed_hosts.extend(args.allow_hosts);
     access.allowed_origins.extend(args.allow_origins);
+    if let Some(max) = args.max_sessions {
+        access.max_sessions = max;
+    }
+    if let Some(timeout) = args.session_init_timeout {
+        access.session_init_timeout = timeout;
+    }
+    if let Some(timeout) = args.session_idle_timeout {
+        access.session_idle_timeout = timeout;
+    }
     if let Some(addr) = args.http {
         let router = server
             .router(&access, stop.child_token())
@@ -79,10 +117,12 @@ pub(crate) async fn serve(args: ServeArgs, dirs: &Dirs) -> Result<ExitCode> {
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
         eprintln!("cofferdam: serving {tools} tool(s) at http://{local}/mcp (metrics at /metrics)");
-        axum::serve(listener, router)
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .await
-            .context("http server failed")?;
+        let limits = ConnectionLimits {
+            max_connections: args.max_connections.max(1),
+            header_timeout: args.header_timeout,
+            body_timeout: args.body_timeout,
+        };
+        serve_http(listener, router, limits, stop.clone()).await;
     } else {
         if let Some(addr) = args.metrics {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -112,6 +152,129 @@ pub(crate) async fn serve(args: ServeArgs, dirs: &Dirs) -> Result<ExitCode> {
         tracing::error!("the schedule runner panicked");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What one client may hold of the HTTP listener.
+#[derive(Debug, Clone, Copy)]
+struct ConnectionLimits {
+    max_connections: usize,
+    header_timeout: Duration,
+    body_timeout: Duration,
+}
+
+/// Serves `router` on `listener` until `stop`, then lets open connections
+/// finish their requests (up to five seconds).
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    limits: ConnectionLimits,
+    stop: CancellationToken,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let body_timeout = limits.body_timeout;
+    let router = router.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            read_body_within(body_timeout, request, next)
+        },
+    ));
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    loop {
+        // At the cap, new connections wait in the listen backlog until a
+        // slot frees; the header deadline bounds how long that takes.
+        let slot = tokio::select! {
+            () = stop.cancelled() => break,
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let tcp = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before
+                    // it was accepted: wait a little rather than spin.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let connection = http.serve_connection(TokioIo::new(tcp), service.clone());
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "http connection ended");
+            }
+            drop(slot);
+        });
+    }
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let drained = tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(all)).await;
+    if drained.is_err() {
+        tracing::warn!("http connections still open at shutdown");
+    }
+}
+
+/// The largest request body read, as rmcp's own limit: 4 MiB.
+const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// Reads the request's body before passing the request on, answering
+/// `408` (and closing the connection) when it does not arrive within
+/// `timeout`: a client trickling a body cannot hold a connection for long.
+async fn read_body_within(
+    timeout: Duration,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse as _;
+    let (parts, body) = request.into_parts();
+    let refuse = |status: StatusCode, why: &'static str| {
+        (status, [(header::CONNECTION, "close")], why).into_response()
+    };
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(bytes)) => {
+            let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+            next.run(request).await
+        }
+        Err(_) => refuse(
+            StatusCode::REQUEST_TIMEOUT,
+            "Request Timeout: the body did not arrive in time",
+        ),
+        Ok(Err(e)) if is_length_limit(&e) => refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload Too Large: the body is over 4 MiB",
+        ),
+        Ok(Err(_)) => refuse(StatusCode::BAD_REQUEST, "Bad Request: cannot read the body"),
+    }
+}
+
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Reads, checks and loads a `cofferdam.toml`: the host with every tool.

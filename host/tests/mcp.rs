@@ -376,3 +376,651 @@ async fn mcp_client_uses_tools_over_http_and_foreign_hosts_are_refused() {
     session.cancel().await.expect("closes");
     child.kill().await.expect("stops");
 }
+
+// ---------------------------------------------------------------------------
+// The server under abuse: raw JSON-RPC over stdio and raw HTTP/1.1 on
+// loopback, so each test controls exactly what the client does wrong.
+
+/// `cofferdam serve` over stdio driven line by line.
+struct RawStdio {
+    child: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+    stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    /// The `/metrics` address, when started with one.
+    metrics: Option<String>,
+}
+
+impl RawStdio {
+    async fn start(config: &Path, with_metrics: bool) -> Self {
+        let mut command = serve_command(config);
+        if with_metrics {
+            command.arg("--metrics").arg("127.0.0.1:0");
+        }
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawns");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let metrics = if with_metrics {
+            let line = wait_for_line(stderr, "metrics at http://").await;
+            Some(line.trim_end_matches("/metrics").to_owned())
+        } else {
+            wait_for_line(stderr, "over stdio").await;
+            None
+        };
+        Self {
+            stdin: child.stdin.take(),
+            stdout: BufReader::new(child.stdout.take().expect("stdout piped")).lines(),
+            child,
+            metrics,
+        }
+    }
+
+    async fn send(&mut self, message: &Value) {
+        self.send_raw(format!("{message}\n").as_bytes()).await;
+    }
+
+    async fn send_raw(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(bytes).await.expect("writes");
+        stdin.flush().await.expect("flushes");
+    }
+
+    /// The next line on stdout, as JSON; `None` once stdout ends.
+    async fn next(&mut self) -> Option<Value> {
+        let line = tokio::time::timeout(Duration::from_secs(60), self.stdout.next_line())
+            .await
+            .expect("the server answers within a minute")
+            .expect("stdout readable")?;
+        Some(serde_json::from_str(&line).expect("stdout carries JSON only"))
+    }
+
+    /// The answer to request `id`, skipping notifications.
+    async fn answer(&mut self, id: &Value) -> Value {
+        loop {
+            let message = self.next().await.expect("answered before stdout ends");
+            if message.get("id") == Some(id) && message.get("method").is_none() {
+                return message;
+            }
+        }
+    }
+
+    async fn initialize(&mut self) {
+        self.send(&initialize_request(0)).await;
+        let answer = self.answer(&json!(0)).await;
+        assert_eq!(
+            answer["result"]["serverInfo"]["name"], "cofferdam",
+            "{answer}"
+        );
+        self.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
+    }
+}
+
+fn initialize_request(id: u64) -> Value {
+    json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "0"},
+        },
+    })
+}
+
+fn call_request(id: u64, tool: &str, arguments: Value) -> Value {
+    json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments},
+    })
+}
+
+/// Starts `cofferdam serve --http 127.0.0.1:0` with `args`; returns the
+/// child and its address.
+async fn start_http(config: &Path, args: &[&str]) -> (tokio::process::Child, String) {
+    let mut command = serve_command(config);
+    command
+        .arg("--http")
+        .arg("127.0.0.1:0")
+        .args(args)
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawns");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let line = wait_for_line(stderr, "at http://").await;
+    let addr = line.split('/').next().expect("address").to_owned();
+    (child, addr)
+}
+
+/// One HTTP/1.1 response: status, headers (names lowercase), body.
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The JSON-RPC messages in an event-stream or JSON body.
+    fn messages(&self) -> Vec<Value> {
+        if self.header("content-type") == Some("application/json") {
+            return vec![serde_json::from_str(&self.body).expect("json body")];
+        }
+        self.body
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(|d| serde_json::from_str(d).expect("json event"))
+            .collect()
+    }
+}
+
+/// A kept-alive HTTP/1.1 connection speaking MCP by hand.
+struct RawHttp {
+    stream: BufReader<tokio::net::TcpStream>,
+}
+
+impl RawHttp {
+    async fn connect(addr: &str) -> Self {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects");
+        Self {
+            stream: BufReader::new(stream),
+        }
+    }
+
+    /// POSTs `body` to /mcp in one write and reads the whole response.
+    async fn post(&mut self, session: Option<&str>, body: &str) -> Response {
+        let session = session
+            .map(|s| format!("Mcp-Session-Id: {s}\r\n"))
+            .unwrap_or_default();
+        let request = format!(
+            "POST /mcp HTTP/1.1\r\nHost: localhost\r\nAccept: application/json, text/event-stream\r\n\
+             Content-Type: application/json\r\n{session}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.stream
+            .get_mut()
+            .write_all(request.as_bytes())
+            .await
+            .expect("sends");
+        tokio::time::timeout(Duration::from_secs(60), self.response())
+            .await
+            .expect("answered within a minute")
+    }
+
+    async fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await.expect("reads");
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    }
+
+    async fn response(&mut self) -> Response {
+        let status_line = self.line().await;
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("a status line: {status_line:?}"));
+        let mut headers = Vec::new();
+        loop {
+            let line = self.line().await;
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').expect("a header");
+            headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+        }
+        let find = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v): &(String, String)| v.clone())
+        };
+        let mut body = Vec::new();
+        if find("transfer-encoding").as_deref() == Some("chunked") {
+            loop {
+                let size = usize::from_str_radix(&self.line().await, 16).expect("chunk size");
+                let mut chunk = vec![0; size + 2];
+                self.stream.read_exact(&mut chunk).await.expect("chunk");
+                body.extend_from_slice(&chunk[..size]);
+                if size == 0 {
+                    break;
+                }
+            }
+        } else if let Some(length) = find("content-length") {
+            let mut chunk = vec![0; length.parse().expect("length")];
+            self.stream.read_exact(&mut chunk).await.expect("body");
+            body = chunk;
+        }
+        Response {
+            status,
+            headers,
+            body: String::from_utf8(body).expect("utf-8 body"),
+        }
+    }
+
+    /// Initializes a session; returns its id.
+    async fn initialize(&mut self, initialized: bool) -> String {
+        let response = self.post(None, &initialize_request(0).to_string()).await;
+        assert_eq!(response.status, 200, "{}", response.body);
+        let session = response
+            .header("mcp-session-id")
+            .expect("a session id")
+            .to_owned();
+        if initialized {
+            let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+            let response = self.post(Some(&session), &note.to_string()).await;
+            assert_eq!(response.status, 202, "{}", response.body);
+        }
+        session
+    }
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_calls_on_a_kept_alive_connection_do_not_wait_for_delayed_acks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "");
+    let (mut child, addr) = start_http(&config, &[]).await;
+    let mut http = RawHttp::connect(&addr).await;
+    let session = http.initialize(true).await;
+    let mut samples = Vec::new();
+    for id in 1..=21 {
+        let call = call_request(id, "hello", json!({"name": "Ada"})).to_string();
+        let started = std::time::Instant::now();
+        let response = http.post(Some(&session), &call).await;
+        let took = started.elapsed();
+        let messages = response.messages();
+        assert_eq!(
+            messages.last().expect("an answer")["result"]["structuredContent"]["greeting"],
+            "Hello, Ada!"
+        );
+        // The first call warms the tool up.
+        if id > 1 {
+            samples.push(took);
+        }
+    }
+    let median = median(samples);
+    eprintln!("median of 20 kept-alive calls: {median:?}");
+    // A delayed ACK holds a write back for at least 40 ms on Linux.
+    assert!(median < Duration::from_millis(25), "median {median:?}");
+    child.kill().await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_sessions_are_capped_and_unused_ones_closed_but_not_mid_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let extra = format!("[tools.sleepy]\ncomponent = {:?}\n", artifacts::SLEEPY);
+    let config = write_config(dir.path(), &extra);
+    let (mut child, addr) = start_http(
+        &config,
+        &[
+            "--max-sessions",
+            "2",
+            "--session-init-timeout",
+            "1s",
+            "--session-idle-timeout",
+            "2s",
+        ],
+    )
+    .await;
+    let mut http = RawHttp::connect(&addr).await;
+    let busy = http.initialize(true).await;
+    // A client that initializes and never says `initialized`.
+    let _abandoned = http.initialize(false).await;
+
+    // The cap: a third session is refused, with a hint when to retry.
+    let refused = http.post(None, &initialize_request(0).to_string()).await;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(refused.header("retry-after").is_some());
+    assert!(
+        refused.body.contains("too many MCP sessions"),
+        "{}",
+        refused.body
+    );
+
+    // A call longer than the idle timeout keeps its session alive.
+    let call = tokio::spawn({
+        let (addr, busy) = (addr.clone(), busy.clone());
+        async move {
+            let mut http = RawHttp::connect(&addr).await;
+            let call = call_request(1, "sleepy", json!({"millis": 3000})).to_string();
+            http.post(Some(&busy), &call).await
+        }
+    });
+    // The abandoned session is closed after the init timeout: room again.
+    let mut fresh = None;
+    for _ in 0..300 {
+        let response = http.post(None, &initialize_request(0).to_string()).await;
+        if response.status == 200 {
+            fresh = response.header("mcp-session-id").map(str::to_owned);
+            break;
+        }
+        assert_eq!(response.status, 503, "{}", response.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let fresh = fresh.expect("the abandoned session is closed within 30 s");
+    let answer = call.await.expect("call task");
+    assert_eq!(answer.status, 200);
+    let result = answer.messages().pop().expect("an answer")["result"].clone();
+    assert_eq!(
+        result["isError"], false,
+        "the session lived through the call: {result}"
+    );
+    let ping = json!({"jsonrpc": "2.0", "id": 2, "method": "ping"}).to_string();
+    assert_eq!(http.post(Some(&busy), &ping).await.status, 200);
+
+    // Unused for the idle timeout, a session is closed: 404, initialize again.
+    let mut closed = false;
+    for _ in 0..300 {
+        let status = http.post(Some(&fresh), &ping).await.status;
+        if status == 404 {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(closed, "an idle session is closed within 30 s");
+    child.kill().await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_http_clients_are_cut_off_and_cannot_lock_others_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "");
+    let (mut child, addr) = start_http(
+        &config,
+        &[
+            "--max-connections",
+            "4",
+            "--header-timeout",
+            "1s",
+            "--body-timeout",
+            "1s",
+        ],
+    )
+    .await;
+    // Every connection allowed, each sending half its headers.
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let mut stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connects");
+        stream
+            .write_all(b"POST /mcp HTTP/1.1\r\nHost: localhost\r\n")
+            .await
+            .expect("sends");
+        slow.push(stream);
+    }
+    // Another client is served once a slow one is cut off.
+    let (status, _) = tokio::time::timeout(
+        Duration::from_secs(30),
+        http_get(&addr, "/metrics", "localhost", None),
+    )
+    .await
+    .expect("served within 30 s");
+    assert_eq!(status, 200);
+    let cut_off = |stream: &tokio::net::TcpStream| {
+        let mut byte = [0; 1];
+        !matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    };
+    assert!(
+        slow.iter().any(cut_off),
+        "it was served because a slow connection was closed, not beside them"
+    );
+    for mut stream in slow {
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut rest))
+            .await
+            .expect("every slow connection is closed")
+            .ok();
+    }
+
+    // A body that never arrives in full is cut off too.
+    let mut stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connects");
+    stream
+        .write_all(
+            b"POST /mcp HTTP/1.1\r\nHost: localhost\r\nAccept: application/json, text/event-stream\r\n\
+              Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"jsonrpc\":",
+        )
+        .await
+        .expect("sends");
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut response))
+        .await
+        .expect("a trickled body is cut off")
+        .ok();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    child.kill().await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdio_stops_reading_a_client_that_does_not_read_its_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "");
+    let mut server = RawStdio::start(&config, false).await;
+    server.initialize().await;
+    const REQUESTS: u64 = 50_000;
+    let mut stdin = server.stdin.take().expect("stdin");
+    let mut writer = tokio::spawn(async move {
+        for id in 1..=REQUESTS {
+            let ping = format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"ping\"}}\n");
+            stdin.write_all(ping.as_bytes()).await.expect("writes");
+        }
+        stdin
+    });
+    // Nobody reads stdout: the server must stop reading stdin, so the
+    // client's writes block instead of the server buffering 50,000 answers.
+    let finished = tokio::time::timeout(Duration::from_secs(3), &mut writer).await;
+    assert!(finished.is_err(), "all {REQUESTS} requests were taken in");
+    // Reading resumes the flow; every request is answered once.
+    let mut seen = std::collections::HashSet::new();
+    while (seen.len() as u64) < REQUESTS {
+        let answer = server.next().await.expect("answers");
+        assert!(answer["result"].is_object(), "{answer}");
+        assert!(seen.insert(answer["id"].as_u64().expect("id")), "{answer}");
+    }
+    server.stdin = Some(writer.await.expect("writer"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdio_end_of_input_cancels_running_calls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "");
+    let mut server = RawStdio::start(&config, true).await;
+    server.initialize().await;
+    server.send(&call_request(1, "spin", json!({}))).await;
+    let metrics = server.metrics.clone().expect("metrics");
+    wait_for_metric(&metrics, "cofferdam_calls_in_flight{tool=\"spin\"} 1").await;
+    // The client hangs up its end of stdin mid-call.
+    drop(server.stdin.take());
+    let answer = server.answer(&json!(1)).await;
+    assert_eq!(
+        answer["result"]["structuredContent"]["error"]["class"], "cancelled",
+        "{answer}"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(30), server.child.wait())
+        .await
+        .expect("exits")
+        .expect("status");
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_before_initialize_do_not_end_the_session() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "");
+    let mut server = RawStdio::start(&config, false).await;
+    server
+        .send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .await;
+    server
+        .send(&json!({"jsonrpc": "2.0", "id": "x", "result": {}}))
+        .await;
+    server
+        .send(&json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 3}}))
+        .await;
+    server.initialize().await;
+    server
+        .send(&call_request(1, "hello", json!({"name": "Ada"})))
+        .await;
+    let answer = server.answer(&json!(1)).await;
+    assert_eq!(
+        answer["result"]["structuredContent"]["greeting"],
+        "Hello, Ada!"
+    );
+
+    // Over HTTP a stray notification is refused and changes nothing.
+    let (mut child, addr) = start_http(&config, &[]).await;
+    let mut http = RawHttp::connect(&addr).await;
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let response = http.post(None, &note.to_string()).await;
+    assert!((400..500).contains(&response.status), "{}", response.status);
+    let session = http.initialize(true).await;
+    let call = call_request(1, "hello", json!({"name": "Ada"})).to_string();
+    let response = http.post(Some(&session), &call).await;
+    assert_eq!(response.status, 200);
+    child.kill().await.expect("stops");
+}
+
+/// `tools/call` requests whose params have the wrong types.
+fn mistyped_calls() -> [Value; 3] {
+    [
+        json!({"jsonrpc": "2.0", "id": 11, "method": "tools/call", "params": {"name": 5}}),
+        json!({"jsonrpc": "2.0", "id": 12, "method": "tools/call",
+               "params": {"name": "hello", "arguments": "Ada"}}),
+        json!({"jsonrpc": "2.0", "id": 13, "method": "tools/call"}),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_error_answers_over_stdio() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "");
+    let mut server = RawStdio::start(&config, false).await;
+    server.initialize().await;
+    for request in mistyped_calls() {
+        server.send(&request).await;
+        let answer = server.answer(&request["id"]).await;
+        assert_eq!(answer["error"]["code"], -32602, "{answer}");
+    }
+    // Too large to read.
+    let mut line = br#"{"jsonrpc":"2.0","id":41,"method":"tools/call","params":{"name":"hello","arguments":{"name":""#.to_vec();
+    line.resize(line.len() + 17 * 1024 * 1024, b'a');
+    line.extend_from_slice(b"\"}}}\n");
+    server.send_raw(&line).await;
+    let answer = server.answer(&json!(41)).await;
+    assert_eq!(answer["error"]["code"], -32600, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("longer than")
+    );
+    // Too deep to parse.
+    let deep = format!(
+        r#"{{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{{"name":"hello","arguments":{{"x":{}{}}}}}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    server.send_raw(format!("{deep}\n").as_bytes()).await;
+    let answer = server.answer(&json!(42)).await;
+    assert_eq!(answer["error"]["code"], -32600, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("nested")
+    );
+    // And the session goes on.
+    server
+        .send(&call_request(43, "hello", json!({"name": "Ada"})))
+        .await;
+    let answer = server.answer(&json!(43)).await;
+    assert_eq!(
+        answer["result"]["structuredContent"]["greeting"],
+        "Hello, Ada!"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mistyped_tool_calls_are_invalid_params_over_http() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "");
+    let (mut child, addr) = start_http(&config, &[]).await;
+    let mut http = RawHttp::connect(&addr).await;
+    let session = http.initialize(true).await;
+    for request in mistyped_calls() {
+        let response = http.post(Some(&session), &request.to_string()).await;
+        let answer = response.messages().pop().expect("an answer");
+        assert_eq!(answer["error"]["code"], -32602, "{answer}");
+        assert_eq!(answer["id"], request["id"]);
+    }
+    child.kill().await.expect("stops");
+}
+
+/// Calls `introspect` reporting progress 2,000 times and checks the last
+/// report arrives.
+async fn final_progress_arrives(session: &Session, events: &mut Events) {
+    let result = session
+        .call_tool(params("introspect", json!({"progress": 2000})))
+        .await
+        .expect("tools/call");
+    assert_eq!(result.is_error, Some(false), "{result:?}");
+    let mut seen = 0;
+    loop {
+        let p = tokio::time::timeout(Duration::from_secs(30), events.progress.recv())
+            .await
+            .expect("the final report arrives")
+            .expect("channel open");
+        seen += 1;
+        assert!(seen <= 2000);
+        if p.progress == 2000.0 {
+            assert_eq!(p.total, Some(2000.0));
+            break;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_floods_are_coalesced_keeping_the_latest_report() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "");
+
+    let (transport, _) = TokioChildProcess::builder(serve_command(&config))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawns");
+    let (handler, mut events) = client();
+    let session = handler.serve(transport).await.expect("initializes");
+    final_progress_arrives(&session, &mut events).await;
+    session.cancel().await.expect("closes");
+
+    let (mut child, addr) = start_http(&config, &[]).await;
+    let (handler, mut events) = client();
+    let transport = StreamableHttpClientTransport::from_uri(format!("http://{addr}/mcp"));
+    let session = handler.serve(transport).await.expect("initializes");
+    final_progress_arrives(&session, &mut events).await;
+    session.cancel().await.expect("closes");
+    child.kill().await.expect("stops");
+}
