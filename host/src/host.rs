@@ -26,6 +26,7 @@ use crate::clock::{Clock, Jitter, SystemClock, SystemWallClock, WallClock};
 use crate::component_cache::{ArtifactInfo, ComponentCache};
 use crate::engine::{self, EngineSettings};
 use crate::escalation::{EscalationReason, Escalations, NewEscalation};
+use crate::fs_guard::{self, FsRules};
 use crate::host_api::{self, LogRecord, ProgressSink};
 use crate::journal::{
     AttemptRecord, BudgetStore, Claim, HistoryQuery, Journal, JournalEntry, JournalError,
@@ -35,7 +36,7 @@ use crate::metrics::{Metrics, ToolMetrics};
 use crate::net::{HttpStats, NetPolicy};
 use crate::policy::{DEFAULT_FALLBACK_ON, resolve_mount};
 use crate::retry::{RetryBudget, RetryConfig};
-use crate::sandbox::{CallState, Grants, ResolvedMount};
+use crate::sandbox::{CallState, Grants, ResolvedMount, ScratchRoot};
 use crate::schedule::{ScheduleConfig, Schedules};
 use crate::task::Tasks;
 use crate::warm::{WarmPool, WarmStats};
@@ -234,6 +235,7 @@ impl HostBuilder {
         engine::start_epoch_ticker(&engine, self.engine.epoch_tick);
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .and_then(|()| fs_guard::add_to_linker(&mut linker))
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
             .and_then(|()| host_api::add_to_linker(&mut linker))
             .map_err(|e| BuildError::Engine(e.into_boxed_dyn_error()))?;
@@ -247,10 +249,12 @@ impl HostBuilder {
             None => Journal::in_memory(),
         }
         .map_err(BuildError::Journal)?;
-        let scratch_root = match &self.data_dir {
-            Some(dir) => dir.join("scratch"),
-            None => std::env::temp_dir().join("cofferdam-scratch"),
-        };
+        let scratch =
+            ScratchRoot::open(self.data_dir.as_deref()).map_err(|source| BuildError::DataDir {
+                path: self.data_dir.clone().unwrap_or_else(std::env::temp_dir),
+                source,
+            })?;
+        let scratch_root = scratch.path().to_owned();
         Ok(Host {
             inner: Arc::new(Inner {
                 engine,
@@ -261,6 +265,7 @@ impl HostBuilder {
                 price: self.price,
                 max_memory_bytes: self.engine.max_memory_bytes,
                 scratch_root,
+                _scratch: scratch,
                 data_dir: self.data_dir.clone(),
                 max_instances: self.engine.max_instances,
                 clock: self
@@ -312,6 +317,8 @@ struct Inner {
     price: TokenPrice,
     max_memory_bytes: u64,
     scratch_root: PathBuf,
+    /// Keeps `scratch_root` locked (or, without a data dir, alive).
+    _scratch: ScratchRoot,
     data_dir: Option<PathBuf>,
     max_instances: u32,
     clock: Arc<dyn Clock>,
@@ -612,6 +619,7 @@ impl Host {
             env: policy.env.clone(),
             scratch: policy.scratch,
             net: Arc::new(net),
+            fs: FsRules::from_spec(&policy.filesystem),
         };
 
         let digest = hex::encode(Sha256::digest(&bytes));

@@ -66,6 +66,7 @@ mod cron;
 mod engine;
 mod error;
 mod escalation;
+mod fs_guard;
 mod host;
 mod host_api;
 mod journal;
@@ -95,6 +96,7 @@ pub use escalation::{
     Escalation, EscalationError, EscalationKey, EscalationReason, Escalations, NewEscalation,
     Resolution, Resolved,
 };
+pub use fs_guard::{DEFAULT_SCRATCH_MAX_BYTES, FilesystemSpec, SymlinkPolicy};
 pub use host::{
     CallOutcome, CallRequest, FallbackUsed, Host, HostBuilder, ToolDescription, ToolStats,
 };

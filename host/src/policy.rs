@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::breaker::{BreakerConfig, BreakerMode, Window};
 use crate::bulkhead::BulkheadConfig;
+use crate::fs_guard::FilesystemSpec;
 use crate::limits::LimitsSpec;
 use crate::net::{HttpSpec, NetPolicy, NetPolicyError};
 use crate::retry::RetryConfig;
@@ -42,6 +43,11 @@ use crate::{Effect, ErrorClass, ToolName};
 /// host = "./docs"
 /// guest = "/data"
 /// mode = "ro"                      # "ro" (default) or "rw"
+///
+/// [filesystem]
+/// symlinks = "within-mount"        # or "deny"
+/// scratch_max_bytes = 67108864     # /scratch size limit (default 64 MiB)
+/// # max_write_bytes = { "/out" = 1048576 }  # bytes per call, per rw mount
 ///
 /// [env]
 /// LANG = "C.UTF-8"
@@ -93,6 +99,9 @@ pub struct ToolPolicy {
     /// What one call may spend.
     #[serde(default)]
     pub budget: BudgetSpec,
+    /// Symlinks and write quotas inside the mounts and `/scratch`.
+    #[serde(default)]
+    pub filesystem: FilesystemSpec,
     /// The tool acts where a human should be in the loop: background
     /// (scheduled) runs refuse it. Shown in the tool's description.
     #[serde(default)]
@@ -437,6 +446,13 @@ pub enum PolicyError {
         /// The host's maximum.
         max: u64,
     },
+    /// `filesystem.max_write_bytes` names a guest path that is not a
+    /// read-write mount of the tool.
+    #[error("`filesystem.max_write_bytes` names `{guest}`, which is not a read-write mount")]
+    QuotaWithoutMount {
+        /// The guest path given.
+        guest: String,
+    },
     /// A mount's host directory does not exist or is not a directory.
     #[error("mount host directory {path} does not exist or is not a directory")]
     MountMissing {
@@ -598,6 +614,7 @@ impl ToolPolicy {
             });
         }
         NetPolicy::from_spec(&self.http)?;
+        self.filesystem.validate(&self.mounts)?;
         Ok(())
     }
 }

@@ -15,12 +15,14 @@ use tokio::io::AsyncWrite;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::MountMode;
+use crate::fs_guard::{FsGuard, FsRules, FsView};
 use crate::host_api::GuestServices;
 use crate::net::{self, NetPolicy};
 
@@ -42,6 +44,8 @@ pub(crate) struct Grants {
     pub env: BTreeMap<String, String>,
     pub scratch: bool,
     pub net: Arc<NetPolicy>,
+    /// Symlink policy and write quotas inside the mounts.
+    pub fs: FsRules,
 }
 
 impl Default for Grants {
@@ -51,6 +55,7 @@ impl Default for Grants {
             env: BTreeMap::new(),
             scratch: false,
             net: Arc::new(NetPolicy::deny_all()),
+            fs: FsRules::default(),
         }
     }
 }
@@ -63,6 +68,7 @@ pub(crate) struct CallState {
     http_hooks: net::Hooks,
     pub memory: MemoryCap,
     pub services: GuestServices,
+    fs: FsGuard,
 }
 
 impl WasiView for CallState {
@@ -97,7 +103,19 @@ impl CallState {
         self.services = services;
         self.http_hooks.deadline = deadline;
         self.http_hooks.counters = Arc::clone(&counters);
+        self.fs.renew();
         counters
+    }
+
+    /// What the guarded `wasi:filesystem` bindings see ([`crate::fs_guard`]).
+    pub(crate) fn fs_view(&mut self) -> FsView<'_> {
+        FsView {
+            fs: WasiFilesystemCtxView {
+                ctx: self.wasi.filesystem(),
+                table: &mut self.table,
+            },
+            guard: &mut self.fs,
+        }
     }
 }
 
@@ -141,9 +159,10 @@ pub(crate) fn prepare(
             .map_err(std::io::Error::other)?;
     }
     let scratch = if grants.scratch {
-        std::fs::create_dir_all(scratch_root)?;
+        private_dir_all(scratch_root)?;
         let dir = tempfile::Builder::new()
-            .prefix("call-")
+            .prefix(SCRATCH_PREFIX)
+            .permissions(private_mode())
             .tempdir_in(scratch_root)?;
         wasi.preopened_dir(dir.path(), SCRATCH_GUEST_PATH, FsPerms::ReadWrite)
             .map_err(std::io::Error::other)?;
@@ -163,6 +182,11 @@ pub(crate) fn prepare(
         },
         memory: MemoryCap::new(memory_limit),
         services,
+        fs: FsGuard::new(
+            &grants.fs,
+            grants.mounts.iter().map(|m| m.guest.as_str()),
+            scratch.as_ref().map(tempfile::TempDir::path),
+        ),
     };
     Ok((
         state,
@@ -173,6 +197,100 @@ pub(crate) fn prepare(
             http,
         },
     ))
+}
+
+/// Name prefix of the per-call scratch directories.
+const SCRATCH_PREFIX: &str = "call-";
+
+/// Owner-only permissions for scratch directories.
+fn private_mode() -> std::fs::Permissions {
+    std::os::unix::fs::PermissionsExt::from_mode(0o700)
+}
+
+/// Creates `dir` (and missing parents) owner-only; an existing `dir` is
+/// made owner-only.
+fn private_dir_all(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)?;
+    std::fs::set_permissions(dir, private_mode())?;
+    Ok(())
+}
+
+/// The directory the per-call scratch directories are made in, held for the
+/// host's lifetime.
+///
+/// Under a data dir it is `<data dir>/scratch`, owner-only. Every host using
+/// it holds a shared lock on `<data dir>/scratch.lock`; a host that starts
+/// and gets the lock exclusively knows no other host is alive, and removes
+/// the `call-*` directories a crashed process left behind. Without a data dir it is a
+/// fresh owner-only temporary directory (unpredictable name), removed when
+/// the host is dropped.
+#[derive(Debug)]
+pub(crate) struct ScratchRoot {
+    path: PathBuf,
+    _hold: ScratchHold,
+}
+
+#[derive(Debug)]
+enum ScratchHold {
+    Shared(#[expect(dead_code, reason = "held for its lock")] std::fs::File),
+    Private(#[expect(dead_code, reason = "removed on drop")] tempfile::TempDir),
+}
+
+impl ScratchRoot {
+    /// `<data_dir>/scratch`, swept if no other host uses it; or a private
+    /// temporary directory.
+    pub(crate) fn open(data_dir: Option<&Path>) -> std::io::Result<Self> {
+        let Some(data_dir) = data_dir else {
+            let dir = tempfile::Builder::new()
+                .prefix("cofferdam-scratch-")
+                .permissions(private_mode())
+                .tempdir()?;
+            return Ok(Self {
+                path: dir.path().to_owned(),
+                _hold: ScratchHold::Private(dir),
+            });
+        };
+        let path = data_dir.join("scratch");
+        private_dir_all(&path)?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(data_dir.join("scratch.lock"))?;
+        if lock.try_lock().is_ok() {
+            sweep(&path);
+            lock.unlock()?;
+        }
+        lock.lock_shared()?;
+        Ok(Self {
+            path,
+            _hold: ScratchHold::Shared(lock),
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Removes the per-call directories left in `root` (no host is using it).
+fn sweep(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(SCRATCH_PREFIX)
+            && entry.file_type().is_ok_and(|t| t.is_dir());
+        if stale && let Err(e) = std::fs::remove_dir_all(entry.path()) {
+            tracing::warn!(dir = %entry.path().display(), "cannot remove stale scratch dir: {e}");
+        }
+    }
 }
 
 /// Refuses memory growth past the tool's cap with a [`MemoryLimitHit`] trap,

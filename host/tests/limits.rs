@@ -361,3 +361,384 @@ async fn many_concurrent_calls_all_succeed() {
         assert_eq!(outcome.output_json()["greeting"], format!("Hello, n{i}!"));
     }
 }
+
+/// Inside the mounts: links the guest creates, special files it opens, bytes
+/// it writes, and the scratch directories the host makes for it.
+mod filesystem {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use cofferdam::{
+        CallRequest, FilesystemSpec, Host, LimitsSpec, Mount, SymlinkPolicy, ToolPolicy,
+    };
+    use cofferdam_test_artifacts as artifacts;
+    use serde_json::{Value, json};
+
+    use super::common::{self, assert_host_still_serves, load, policy_with};
+
+    /// A temp root with `mount/` (holding `sub/` and `inside.txt`) and
+    /// `secret.txt` beside it.
+    struct Layout {
+        root: tempfile::TempDir,
+    }
+
+    impl Layout {
+        fn new() -> Self {
+            let root = tempfile::tempdir().expect("tempdir");
+            fs::create_dir_all(root.path().join("mount/sub")).expect("mkdir");
+            fs::write(root.path().join("mount/inside.txt"), "inside").expect("write");
+            fs::write(root.path().join("secret.txt"), "SECRET").expect("write");
+            Self { root }
+        }
+
+        fn mount(&self) -> PathBuf {
+            self.root.path().join("mount")
+        }
+
+        /// `fs-escape` with the mount read-write at /data, and `fs`.
+        async fn host(&self, fs: FilesystemSpec) -> Host {
+            self.host_with(fs, LimitsSpec::default()).await
+        }
+
+        async fn host_with(&self, fs: FilesystemSpec, limits: LimitsSpec) -> Host {
+            let host = common::builder()
+                .allow_root(self.mount())
+                .build()
+                .expect("host");
+            let policy = ToolPolicy {
+                mounts: vec![Mount::read_write(self.mount(), "/data")],
+                filesystem: fs,
+                ..policy_with(limits)
+            };
+            load(&host, artifacts::FS_ESCAPE, policy).await;
+            host
+        }
+    }
+
+    async fn attempt(host: &Host, input: Value) -> Value {
+        host.call(CallRequest::new("fs-escape", input.to_string()))
+            .await
+            .expect("the tool reports refusals as output")
+            .output_json()
+    }
+
+    fn assert_refused(result: &Value, like: &str) {
+        assert_eq!(result["ok"], false, "expected a refusal, got {result}");
+        let error = result["error"].as_str().expect("an error message");
+        assert!(
+            error.to_lowercase().contains(like),
+            "expected an error like `{like}`, got {result}"
+        );
+    }
+
+    fn symlink(target: &str, link: &str) -> Value {
+        json!({"op": "symlink", "target": target, "link": link})
+    }
+
+    #[tokio::test]
+    async fn guest_created_symlink_leaving_its_mount_is_refused() {
+        let layout = Layout::new();
+        let host = layout.host(FilesystemSpec::default()).await;
+        for (target, link) in [
+            ("../secret.txt", "/data/up"),
+            ("/etc/passwd", "/data/abs"),
+            ("../../secret.txt", "/data/sub/up2"),
+            ("sub/../../secret.txt", "/data/sneaky"),
+        ] {
+            let result = attempt(&host, symlink(target, link)).await;
+            assert_refused(&result, "not permitted");
+            let name = link.trim_start_matches("/data/");
+            assert!(
+                fs::symlink_metadata(layout.mount().join(name)).is_err(),
+                "link {link} -> {target} was created"
+            );
+        }
+        // Links that stay inside are fine, from the root and from below it.
+        for (target, link) in [
+            ("inside.txt", "/data/same"),
+            ("../inside.txt", "/data/sub/parent"),
+        ] {
+            let result = attempt(&host, symlink(target, link)).await;
+            assert_eq!(result["ok"], true, "{link} -> {target}: {result}");
+        }
+        let read = attempt(&host, json!({"op": "read", "path": "/data/sub/parent"})).await;
+        assert_eq!(read["value"], "inside", "{read}");
+        assert_host_still_serves(&host).await;
+    }
+
+    #[tokio::test]
+    async fn symlink_creation_can_be_denied_altogether() {
+        let layout = Layout::new();
+        let spec = FilesystemSpec {
+            symlinks: Some(SymlinkPolicy::Deny),
+            ..FilesystemSpec::default()
+        };
+        let host = layout.host(spec).await;
+        let result = attempt(&host, symlink("inside.txt", "/data/same")).await;
+        assert_refused(&result, "not permitted");
+        assert!(fs::symlink_metadata(layout.mount().join("same")).is_err());
+    }
+
+    #[test]
+    fn symlink_policy_parses_from_toml() {
+        let policy = ToolPolicy::from_toml(
+            r#"
+            [[mounts]]
+            host = "out"
+            guest = "/out"
+            mode = "rw"
+            [filesystem]
+            symlinks = "deny"
+            scratch_max_bytes = 1024
+            max_write_bytes = { "/out" = 2048 }
+            "#,
+        )
+        .expect("parses");
+        assert_eq!(policy.filesystem.symlinks, Some(SymlinkPolicy::Deny));
+        assert_eq!(policy.filesystem.scratch_max_bytes, Some(1024));
+        assert_eq!(policy.filesystem.max_write_bytes["/out"], 2048);
+        let error = ToolPolicy::from_toml("[filesystem]\nmax_write_bytes = { \"/nope\" = 1 }")
+            .expect_err("no such mount");
+        assert!(error.to_string().contains("`/nope`"), "{error}");
+    }
+
+    fn mkfifo(path: &Path) {
+        let status = Command::new("mkfifo").arg(path).status().expect("mkfifo");
+        assert!(status.success(), "mkfifo failed");
+    }
+
+    /// Opens the FIFO for reading and writing (never blocks on Linux), which
+    /// releases any reader stuck opening it, so a failing test cannot hang.
+    struct Unblock(PathBuf);
+
+    impl Drop for Unblock {
+        fn drop(&mut self) {
+            let _ = fs::OpenOptions::new().read(true).write(true).open(&self.0);
+        }
+    }
+
+    #[tokio::test]
+    async fn fifo_or_socket_in_a_mount_is_refused_without_waiting() {
+        let layout = Layout::new();
+        let fifo = layout.mount().join("fifo");
+        mkfifo(&fifo);
+        let _unblock = Unblock(fifo.clone());
+        let _socket =
+            std::os::unix::net::UnixListener::bind(layout.mount().join("socket")).expect("bind");
+        let limits = LimitsSpec {
+            timeout_ms: Some(5_000),
+            ..LimitsSpec::default()
+        };
+        let host = layout.host_with(FilesystemSpec::default(), limits).await;
+        for path in ["/data/fifo", "/data/socket"] {
+            let started = Instant::now();
+            let read = attempt(&host, json!({"op": "read", "path": path})).await;
+            assert_refused(&read, "not permitted");
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "{path} took {:?}",
+                started.elapsed()
+            );
+        }
+        let write = json!({"op": "write", "path": "/data/fifo", "contents": "x"});
+        assert_refused(&attempt(&host, write).await, "not permitted");
+        // A link inside the mount to the FIFO is no way around it.
+        let linked = attempt(&host, symlink("fifo", "/data/to-fifo")).await;
+        assert_eq!(linked["ok"], true, "{linked}");
+        let read = attempt(&host, json!({"op": "read", "path": "/data/to-fifo"})).await;
+        assert_refused(&read, "not permitted");
+        assert_host_still_serves(&host).await;
+    }
+
+    #[test]
+    fn cli_run_on_a_fifo_exits() {
+        let layout = Layout::new();
+        let fifo = layout.mount().join("fifo");
+        mkfifo(&fifo);
+        let _unblock = Unblock(fifo.clone());
+        let data = tempfile::tempdir().expect("tempdir");
+        let mount = format!("{}:/data", layout.mount().display());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cofferdam"))
+            .args(["run", artifacts::FS_ESCAPE, "--mount", &mount])
+            .args([
+                "--timeout",
+                "2s",
+                "--input",
+                r#"{"op":"read","path":"/data/fifo"}"#,
+            ])
+            .arg("--data-dir")
+            .arg(data.path())
+            .env_remove("COFFERDAM_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("runs cofferdam");
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break Some(status);
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let output = child.wait_with_output().expect("output");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            status.is_some(),
+            "cofferdam run did not exit; stderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("not permitted"), "{stdout}");
+    }
+
+    /// A write past a quota, as the guest sees it: wasi-libc reports a failed
+    /// stream write as `EIO` without asking why; `set-size` and descriptor
+    /// writes carry the `quota` code itself.
+    fn assert_over_quota(result: &Value) {
+        assert_eq!(result["ok"], false, "expected a refusal, got {result}");
+        let error = result["error"].as_str().expect("an error message");
+        let error = error.to_lowercase();
+        assert!(
+            error.contains("quota") || error.contains("i/o error"),
+            "expected an I/O or quota error, got {result}"
+        );
+    }
+
+    fn fill(path: &str, bytes: u64) -> Value {
+        json!({"op": "fill", "path": path, "bytes": bytes})
+    }
+
+    fn scratch_policy(fs: FilesystemSpec) -> ToolPolicy {
+        ToolPolicy {
+            scratch: true,
+            filesystem: fs,
+            ..policy_with(LimitsSpec {
+                timeout_ms: Some(60_000),
+                ..LimitsSpec::default()
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn scratch_is_limited_to_64_mib_by_default() {
+        let host = common::host();
+        load(
+            &host,
+            artifacts::FS_ESCAPE,
+            scratch_policy(FilesystemSpec::default()),
+        )
+        .await;
+        let fits = attempt(&host, fill("/scratch/big", 60 << 20)).await;
+        assert_eq!(fits["ok"], true, "{fits}");
+        let past = attempt(&host, fill("/scratch/big", 65 << 20)).await;
+        assert_over_quota(&past);
+        assert_host_still_serves(&host).await;
+    }
+
+    #[tokio::test]
+    async fn scratch_limit_can_be_lowered_and_covers_truncation() {
+        let host = common::host();
+        let spec = FilesystemSpec {
+            scratch_max_bytes: Some(1 << 20),
+            ..FilesystemSpec::default()
+        };
+        load(&host, artifacts::FS_ESCAPE, scratch_policy(spec)).await;
+        let past = attempt(&host, fill("/scratch/big", 2 << 20)).await;
+        assert_over_quota(&past);
+        let sparse = json!({"op": "set-size", "path": "/scratch/sparse", "size": 1u64 << 40});
+        assert_refused(&attempt(&host, sparse).await, "quota");
+        // Each call has its own scratch: the next one starts empty.
+        let fits = attempt(&host, fill("/scratch/big", 1 << 20)).await;
+        assert_eq!(fits["value"], 1 << 20, "{fits}");
+        assert_host_still_serves(&host).await;
+    }
+
+    #[tokio::test]
+    async fn rw_mount_write_quota_counts_each_call() {
+        let layout = Layout::new();
+        let spec = FilesystemSpec {
+            max_write_bytes: [("/data".to_owned(), 300_000)].into(),
+            ..FilesystemSpec::default()
+        };
+        let host = layout.host(spec).await;
+        let past = attempt(&host, fill("/data/big", 400_000)).await;
+        assert_over_quota(&past);
+        let written = fs::metadata(layout.mount().join("big")).expect("big").len();
+        assert!(written <= 300_000, "{written} bytes written");
+        for name in ["a", "b"] {
+            let fits = attempt(&host, fill(&format!("/data/{name}"), 200_000)).await;
+            assert_eq!(fits["ok"], true, "{fits}");
+        }
+        assert_host_still_serves(&host).await;
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).expect("metadata").permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn scratch_dirs_are_private_and_stale_ones_are_swept_at_start() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let stale = data.path().join("scratch/call-crashed");
+        fs::create_dir_all(stale.join("deep")).expect("mkdir");
+        fs::write(stale.join("deep/file"), "left behind").expect("write");
+
+        let host = common::builder()
+            .data_dir(data.path())
+            .build()
+            .expect("host");
+        let scratch = data.path().join("scratch");
+        assert!(!stale.exists(), "stale scratch dir survived the start");
+        assert_eq!(mode(&scratch), 0o700);
+
+        // A second host on the same data dir while the first is alive must
+        // not sweep the first one's directories.
+        let live = scratch.join("call-live");
+        fs::create_dir(&live).expect("mkdir");
+        let second = common::builder()
+            .data_dir(data.path())
+            .build()
+            .expect("second host");
+        assert!(live.exists(), "a live host's scratch dir was swept");
+        drop(second);
+        fs::remove_dir(&live).expect("rmdir");
+
+        let policy = ToolPolicy {
+            scratch: true,
+            ..ToolPolicy::default()
+        };
+        load(&host, artifacts::SLEEPY, policy).await;
+        let call = tokio::spawn({
+            let host = host.clone();
+            async move {
+                host.call(CallRequest::new("sleepy", r#"{"millis":1500}"#))
+                    .await
+            }
+        });
+        let started = Instant::now();
+        let call_dir = loop {
+            let found = fs::read_dir(&scratch)
+                .expect("scratch")
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("call-"))
+                });
+            if let Some(dir) = found {
+                break dir;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "no call dir");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(mode(&call_dir), 0o700, "{}", call_dir.display());
+        call.await.expect("task").expect("call");
+        assert!(!call_dir.exists(), "scratch dir kept after the call");
+    }
+}
