@@ -14,7 +14,10 @@
 //!   is refused with `not-permitted`, so no open can block a host thread;
 //! - `write`, `set-size`, `write-via-stream`, `append-via-stream`: bytes
 //!   written (and growth by `set-size`) count against the mount's quota;
-//!   past it the guest sees the `quota` error code.
+//!   past it `write` and `set-size` fail with the `quota` error code, and a
+//!   stream write fails with `last-operation-failed`, for which
+//!   `filesystem-error-code` answers `quota` (wasi-libc reports it as `EIO`
+//!   without asking).
 //!
 //! It does **not** resolve paths: every path, including the parent of a new
 //! link, is resolved by wasmtime-wasi (cap-std, `openat2(RESOLVE_BENEATH)`),
