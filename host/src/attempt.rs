@@ -8,6 +8,8 @@
 //! allocator.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -141,12 +143,24 @@ impl Attempt<'_> {
         let hostcall_fuel = transfer_limit(&limits);
         store.set_hostcall_fuel(hostcall_fuel);
         store.set_epoch_deadline(1);
+        // Set while the guest is parked at an epoch yield: it was running its
+        // own code, not waiting in a host call.
+        let computing = Arc::new(AtomicBool::new(false));
+        let parked = Arc::clone(&computing);
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {
                 Err(DeadlineHit.into())
             } else {
                 // Yield at every tick so a busy guest never starves the executor.
-                Ok(UpdateDeadline::Yield(1))
+                parked.store(true, Ordering::Relaxed);
+                let parked = Arc::clone(&parked);
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(async move {
+                        tokio::task::yield_now().await;
+                        parked.store(false, Ordering::Relaxed);
+                    }),
+                ))
             }
         });
 
@@ -195,6 +209,7 @@ impl Attempt<'_> {
                 Err(CallError::DeadlineExceeded {
                     tool: self.tool.clone(),
                     timeout: limits.timeout,
+                    in_guest_code: computing.load(Ordering::Relaxed),
                 }),
                 None,
             ),
@@ -271,6 +286,7 @@ fn classify(
         return CallError::DeadlineExceeded {
             tool,
             timeout: limits.timeout,
+            in_guest_code: true,
         };
     }
     if error.downcast_ref::<MemoryLimitHit>().is_some() {
@@ -299,6 +315,7 @@ fn classify(
         Some(Trap::Interrupt) => CallError::DeadlineExceeded {
             tool,
             timeout: limits.timeout,
+            in_guest_code: true,
         },
         Some(trap) => match panic_message(stderr) {
             Some(message) => CallError::Panic { tool, message },

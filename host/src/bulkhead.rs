@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Bulkhead settings. Defaults (DESIGN §6): 4 concurrent calls, no queue
-/// (fail fast), 1 s maximum wait when a queue is configured.
+/// Bulkhead settings. Defaults: 4 concurrent calls (DESIGN §6), and 16 more
+/// that may wait for a slot, each for at most 1 s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BulkheadConfig {
     /// Calls of the tool running at once.
@@ -28,7 +28,9 @@ impl Default for BulkheadConfig {
     fn default() -> Self {
         Self {
             max_concurrent: 4,
-            max_queue: 0,
+            // Clients parallelise: a short queue absorbs a burst instead of
+            // answering `bulkhead-full` to the fifth concurrent call.
+            max_queue: 16,
             max_wait: Duration::from_secs(1),
         }
     }

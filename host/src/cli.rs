@@ -543,6 +543,10 @@ pub(crate) fn main() -> ExitCode {
             Command::Serve(args) => crate::serve::serve(args, &dirs).await,
         }
     });
+    // The answer is out and the journal committed (dropping the host waits
+    // for it): a blocking file operation a guest left behind (a hung network
+    // file system, say) must not keep the process alive.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
     match result {
         Ok(code) => code,
         Err(error) => {
@@ -551,6 +555,9 @@ pub(crate) fn main() -> ExitCode {
         }
     }
 }
+
+/// How long the CLI waits at exit for blocking work still running.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 fn default_data_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("COFFERDAM_DATA_DIR") {
@@ -875,6 +882,15 @@ async fn run(args: RunArgs, dirs: &Dirs) -> Result<ExitCode> {
         (None, None) => "{}".to_owned(),
     };
 
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    for mount in &policy.mounts {
+        if let Some(what) = broad_mount(&mount.host, home.as_deref()) {
+            eprintln!(
+                "warning: --mount {} gives the tool {what}; mount only the directory it needs",
+                mount.host.display()
+            );
+        }
+    }
     let mut builder = dirs.host();
     for root in roots {
         builder = builder.allow_root(root);
@@ -894,6 +910,18 @@ async fn run(args: RunArgs, dirs: &Dirs) -> Result<ExitCode> {
     };
     let result = host.call(request).await;
     Ok(report_call(&tool, result, args.json))
+}
+
+/// Whether a mount hands the tool far more than a tool needs: the whole file
+/// system or the user's home. (A mount that contains the data dir is refused
+/// by the host itself.)
+fn broad_mount(host: &Path, home: Option<&Path>) -> Option<&'static str> {
+    let canonical = host.canonicalize().ok()?;
+    if canonical == Path::new("/") {
+        return Some("the whole file system");
+    }
+    let home = home.and_then(|h| h.canonicalize().ok());
+    (home.as_deref() == Some(canonical.as_path())).then_some("your whole home directory")
 }
 
 fn report_load_error(component: &Path, error: LoadError) -> ExitCode {
@@ -974,8 +1002,10 @@ fn report_call(
                     "ok": false,
                     "error": {
                         "class": class,
+                        "cause": error.cause_class(),
                         "message": error.to_string(),
                         "retry_after_ms": retry_after,
+                        "replayed": error.is_replayed(),
                     },
                 });
                 println!(
@@ -1464,6 +1494,24 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mounting_the_root_or_the_home_directory_is_warned_about() {
+        let home = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(home.path().join("docs")).expect("mkdir");
+        assert_eq!(
+            broad_mount(Path::new("/"), None),
+            Some("the whole file system")
+        );
+        assert_eq!(
+            broad_mount(home.path(), Some(home.path())),
+            Some("your whole home directory")
+        );
+        assert_eq!(
+            broad_mount(&home.path().join("docs"), Some(home.path())),
+            None
+        );
+    }
 
     #[test]
     fn mounts_parse_with_default_read_only() {

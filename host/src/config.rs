@@ -35,8 +35,10 @@ use sha2::{Digest, Sha256};
 use std::time::Duration;
 
 use crate::limits::LimitsSpec;
+use crate::policy::{GrantedMount, check_overlaps};
 use crate::{
-    Host, HostBuilder, LoadError, ScheduleConfig, Tokens, ToolDescription, ToolName, ToolPolicy,
+    Host, HostBuilder, LoadError, MountMode, ScheduleConfig, Tokens, ToolDescription, ToolName,
+    ToolPolicy,
 };
 
 /// A parsed `cofferdam.toml`.
@@ -218,6 +220,8 @@ impl HostConfig {
                 "is above schedules.max_timeout_ms".into(),
             );
         }
+        let data_dir = self.data_dir.as_ref().and_then(|d| d.canonicalize().ok());
+        let mut granted: Vec<(String, Vec<(PathBuf, MountMode)>)> = Vec::new();
         for (name, policy) in &self.tools {
             let at = format!("tools.{name}");
             if let Err(e) = ToolName::new(name) {
@@ -251,11 +255,32 @@ impl HostConfig {
                 .iter()
                 .filter_map(|r| r.canonicalize().ok())
                 .collect();
+            let mut mine = Vec::new();
             for mount in &policy.mounts {
-                if let Err(e) = crate::policy::resolve_mount(mount, &roots) {
-                    push(at.clone(), e.to_string());
+                match crate::policy::resolve_mount(mount, &roots) {
+                    Ok(path) => mine.push((path, mount.mode)),
+                    Err(e) => push(at.clone(), e.to_string()),
                 }
             }
+            // Overlaps within this tool, with tools checked before it, and
+            // with the host's data dir.
+            let others: Vec<GrantedMount<'_>> = granted
+                .iter()
+                .flat_map(|(tool, mounts): &(String, Vec<(PathBuf, MountMode)>)| {
+                    mounts.iter().map(move |(path, mode)| GrantedMount {
+                        path,
+                        mode: *mode,
+                        owner: format!("tool `{tool}`"),
+                    })
+                })
+                .collect();
+            let host_dirs: Vec<(&'static str, &Path)> =
+                data_dir.iter().map(|d| ("data dir", d.as_path())).collect();
+            if let Err(e) = check_overlaps(&mine, &others, &host_dirs) {
+                push(at.clone(), e.to_string());
+            }
+            drop(others);
+            granted.push((name.clone(), mine));
         }
         problems
     }
@@ -346,6 +371,10 @@ impl HostConfig {
                         })?;
                 let same_file = hex::encode(Sha256::digest(&bytes)) == loaded.digest;
                 if same_file && previous.tools.get(name) == Some(policy) {
+                    // Unchanged, but its mounts must still be the directories
+                    // pinned at load: a path swapped for a symlink is named,
+                    // never followed (the tool keeps its pinned mounts).
+                    host.verify_mounts(name, &policy.mounts)?;
                     return Ok(None);
                 }
                 host.replace_file(&component, named_policy)

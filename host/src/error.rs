@@ -267,6 +267,10 @@ pub enum CallError {
         tool: ToolName,
         /// The deadline it had.
         timeout: Duration,
+        /// The guest was running its own code when stopped (a loop), not
+        /// waiting in a host call (I/O). Such a deadline is not retried: the
+        /// same input would spin as long again.
+        in_guest_code: bool,
     },
     /// The tool tried to grow a memory past its cap.
     #[error("tool `{tool}` tried to use more than its {} MiB memory limit", .limit_bytes >> 20)]
@@ -383,6 +387,32 @@ pub enum CallError {
         /// Tokens the scope had left.
         left: Tokens,
     },
+    /// The tool finished, but its output costs more tokens than the budget
+    /// had left: the output is withheld (class `budget-exhausted`). The tool
+    /// ran and may have acted, so a keyed call keeps its outcome: repeating
+    /// the call with the same key returns the stored output and never runs
+    /// the tool again.
+    #[error(
+        "tool `{tool}` finished, but its output costs {} tokens and budget `{scope}` had {} left: the output is withheld{}",
+        .cost.0,
+        .left.0,
+        if *.stored { "; the call's outcome is stored under its idempotency key, and repeating the call returns it without running the tool again" } else { "" }
+    )]
+    OutputOverBudget {
+        /// The tool.
+        tool: ToolName,
+        /// The scope that could not pay (`call` for the request's own cap).
+        scope: String,
+        /// What the attempt cost with its output.
+        cost: Tokens,
+        /// What the scope could pay (and was charged).
+        left: Tokens,
+        /// Whether the outcome is stored under the call's idempotency key.
+        stored: bool,
+        /// The withheld output. Not for the model: the budget did not pay for
+        /// it; an embedder may log or store it.
+        output: String,
+    },
     /// The idempotency key was used before with a different input (HTTP 422).
     #[error("idempotency key `{key}` of tool `{tool}` was used before with a different input")]
     IdempotencyMismatch {
@@ -423,6 +453,8 @@ pub enum CallError {
         class: ErrorClass,
         /// The stored error's message.
         message: String,
+        /// The stored error when the tool itself reported it.
+        tool_error: Option<ToolError>,
     },
     /// The journal could not record the call; its outcome was not reported.
     #[error("journal failed for tool `{tool}`: {reason}")]
@@ -475,7 +507,9 @@ impl CallError {
             Self::BulkheadFull { .. } => ErrorClass::BulkheadFull,
             Self::UnknownOutcome { .. } => ErrorClass::UnknownOutcome,
             Self::RetriesExhausted { .. } => ErrorClass::RetriesExhausted,
-            Self::BudgetExhausted { .. } => ErrorClass::BudgetExhausted,
+            Self::BudgetExhausted { .. } | Self::OutputOverBudget { .. } => {
+                ErrorClass::BudgetExhausted
+            }
             Self::IdempotencyMismatch { .. } => ErrorClass::IdempotencyMismatch,
             Self::InProgress { .. } => ErrorClass::InProgress,
             Self::KeyUnknown { .. } => ErrorClass::UnknownOutcome,
@@ -498,6 +532,10 @@ impl CallError {
             } => Some(*retry_after),
             Self::RetriesExhausted { last, .. } => last.retry_after(),
             Self::InProgress { retry_after, .. } => Some(*retry_after),
+            Self::Replayed {
+                tool_error: Some(ToolError::RateLimited { retry_after }),
+                ..
+            } => Some(*retry_after),
             _ => None,
         }
     }
@@ -522,6 +560,7 @@ impl CallError {
             | Self::UnknownOutcome { tool, .. }
             | Self::RetriesExhausted { tool, .. }
             | Self::BudgetExhausted { tool, .. }
+            | Self::OutputOverBudget { tool, .. }
             | Self::IdempotencyMismatch { tool, .. }
             | Self::InProgress { tool, .. }
             | Self::KeyUnknown { tool, .. }
@@ -542,8 +581,28 @@ impl CallError {
     }
 
     /// Whether the tool itself reported this error (as opposed to the host
-    /// stopping it or refusing the call).
+    /// stopping it or refusing the call), now or in the replayed call.
     pub fn is_tool_reported(&self) -> bool {
-        matches!(self, Self::Tool { .. })
+        matches!(
+            self,
+            Self::Tool { .. }
+                | Self::Replayed {
+                    tool_error: Some(_),
+                    ..
+                }
+        )
+    }
+
+    /// Whether this is the stored outcome of an earlier call with the same
+    /// idempotency key, answered without running the tool.
+    pub fn is_replayed(&self) -> bool {
+        matches!(self, Self::Replayed { .. })
+    }
+
+    /// The class of the last attempt's error: for `RetriesExhausted`, why the
+    /// attempts failed (`deadline-exceeded`, `transient`, …), so a client
+    /// need not parse the message; otherwise [`class`](Self::class).
+    pub fn cause_class(&self) -> ErrorClass {
+        self.last_attempt_error().class()
     }
 }

@@ -29,14 +29,14 @@ use crate::escalation::{EscalationReason, Escalations, NewEscalation};
 use crate::fs_guard::{self, FsRules};
 use crate::host_api::{self, LogRecord, ProgressSink};
 use crate::journal::{
-    AttemptRecord, BudgetStore, Claim, HistoryQuery, Journal, JournalEntry, JournalError,
-    JournalKey, JournalStore, Reserved, StoredOutcome, unix_millis,
+    AttemptRecord, BudgetStore, Claim, Fingerprint, HistoryQuery, Journal, JournalEntry,
+    JournalError, JournalKey, JournalStore, Reservation, Reserved, StoredOutcome, unix_millis,
 };
 use crate::metrics::{Metrics, ToolMetrics};
 use crate::net::{HttpStats, NetPolicy};
-use crate::policy::{DEFAULT_FALLBACK_ON, resolve_mount};
+use crate::policy::{DEFAULT_FALLBACK_ON, GrantedMount, check_overlaps, resolve_mount};
 use crate::retry::{RetryBudget, RetryConfig};
-use crate::sandbox::{CallState, Grants, ResolvedMount, ScratchRoot};
+use crate::sandbox::{CallState, Grants, PinnedDir, ResolvedMount, ScratchRoot};
 use crate::schedule::{ScheduleConfig, Schedules};
 use crate::task::Tasks;
 use crate::warm::{WarmPool, WarmStats};
@@ -65,7 +65,8 @@ use crate::{
 /// | [`schedule_config`](Self::schedule_config) | [`ScheduleConfig::default()`] (60 min apart, 50 per owner, 3 failures pause…) |
 /// | [`jitter_seed`](Self::jitter_seed) | seeded from the time |
 ///
-/// Each tool also gets a bulkhead (4 concurrent calls, no queue), a circuit
+/// Each tool also gets a bulkhead (4 concurrent calls, 16 more queued for up
+/// to 1 s), a circuit
 /// breaker and a retry policy with the DESIGN §6 defaults, which its policy's
 /// `[pool]`, `[breaker]` and `[retry]` tables can change.
 ///
@@ -267,6 +268,7 @@ impl HostBuilder {
                 scratch_root,
                 _scratch: scratch,
                 data_dir: self.data_dir.clone(),
+                data_dir_canonical: self.data_dir.as_ref().and_then(|d| d.canonicalize().ok()),
                 max_instances: self.engine.max_instances,
                 clock: self
                     .clock
@@ -276,6 +278,7 @@ impl HostBuilder {
                     None => Jitter::from_entropy(),
                 }),
                 journal,
+                budget_settled: tokio::sync::Notify::new(),
                 retention: self.retention,
                 last_reap_ms: AtomicU64::new(0),
                 tools: RwLock::new(HashMap::new()),
@@ -320,10 +323,15 @@ struct Inner {
     /// Keeps `scratch_root` locked (or, without a data dir, alive).
     _scratch: ScratchRoot,
     data_dir: Option<PathBuf>,
+    /// The data dir as a canonical path, for mount overlap checks.
+    data_dir_canonical: Option<PathBuf>,
     max_instances: u32,
     clock: Arc<dyn Clock>,
     jitter: Arc<Jitter>,
     journal: Journal,
+    /// Woken whenever this process settles a reservation, for calls waiting
+    /// on a budget that other calls hold.
+    budget_settled: tokio::sync::Notify,
     retention: Duration,
     last_reap_ms: AtomicU64,
     tools: RwLock<HashMap<ToolName, Arc<LoadedTool>>>,
@@ -607,12 +615,18 @@ impl Host {
         let mut mounts = Vec::with_capacity(policy.mounts.len());
         for mount in &policy.mounts {
             let host = resolve_mount(mount, &inner.roots)?;
+            let pin = PinnedDir::open(&host).map_err(|_| PolicyError::MountChanged {
+                path: host.clone(),
+                now: "a path that cannot be opened without following a symlink".to_owned(),
+            })?;
             mounts.push(ResolvedMount {
                 host,
                 guest: mount.guest.clone(),
                 mode: mount.mode,
+                pin: Arc::new(pin),
             });
         }
+        self.check_mount_overlaps(policy.name.as_ref(), &mounts)?;
         let net = NetPolicy::from_spec(&policy.http).map_err(PolicyError::from)?;
         let grants = Grants {
             mounts,
@@ -732,6 +746,64 @@ impl Host {
         tools.insert(description.name.clone(), tool);
         tracing::info!(tool = %description.name, digest = %description.digest, artifact = ?artifact.source, "tool loaded");
         Ok(description)
+    }
+
+    /// Refuses mounts that overlap a writable mount (of this tool or another
+    /// loaded one, except the tool this load replaces) or the host's own
+    /// directories.
+    fn check_mount_overlaps(
+        &self,
+        replacing: Option<&ToolName>,
+        mounts: &[ResolvedMount],
+    ) -> Result<(), PolicyError> {
+        let inner = &self.inner;
+        let mine: Vec<_> = mounts.iter().map(|m| (m.host.clone(), m.mode)).collect();
+        let tools = inner.tools.read().unwrap_or_else(|e| e.into_inner());
+        let others: Vec<GrantedMount<'_>> = tools
+            .iter()
+            .filter(|(name, _)| Some(*name) != replacing)
+            .flat_map(|(name, tool)| {
+                tool.grants.mounts.iter().map(move |m| GrantedMount {
+                    path: &m.host,
+                    mode: m.mode,
+                    owner: format!("tool `{name}`"),
+                })
+            })
+            .collect();
+        let host_dirs: Vec<(&'static str, &Path)> = [
+            ("data dir", inner.data_dir_canonical.as_deref()),
+            ("artifact dir", inner.cache.dir()),
+            ("scratch root", Some(inner.scratch_root.as_path())),
+        ]
+        .into_iter()
+        .filter_map(|(what, dir)| dir.map(|d| (what, d)))
+        .collect();
+        check_overlaps(&mine, &others, &host_dirs)
+    }
+
+    /// Checks that every mount of a loaded tool still names the directory
+    /// pinned at load: its configured path, resolved now, is the same
+    /// directory. A reload reports a tool whose mount path changed (for
+    /// example, a component swapped for a symlink) instead of following it.
+    pub fn verify_mounts(&self, name: &str, mounts: &[crate::Mount]) -> Result<(), PolicyError> {
+        let Some(tool) = self.find(name) else {
+            return Ok(());
+        };
+        for (pinned, configured) in tool.grants.mounts.iter().zip(mounts) {
+            let now = configured.host.canonicalize();
+            let same =
+                now.as_ref().is_ok_and(|p| *p == pinned.host) && pinned.pin.still_at(&pinned.host);
+            if !same {
+                return Err(PolicyError::MountChanged {
+                    path: pinned.host.clone(),
+                    now: match now {
+                        Ok(p) => p.display().to_string(),
+                        Err(e) => format!("nothing usable ({e})"),
+                    },
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Removes a tool; calls already running finish. Returns whether it was loaded.
@@ -949,8 +1021,24 @@ impl Host {
             }
             Err(e) => return Err(journal_error(e)),
         }
-        let result = self.run(tool, request, true).await;
-        let recorded = match &result {
+        let mut result = self.run(tool, request, true).await;
+        let recorded = match &mut result {
+            // The tool finished: its outcome is final even though the budget
+            // could not pay for the output. Storing it keeps the key from
+            // running the tool (and its side effect) a second time.
+            Err(CallError::OutputOverBudget {
+                output,
+                left,
+                stored,
+                ..
+            }) => {
+                *stored = true;
+                let outcome = StoredOutcome::Output {
+                    output: output.clone(),
+                    tokens: *left,
+                };
+                journal.complete(key, outcome).await
+            }
             Ok(outcome) => {
                 let stored = StoredOutcome::Output {
                     output: outcome.output.clone(),
@@ -1039,20 +1127,14 @@ impl Host {
                 stderr_truncated: false,
             }),
             StoredOutcome::Error {
-                tool_error: Some(error),
-                ..
-            } => Err(CallError::Tool {
-                tool: name.clone(),
-                error,
-            }),
-            StoredOutcome::Error {
                 class,
                 message,
-                tool_error: None,
+                tool_error,
             } => Err(CallError::Replayed {
                 tool: name.clone(),
                 class,
                 message,
+                tool_error,
             }),
         }
     }
@@ -1133,24 +1215,9 @@ impl Host {
             let reservation = if scopes.is_empty() {
                 None
             } else {
-                match inner.journal.reserve(scopes.clone(), asked).await {
-                    Ok(Reserved::Unlimited) => None,
-                    Ok(Reserved::Granted(r)) => Some(r),
-                    Ok(Reserved::Exhausted { scope, left }) => {
-                        return Err(CallError::BudgetExhausted {
-                            tool: name.clone(),
-                            scope,
-                            asked: Tokens(asked),
-                            left: Tokens(left),
-                        });
-                    }
-                    Err(e) => {
-                        return Err(CallError::Journal {
-                            tool: name.clone(),
-                            reason: e.to_string(),
-                        });
-                    }
-                }
+                let wait_until = std::time::Instant::now() + remaining;
+                self.reserve_tokens(name, &scopes, asked, wait_until, request.cancel.as_ref())
+                    .await?
             };
             let granted = reservation.as_ref().map_or(asked, |r| r.tokens);
             // Which scope's balance bounds this attempt's fuel, if any does.
@@ -1197,18 +1264,54 @@ impl Host {
             );
             tool.bulkhead.observe(duration);
             let mut result = checked_output(name, &attempt_limits, execution);
+            // Whether the attempt itself was stopped after it may have acted,
+            // whatever budget error it is reported as below.
+            let stopped_mid_run = result
+                .as_ref()
+                .err()
+                .is_some_and(|e| disposition(e.class()).interrupted);
             let charge = match &result {
                 Ok(parts) => price.charge(fuel_used, parts.output.len()).0,
                 Err(_) => price.charge(fuel_used, 0).0,
             };
-            if charge > granted {
-                // Only the output can push past the grant: it does not fit the budget.
-                result = Err(CallError::BudgetExhausted {
-                    tool: name.clone(),
-                    scope: limited_by.clone().unwrap_or_else(|| "call".into()),
-                    asked: Tokens(charge),
-                    left: Tokens(granted),
-                });
+            // Only the output can push past the grant (fuel stops at it). The
+            // grant was sized for fuel; the output's tokens are asked for now.
+            let call_cap = call_left.unwrap_or(u64::MAX);
+            let mut extra = None;
+            if let Some(r) = &reservation
+                && charge > r.tokens
+                && call_cap >= charge
+                && result.is_ok()
+            {
+                extra = self.reserve_exactly(&scopes, charge - r.tokens).await;
+            }
+            // What this attempt may be charged: its reservations, within the
+            // call's own cap; unbounded when no budget applies.
+            let allowed = match &reservation {
+                Some(r) => r.tokens + extra.as_ref().map_or(0, |x: &Reservation| x.tokens),
+                None => u64::MAX,
+            }
+            .min(call_cap);
+            if charge > allowed {
+                if let Ok(parts) = &result {
+                    // The tool finished and may have acted; only its output
+                    // does not fit. It is withheld, never thrown away: a
+                    // keyed call stores it (see `call_keyed`).
+                    result = Err(CallError::OutputOverBudget {
+                        tool: name.clone(),
+                        scope: if call_cap < charge {
+                            "call".into()
+                        } else {
+                            reservation
+                                .as_ref()
+                                .map_or_else(|| "call".into(), |r| r.tightest.clone())
+                        },
+                        cost: Tokens(charge),
+                        left: Tokens(allowed),
+                        stored: false,
+                        output: parts.output.clone(),
+                    });
+                }
             } else if let (Err(CallError::OutOfFuel { .. }), Some(scope)) = (&result, &limited_by) {
                 result = Err(CallError::BudgetExhausted {
                     tool: name.clone(),
@@ -1217,17 +1320,25 @@ impl Host {
                     left: Tokens(granted),
                 });
             }
-            let charged = charge.min(granted);
+            let charged = charge.min(allowed);
             if let Some(left) = &mut call_left {
                 *left = left.saturating_sub(charged);
             }
-            if let Some(reservation) = reservation
-                && let Err(e) = inner.journal.settle(reservation, charged).await
-            {
-                return Err(CallError::Journal {
-                    tool: name.clone(),
-                    reason: e.to_string(),
-                });
+            let first_part = reservation.as_ref().map_or(0, |r| charged.min(r.tokens));
+            for (reservation, actual) in [
+                (reservation, first_part),
+                (extra, charged.saturating_sub(first_part)),
+            ] {
+                if let Some(reservation) = reservation {
+                    let settled = inner.journal.settle(reservation, actual).await;
+                    inner.budget_settled.notify_waiters();
+                    if let Err(e) = settled {
+                        return Err(CallError::Journal {
+                            tool: name.clone(),
+                            reason: e.to_string(),
+                        });
+                    }
+                }
             }
             inner.journal.audit(AttemptRecord {
                 v: 1,
@@ -1277,7 +1388,22 @@ impl Host {
                 Err(error) => error,
             };
             let class = error.class();
-            let row = disposition(class);
+            let mut row = disposition(class);
+            // A budget error of an attempt that was stopped mid-run (out of
+            // the fuel its budget paid for) is still an interruption.
+            row.interrupted |= stopped_mid_run;
+            // A guest stopped at its deadline while running its own code (a
+            // loop, not a wait in a host call) would run out of time again:
+            // retrying only triples the CPU it burns.
+            if matches!(
+                error,
+                CallError::DeadlineExceeded {
+                    in_guest_code: true,
+                    ..
+                }
+            ) {
+                row.retryable = false;
+            }
             permit.record(row.verdict, duration);
             tracing::debug!(
                 attempt,
@@ -1317,6 +1443,81 @@ impl Host {
                 .try_acquire()
                 .map_err(|r| refused(name, r, attempt))?;
             attempt += 1;
+        }
+    }
+
+    /// Reserves `asked` tokens in every capped scope for one attempt.
+    ///
+    /// When a scope has less left than asked only because other calls hold
+    /// reservations in it, the attempt waits for them to settle (they give
+    /// back what they did not spend) instead of being refused or starting
+    /// with a part: concurrent calls queue on a budget rather than fail with
+    /// most of it unspent. At `wait_until` (the attempt's deadline) it takes
+    /// what is left; only a scope with nothing left refuses.
+    async fn reserve_tokens(
+        &self,
+        name: &ToolName,
+        scopes: &[ScopeId],
+        asked: u64,
+        wait_until: std::time::Instant,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<Option<Reservation>, CallError> {
+        let journal = &self.inner.journal;
+        loop {
+            // Listen before looking, so a settlement in between is not missed.
+            let settled = self.inner.budget_settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            let whole = std::time::Instant::now() < wait_until;
+            let answer = if whole {
+                journal.reserve_whole(scopes.to_vec(), asked).await
+            } else {
+                journal.reserve(scopes.to_vec(), asked).await
+            };
+            match answer {
+                Ok(Reserved::Unlimited) => return Ok(None),
+                Ok(Reserved::Granted(r)) => return Ok(Some(r)),
+                Ok(Reserved::Exhausted { scope, left }) => {
+                    return Err(CallError::BudgetExhausted {
+                        tool: name.clone(),
+                        scope,
+                        asked: Tokens(asked),
+                        left: Tokens(left),
+                    });
+                }
+                Ok(Reserved::Held { .. }) => {
+                    // Settlements in this process wake us; another process's
+                    // are seen at the next poll.
+                    let until = tokio::time::Instant::from_std(wait_until)
+                        .min(tokio::time::Instant::now() + BUDGET_POLL);
+                    let wait = tokio::time::timeout_at(until, settled);
+                    until_cancelled(cancel, wait)
+                        .await
+                        .ok_or_else(|| CallError::Cancelled { tool: name.clone() })?
+                        .ok();
+                }
+                Err(e) => {
+                    return Err(CallError::Journal {
+                        tool: name.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Reserves exactly `tokens` more (an output's cost past its grant), or
+    /// nothing.
+    async fn reserve_exactly(&self, scopes: &[ScopeId], tokens: u64) -> Option<Reservation> {
+        let journal = &self.inner.journal;
+        match journal.reserve(scopes.to_vec(), tokens).await {
+            Ok(Reserved::Granted(r)) if r.tokens == tokens => Some(r),
+            Ok(Reserved::Granted(part)) => {
+                let _ = journal.settle(part, 0).await;
+                self.inner.budget_settled.notify_waiters();
+                None
+            }
+            _ => None,
         }
     }
 
@@ -1484,6 +1685,8 @@ const MAX_KEY_LEN: usize = 255;
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// How often finished journal records past retention are reaped.
 const REAP_EVERY: Duration = Duration::from_secs(3600);
+/// How often a call waiting on a budget held by another process looks again.
+const BUDGET_POLL: Duration = Duration::from_millis(50);
 
 /// SHA-256 over the tool's digest and the canonical input (keys sorted).
 /// Runs `work` unless `cancel` fires first (`None` then).
@@ -1513,15 +1716,23 @@ enum Install {
     Replace,
 }
 
-fn fingerprint(digest: &str, input: &str) -> String {
+/// A keyed call's fingerprint: its canonical input (object keys sorted, no
+/// whitespace) only. The tool is part of the key already; its digest is not
+/// part of the request, so a reload of the same tool (a new build, a new
+/// custom section) neither breaks replays nor turns them into mismatches.
+fn fingerprint(digest: &str, input: &str) -> Fingerprint {
     let canonical = serde_json::from_str::<serde_json::Value>(input)
         .map(|v| v.to_string())
         .unwrap_or_else(|_| input.to_owned());
+    let current = format!("v2:{}", hex::encode(Sha256::digest(canonical.as_bytes())));
     let mut hasher = Sha256::new();
     hasher.update(digest.as_bytes());
     hasher.update([0]);
     hasher.update(canonical.as_bytes());
-    hex::encode(hasher.finalize())
+    Fingerprint {
+        current,
+        legacy: hex::encode(hasher.finalize()),
+    }
 }
 
 /// Whether a keyed call's error is its final answer (stored and replayed)

@@ -31,6 +31,7 @@ use crate::escalation::{
     Escalation, EscalationError, EscalationKey, EscalationReason, NewEscalation, Resolution,
     Resolved,
 };
+use crate::owner::Liveness;
 use crate::task::TaskRecord;
 use crate::{Effect, ErrorClass, Tokens, ToolError};
 
@@ -119,6 +120,10 @@ pub enum KeyState {
         lease_until_ms: u64,
         /// Process that holds it.
         owner_pid: u32,
+        /// Owner id of that process (see `owner.rs`); absent in records
+        /// written before owners had ids.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
     },
     /// Finished; the stored outcome is replayed to later callers.
     Completed {
@@ -264,6 +269,9 @@ pub(crate) struct Reservation {
     pub scopes: Vec<String>,
     pub tokens: u64,
     pub owner_pid: u32,
+    /// Owner id of the reserving process; absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// The scope with the least left when reserved.
     pub tightest: String,
 }
@@ -277,6 +285,10 @@ pub(crate) enum Reserved {
     Granted(Reservation),
     /// The tightest scope has nothing left.
     Exhausted { scope: String, left: u64 },
+    /// Asked for the whole amount: a scope has less left than asked, but
+    /// other calls hold reservations in it that may come back when they
+    /// settle. Nothing was reserved.
+    Held { scope: String, left: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -318,13 +330,39 @@ impl BudgetRecord {
     }
 }
 
+/// What a keyed call's input is, as the journal compares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fingerprint {
+    /// SHA-256 of the canonical input, as stored in new records (`v2:…`).
+    pub current: String,
+    /// The fingerprint records written before `v2` carry (tool digest mixed
+    /// in), so keys claimed by an older binary still match their input.
+    pub legacy: String,
+}
+
+impl Fingerprint {
+    /// Whether a stored fingerprint is this input's.
+    pub(crate) fn matches(&self, stored: &str) -> bool {
+        stored == self.current || stored == self.legacy
+    }
+}
+
+impl From<&str> for Fingerprint {
+    fn from(text: &str) -> Self {
+        Self {
+            current: text.to_owned(),
+            legacy: text.to_owned(),
+        }
+    }
+}
+
 /// What the host needs from an idempotency journal.
 pub(crate) trait JournalStore {
     /// Claims `key` for a new attempt, or says why not.
     async fn claim(
         &self,
         key: JournalKey,
-        fingerprint: String,
+        fingerprint: Fingerprint,
         effect: Effect,
         lease: Duration,
         context: Option<NewEscalation>,
@@ -347,6 +385,14 @@ pub(crate) trait JournalStore {
 pub(crate) trait BudgetStore {
     /// Sets aside up to `want` tokens in every capped scope, atomically.
     async fn reserve(&self, scopes: Vec<ScopeId>, want: u64) -> Result<Reserved, JournalError>;
+    /// Like `reserve`, but when less than `want` is left and other calls
+    /// hold reservations that may come back, answers `Held` instead of
+    /// granting a part.
+    async fn reserve_whole(
+        &self,
+        scopes: Vec<ScopeId>,
+        want: u64,
+    ) -> Result<Reserved, JournalError>;
     /// Turns a reservation into spending of `actual` tokens (at most reserved).
     async fn settle(&self, reservation: Reservation, actual: u64) -> Result<(), JournalError>;
 }
@@ -378,7 +424,7 @@ type Reply<T> = oneshot::Sender<Result<T, JournalError>>;
 enum Op {
     Claim {
         key: JournalKey,
-        fingerprint: String,
+        fingerprint: Fingerprint,
         effect: Effect,
         lease: Duration,
         context: Option<Box<NewEscalation>>,
@@ -416,6 +462,7 @@ enum Op {
     Reserve {
         scopes: Vec<ScopeId>,
         want: u64,
+        whole: bool,
         reply: Reply<Reserved>,
     },
     Settle {
@@ -477,6 +524,8 @@ pub(crate) struct Journal {
     /// Audit records waiting for the writer. Pushing one wakes the writer
     /// only when the buffer was empty (or fills up), not per record.
     audit: std::sync::Arc<AuditBuffer>,
+    /// Answers whether the owner of a record is alive.
+    live: Liveness,
     _writer: std::sync::Arc<WriterThread>,
 }
 
@@ -519,7 +568,9 @@ impl Journal {
             .set_concurrency_mode(ConcurrencyMode::MultiWriter)
             .create(path)
             .map_err(|e| open_error(&e))?;
-        Self::start(db, path, group_commit)
+        let live = Liveness::register(path.parent().unwrap_or(Path::new(".")))
+            .map_err(|e| open_error(&e))?;
+        Self::start(db, path, group_commit, live)
     }
 
     /// A journal that lives in memory only, for hosts without a data directory.
@@ -530,26 +581,33 @@ impl Journal {
                 path: "<memory>".into(),
                 message: e.to_string(),
             })?;
-        Self::start(db, Path::new("<memory>"), true)
+        Self::start(db, Path::new("<memory>"), true, Liveness::in_memory())
     }
 
-    fn start(db: Database, path: &Path, group_commit: bool) -> Result<Self, JournalError> {
+    fn start(
+        db: Database,
+        path: &Path,
+        group_commit: bool,
+        live: Liveness,
+    ) -> Result<Self, JournalError> {
         check_schema(&db, path)?;
-        recover(&db)?;
+        recover(&db, &live)?;
         let db = std::sync::Arc::new(db);
         let (tx, rx) = mpsc::channel();
         let writer_db = std::sync::Arc::clone(&db);
         let audit = std::sync::Arc::new(AuditBuffer::default());
         let writer_audit = std::sync::Arc::clone(&audit);
+        let writer_live = live.clone();
         let handle = std::thread::Builder::new()
             .name("cofferdam-journal".into())
-            .spawn(move || writer(&writer_db, &rx, &writer_audit, group_commit))
+            .spawn(move || writer(&writer_db, &rx, &writer_audit, group_commit, &writer_live))
             .map_err(storage)?;
         let writer = std::sync::Arc::new(WriterThread(std::sync::Mutex::new(Some(handle))));
         Ok(Self {
             db,
             tx,
             audit,
+            live,
             _writer: writer,
         })
     }
@@ -558,6 +616,12 @@ impl Journal {
         let (reply, answer) = oneshot::channel();
         self.tx.send(op(reply)).map_err(|_| JournalError::Stopped)?;
         answer.await.map_err(|_| JournalError::Stopped)?
+    }
+
+    /// Whether the process owning a record is alive (`pid` only for
+    /// records written before owner ids).
+    pub(crate) fn owner_alive(&self, owner: Option<&str>, pid: u32) -> bool {
+        self.live.alive(owner, pid)
     }
 
     /// Records an attempt; does not wait for the commit.
@@ -809,7 +873,7 @@ impl JournalStore for Journal {
     async fn claim(
         &self,
         key: JournalKey,
-        fingerprint: String,
+        fingerprint: Fingerprint,
         effect: Effect,
         lease: Duration,
         context: Option<NewEscalation>,
@@ -859,6 +923,21 @@ impl BudgetStore for Journal {
         self.request(|reply| Op::Reserve {
             scopes,
             want,
+            whole: false,
+            reply,
+        })
+        .await
+    }
+
+    async fn reserve_whole(
+        &self,
+        scopes: Vec<ScopeId>,
+        want: u64,
+    ) -> Result<Reserved, JournalError> {
+        self.request(|reply| Op::Reserve {
+            scopes,
+            want,
+            whole: true,
             reply,
         })
         .await
@@ -955,7 +1034,7 @@ fn create_atomically(path: &Path) -> Result<(), String> {
 /// After a crash: reservations of dead processes become spending (a crash
 /// cannot forget what may have been spent); claims of dead processes are
 /// handled when next claimed (see `claim`).
-fn recover(db: &Database) -> Result<(), JournalError> {
+fn recover(db: &Database, live: &Liveness) -> Result<(), JournalError> {
     let read = db.begin_read().map_err(storage)?;
     let orphans = match read.open_table(RESERVATIONS) {
         Ok(table) => {
@@ -963,7 +1042,7 @@ fn recover(db: &Database) -> Result<(), JournalError> {
             for row in table.iter().map_err(storage)? {
                 let (id, value) = row.map_err(storage)?;
                 let reservation: Reservation = decode(&id.value().to_string(), value.value())?;
-                any |= !process_alive(reservation.owner_pid);
+                any |= !live.alive(reservation.owner.as_deref(), reservation.owner_pid);
             }
             any
         }
@@ -982,7 +1061,7 @@ fn recover(db: &Database) -> Result<(), JournalError> {
         for row in reservations.iter().map_err(storage)? {
             let (id, value) = row.map_err(storage)?;
             let reservation: Reservation = decode(&id.value().to_string(), value.value())?;
-            if !process_alive(reservation.owner_pid) {
+            if !live.alive(reservation.owner.as_deref(), reservation.owner_pid) {
                 dead.push(reservation);
             }
         }
@@ -1107,12 +1186,13 @@ fn run_range(name: &str) -> (String, String) {
     (format!("{name}/"), format!("{name}0"))
 }
 
-/// Whether a process id belongs to a running process (Linux: `/proc/PID`).
-pub(crate) fn process_alive(pid: u32) -> bool {
-    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
-}
-
-fn writer(db: &Database, rx: &mpsc::Receiver<Op>, buffer: &AuditBuffer, group_commit: bool) {
+fn writer(
+    db: &Database,
+    rx: &mpsc::Receiver<Op>,
+    buffer: &AuditBuffer,
+    group_commit: bool,
+    live: &Liveness,
+) {
     // Audit records wait in the buffer until a durable request comes (they
     // ride along in its transaction), AUDIT_BATCH of them pile up, or
     // AUDIT_LINGER passes: a stream of calls costs one wake-up and one
@@ -1133,7 +1213,7 @@ fn writer(db: &Database, rx: &mpsc::Receiver<Op>, buffer: &AuditBuffer, group_co
             Ok(op) => Some(op),
             Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let _ = apply(db, drain(), true);
+                let _ = apply(db, drain(), true, live);
                 return;
             }
         };
@@ -1176,7 +1256,7 @@ fn writer(db: &Database, rx: &mpsc::Receiver<Op>, buffer: &AuditBuffer, group_co
         let mut ops = drain();
         audit_since = None;
         ops.extend(batch);
-        let answers = match apply(db, ops, durable) {
+        let answers = match apply(db, ops, durable, live) {
             Ok(answers) => answers,
             Err((answers, error)) => {
                 for answer in answers {
@@ -1197,6 +1277,7 @@ fn apply(
     db: &Database,
     batch: Vec<Op>,
     durable: bool,
+    live: &Liveness,
 ) -> Result<Vec<Answer>, (Vec<Answer>, String)> {
     let mut txn = match db.begin_write() {
         Ok(txn) => txn,
@@ -1213,7 +1294,7 @@ fn apply(
     let now = unix_millis();
     let answers: Vec<Answer> = batch
         .into_iter()
-        .filter_map(|op| execute(&txn, op, now))
+        .filter_map(|op| execute(&txn, op, now, live))
         .collect();
     match txn.commit() {
         Ok(()) => Ok(answers),
@@ -1244,7 +1325,7 @@ fn drop_answer(op: Op) -> Option<Answer> {
     }
 }
 
-fn execute(txn: &WriteTransaction, op: Op, now: u64) -> Option<Answer> {
+fn execute(txn: &WriteTransaction, op: Op, now: u64, live: &Liveness) -> Option<Answer> {
     match op {
         Op::Claim {
             key,
@@ -1255,7 +1336,7 @@ fn execute(txn: &WriteTransaction, op: Op, now: u64) -> Option<Answer> {
             reply,
         } => Some(answer(
             reply,
-            claim(txn, &key, fingerprint, effect, lease, context, now),
+            claim(txn, &key, fingerprint, effect, lease, context, now, live),
         )),
         Op::Complete {
             key,
@@ -1313,8 +1394,9 @@ fn execute(txn: &WriteTransaction, op: Op, now: u64) -> Option<Answer> {
         Op::Reserve {
             scopes,
             want,
+            whole,
             reply,
-        } => Some(answer(reply, reserve(txn, &scopes, want, now))),
+        } => Some(answer(reply, reserve(txn, &scopes, want, whole, now))),
         Op::Settle {
             reservation,
             actual,
@@ -1337,14 +1419,19 @@ fn execute(txn: &WriteTransaction, op: Op, now: u64) -> Option<Answer> {
     }
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one private step of the writer; the fields of Op::Claim plus the transaction context"
+)]
 fn claim(
     txn: &WriteTransaction,
     key: &JournalKey,
-    fingerprint: String,
+    fingerprint: Fingerprint,
     effect: Effect,
     lease: Duration,
     context: Option<Box<NewEscalation>>,
     now: u64,
+    live: &Liveness,
 ) -> Result<Claim, JournalError> {
     let mut table = txn.open_table(IDEMPOTENCY).map_err(storage)?;
     let encoded = key.encode();
@@ -1356,6 +1443,7 @@ fn claim(
     let in_progress = KeyState::InProgress {
         lease_until_ms,
         owner_pid: std::process::id(),
+        owner: Some(crate::owner::me().to_owned()),
     };
     let mut entry = match existing {
         None => JournalEntry {
@@ -1363,7 +1451,7 @@ fn claim(
             scope: key.scope.clone(),
             tool: key.tool.clone(),
             key: key.key.clone(),
-            fingerprint,
+            fingerprint: fingerprint.current,
             effect,
             claims: 1,
             state: in_progress,
@@ -1372,7 +1460,7 @@ fn claim(
         },
         Some(bytes) => {
             let mut entry: JournalEntry = decode(&encoded, &bytes)?;
-            if entry.fingerprint != fingerprint {
+            if !fingerprint.matches(&entry.fingerprint) {
                 return Ok(Claim::Mismatch);
             }
             match &entry.state {
@@ -1385,8 +1473,9 @@ fn claim(
                 KeyState::InProgress {
                     lease_until_ms: until,
                     owner_pid,
+                    owner,
                 } => {
-                    let holder_gone = !process_alive(*owner_pid);
+                    let holder_gone = !live.alive(owner.as_deref(), *owner_pid);
                     if now < *until && !holder_gone {
                         return Ok(Claim::InProgress {
                             retry_after: Duration::from_millis(until - now),
@@ -1614,6 +1703,7 @@ fn reserve(
     txn: &WriteTransaction,
     scopes: &[ScopeId],
     want: u64,
+    whole: bool,
     now: u64,
 ) -> Result<Reserved, JournalError> {
     let names: Vec<String> = scopes.iter().map(ScopeId::to_string).collect();
@@ -1626,6 +1716,15 @@ fn reserve(
     else {
         return Ok(Reserved::Unlimited);
     };
+    let held = capped
+        .iter()
+        .any(|(_, r)| r.left() < want && r.reserved > 0);
+    if whole && left < want && held {
+        return Ok(Reserved::Held {
+            scope: tightest,
+            left,
+        });
+    }
     if left == 0 {
         return Ok(Reserved::Exhausted {
             scope: tightest,
@@ -1649,6 +1748,7 @@ fn reserve(
         scopes: capped.into_iter().map(|(s, _)| s).collect(),
         tokens,
         owner_pid: std::process::id(),
+        owner: Some(crate::owner::me().to_owned()),
         tightest,
     };
     reservations
@@ -2065,7 +2165,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_dead_process_reservation_counts_as_spent_on_reopen() {
+    async fn a_dead_owners_reservation_counts_as_spent_on_reopen_even_if_its_pid_lives() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("journal.redb");
         let scope = ScopeId::Agent("a".into());
@@ -2078,16 +2178,31 @@ mod tests {
             else {
                 panic!("granted");
             };
-            // Pretend the process that reserved died before settling.
+            // Pretend the process that reserved died before settling, and
+            // its PID went to a live process (ours): the owner's lock says
+            // dead, whatever the PID says. A record from before owner ids
+            // falls back to the PID check.
             let dead = Reservation {
+                owner_pid: std::process::id(),
+                owner: Some("00000000000000000000000000000dead".into()),
+                ..r.clone()
+            };
+            let legacy = Reservation {
+                id: r.id + 1,
+                tokens: 0,
                 owner_pid: 4_000_000,
+                owner: None,
                 ..r
             };
             let txn = j.db.begin_write().expect("txn");
-            txn.open_table(RESERVATIONS)
-                .expect("table")
+            let mut table = txn.open_table(RESERVATIONS).expect("table");
+            table
                 .insert(dead.id, encode(&dead).as_slice())
                 .expect("insert");
+            table
+                .insert(legacy.id, encode(&legacy).as_slice())
+                .expect("insert");
+            drop(table);
             txn.commit().expect("commit");
         }
         let j = Journal::open(&path, true).expect("reopen");

@@ -74,6 +74,7 @@ mod limits;
 mod mcp;
 mod metrics;
 mod net;
+mod owner;
 mod policy;
 mod retry;
 mod sandbox;

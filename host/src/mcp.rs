@@ -550,9 +550,16 @@ fn failure(error: &CallError) -> CallToolResult {
     result.structured_content = Some(json!({
         "error": {
             "class": error.class().as_str(),
+            // Why the last attempt failed (`deadline-exceeded` under
+            // `retries-exhausted`), so a client need not parse the message.
+            "cause": error.cause_class().as_str(),
             "message": error.to_string(),
             "retryAfterMs": retry_after,
         }
     }));
+    // Like a success, a failure says whether it is a stored outcome.
+    let mut meta = MetaObject::new();
+    meta.0.insert("replayed".into(), json!(error.is_replayed()));
+    result.meta = Some(meta);
     result
 }

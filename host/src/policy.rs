@@ -343,6 +343,15 @@ pub enum MountMode {
     ReadWrite,
 }
 
+impl std::fmt::Display for MountMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::ReadOnly => "ro",
+            Self::ReadWrite => "rw",
+        })
+    }
+}
+
 /// A policy that cannot be used, naming the key or path at fault.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -467,6 +476,109 @@ pub enum PolicyError {
         /// The allowed roots, comma-separated (`none configured` if empty).
         roots: String,
     },
+    /// Two mounts overlap (one lies inside the other) and one of them is
+    /// writable: a write through one would reach the other, and a writable
+    /// parent could swap the other for a symlink.
+    #[error(
+        "mount {path} ({mode}) overlaps mount {other} ({other_mode}) of {owner}; overlapping mounts must both be read-only"
+    )]
+    MountOverlap {
+        /// This mount's canonical host path.
+        path: PathBuf,
+        /// Its mode.
+        mode: MountMode,
+        /// The other mount's canonical host path.
+        other: PathBuf,
+        /// The other mount's mode.
+        other_mode: MountMode,
+        /// `this tool` or `tool NAME`.
+        owner: String,
+    },
+    /// A mount contains or lies inside a directory the host keeps for itself
+    /// (data dir, artifact dir, scratch root): a tool could read the journal
+    /// or replace precompiled native code.
+    #[error("mount {path} overlaps the host's {what} {dir}; mount a directory apart from it")]
+    MountOverlapsHostDir {
+        /// The mount's canonical host path.
+        path: PathBuf,
+        /// `data dir`, `artifact dir` or `scratch root`.
+        what: &'static str,
+        /// The host's directory.
+        dir: PathBuf,
+    },
+    /// A mount's host directory is no longer the directory pinned when the
+    /// tool was loaded (a component of its path was replaced, for example by
+    /// a symlink).
+    #[error(
+        "mount {path} changed since the tool was loaded: it no longer names the directory checked then (now resolves to {now})"
+    )]
+    MountChanged {
+        /// The canonical host path at load.
+        path: PathBuf,
+        /// What the configured path resolves to now.
+        now: String,
+    },
+}
+
+/// A mount already granted, for overlap checks.
+#[derive(Debug, Clone)]
+pub(crate) struct GrantedMount<'a> {
+    pub path: &'a Path,
+    pub mode: MountMode,
+    /// `this tool` or `tool NAME`.
+    pub owner: String,
+}
+
+/// Whether two canonical paths overlap: equal, or one inside the other.
+pub(crate) fn overlaps(a: &Path, b: &Path) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+/// Checks a tool's canonical mounts against each other, against mounts other
+/// tools hold, and against the host's own directories. Two read-only mounts
+/// may overlap, and two tools may mount the very same directory; any other
+/// overlap (one mount inside another, with a writable side) is refused.
+pub(crate) fn check_overlaps(
+    mounts: &[(PathBuf, MountMode)],
+    others: &[GrantedMount<'_>],
+    host_dirs: &[(&'static str, &Path)],
+) -> Result<(), PolicyError> {
+    for (i, (path, mode)) in mounts.iter().enumerate() {
+        for (what, dir) in host_dirs {
+            if overlaps(path, dir) {
+                return Err(PolicyError::MountOverlapsHostDir {
+                    path: path.clone(),
+                    what,
+                    dir: dir.to_path_buf(),
+                });
+            }
+        }
+        let mine = mounts[..i].iter().map(|(p, m)| GrantedMount {
+            path: p,
+            mode: *m,
+            owner: "this tool".to_owned(),
+        });
+        for (other, same_tool) in mine
+            .map(|m| (m, true))
+            .chain(others.iter().cloned().map(|m| (m, false)))
+        {
+            let both_read_only = *mode == MountMode::ReadOnly && other.mode == MountMode::ReadOnly;
+            // Two tools may share one directory: each holds it pinned, and
+            // neither can rename the other's mount root. Nesting is what lets
+            // a writable parent swap its child.
+            let shared_root = !same_tool && path == other.path;
+            if !both_read_only && !shared_root && overlaps(path, other.path) {
+                return Err(PolicyError::MountOverlap {
+                    path: path.clone(),
+                    mode: *mode,
+                    other: other.path.to_path_buf(),
+                    other_mode: other.mode,
+                    owner: other.owner,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 impl ToolPolicy {

@@ -29,12 +29,95 @@ use crate::net::{self, NetPolicy};
 /// Guest path of the per-call scratch directory.
 pub(crate) const SCRATCH_GUEST_PATH: &str = "/scratch";
 
-/// A mount after load-time resolution: canonical host path, checked guest path.
+/// A mount after load-time resolution: canonical host path, checked guest
+/// path, and the directory itself, pinned.
 #[derive(Debug, Clone)]
 pub(crate) struct ResolvedMount {
     pub host: PathBuf,
     pub guest: String,
     pub mode: MountMode,
+    pub pin: Arc<PinnedDir>,
+}
+
+/// A mount's directory opened once, at load, without following any symlink.
+///
+/// Every call's preopen is made from this handle, never from the path again:
+/// a tool that can rename the mount's directory away and put a symlink in its
+/// place (a writable parent mount, another process) cannot redirect later
+/// calls. On Linux the preopen reopens the handle through
+/// `/proc/self/fd/N`, which names the pinned inode whatever the path says
+/// now; elsewhere the path is reopened and its identity checked against the
+/// pin.
+#[derive(Debug)]
+pub(crate) struct PinnedDir {
+    fd: rustix::fd::OwnedFd,
+    /// `(st_dev, st_ino)` at load.
+    identity: (u64, u64),
+}
+
+impl PinnedDir {
+    /// Opens `canonical` (a path with no symlinks in it) refusing symlinks
+    /// in every component, so what is pinned is what was checked.
+    pub(crate) fn open(canonical: &Path) -> std::io::Result<Self> {
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        #[cfg(target_os = "linux")]
+        let fd = match rustix::fs::openat2(
+            rustix::fs::CWD,
+            canonical,
+            flags,
+            Mode::empty(),
+            rustix::fs::ResolveFlags::NO_SYMLINKS,
+        ) {
+            // Kernels before 5.6: the canonical path was just resolved; the
+            // last component at least is not followed.
+            Err(rustix::io::Errno::NOSYS) => {
+                rustix::fs::openat(rustix::fs::CWD, canonical, flags, Mode::empty())
+            }
+            other => other,
+        }?;
+        #[cfg(not(target_os = "linux"))]
+        let fd = rustix::fs::openat(rustix::fs::CWD, canonical, flags, Mode::empty())?;
+        let identity = identity_of(&fd)?;
+        Ok(Self { fd, identity })
+    }
+
+    /// Whether `path`, opened now without following symlinks, is still the
+    /// pinned directory.
+    pub(crate) fn still_at(&self, path: &Path) -> bool {
+        Self::open(path).is_ok_and(|now| now.identity == self.identity)
+    }
+
+    /// The path a preopen is made from.
+    fn preopen_path(&self, host: &Path) -> std::io::Result<PathBuf> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let _ = host;
+            let path = PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()));
+            if path.exists() {
+                return Ok(path);
+            }
+        }
+        // No procfs: reopen by path and refuse anything but the pinned inode.
+        if self.still_at(host) {
+            Ok(host.to_owned())
+        } else {
+            Err(std::io::Error::other(format!(
+                "mount `{}` is no longer the directory checked at load",
+                host.display()
+            )))
+        }
+    }
+}
+
+fn identity_of(fd: &rustix::fd::OwnedFd) -> std::io::Result<(u64, u64)> {
+    let stat = rustix::fs::fstat(fd)?;
+    #[expect(
+        clippy::useless_conversion,
+        reason = "st_dev and st_ino are not u64 on every target"
+    )]
+    Ok((u64::from(stat.st_dev), u64::from(stat.st_ino)))
 }
 
 /// What a tool is granted; built once at load from its policy.
@@ -155,7 +238,8 @@ pub(crate) fn prepare(
             MountMode::ReadOnly => FsPerms::ReadOnly,
             MountMode::ReadWrite => FsPerms::ReadWrite,
         };
-        wasi.preopened_dir(&mount.host, &mount.guest, perms)
+        let path = mount.pin.preopen_path(&mount.host)?;
+        wasi.preopened_dir(&path, &mount.guest, perms)
             .map_err(std::io::Error::other)?;
     }
     let scratch = if grants.scratch {

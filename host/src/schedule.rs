@@ -44,7 +44,7 @@ use tokio::task::JoinHandle;
 use crate::clock::WallClock;
 use crate::cron::{Cron, CronError};
 use crate::escalation::{EscalationReason, NewEscalation};
-use crate::journal::{JournalError, ScheduleTxn, process_alive};
+use crate::journal::{JournalError, ScheduleTxn};
 use crate::task::{TaskError, TaskSpec, TaskState};
 use crate::{BudgetCap, CallRequest, CancellationToken, ErrorClass, Host, ScopeId, Tokens};
 
@@ -228,6 +228,10 @@ pub struct RunningSlot {
     pub slot: Timestamp,
     /// Process of the runner.
     pub pid: u32,
+    /// Owner id of that process; absent in records written before owners
+    /// had ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// The runner within that process.
     pub runner: u64,
 }
@@ -861,11 +865,15 @@ fn live_runners() -> LiveRunners {
 }
 
 /// Whether the runner named in a running slot is still up.
-fn runner_alive(running: &RunningSlot) -> bool {
-    if running.pid == std::process::id() {
+fn runner_alive(journal: &crate::journal::Journal, running: &RunningSlot) -> bool {
+    let ours = match &running.owner {
+        Some(owner) => owner == crate::owner::me(),
+        None => running.pid == std::process::id(),
+    };
+    if ours {
         live_runners().contains(running.runner)
     } else {
-        process_alive(running.pid)
+        journal.owner_alive(running.owner.as_deref(), running.pid)
     }
 }
 
@@ -1023,7 +1031,7 @@ impl Runner {
                     }
                 }
                 if let Some(running) = &schedule.running
-                    && !runner_alive(running)
+                    && !runner_alive(self.schedules.host.journal(), running)
                 {
                     stale.push((name.clone(), running.clone()));
                 }
@@ -1209,6 +1217,7 @@ impl Runner {
         let runner = RunningSlot {
             slot: now,
             pid: std::process::id(),
+            owner: Some(crate::owner::me().to_owned()),
             runner: self.id,
         };
         Ok(self

@@ -315,7 +315,7 @@ async fn output_is_charged_by_size_and_must_fit_the_budget() {
     };
     let error = host.call(per_call).await.expect_err("call cap");
     assert!(
-        matches!(&error, CallError::BudgetExhausted { scope, .. } if scope == "call"),
+        matches!(&error, CallError::OutputOverBudget { scope, stored: false, .. } if scope == "call"),
         "{error:?}"
     );
 }
@@ -548,4 +548,238 @@ async fn guest_sees_the_budget_it_was_given() {
         remaining < 500 && remaining > 400,
         "the store got 500 tokens of fuel: {remaining}"
     );
+}
+
+/// `notes` (side-effecting) writing into a fresh directory, on a host allowed
+/// to mount it.
+async fn notes_host() -> (Host, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = common::builder()
+        .allow_root(dir.path())
+        .build()
+        .expect("host");
+    let policy = ToolPolicy {
+        mounts: vec![cofferdam::Mount::read_write(dir.path(), "/notes")],
+        ..Default::default()
+    };
+    load(&host, artifacts::NOTES, policy).await;
+    (host, dir)
+}
+
+#[tokio::test]
+async fn a_keyed_side_effect_whose_output_the_budget_cannot_pay_never_runs_twice() {
+    let (host, dir) = notes_host().await;
+    let agent = ScopeId::Agent("planner3".into());
+    host.budgets()
+        .set_cap(&agent, BudgetCap::new(Tokens(8)))
+        .await
+        .expect("cap");
+    let request = CallRequest {
+        idempotency_key: Some("order-18".into()),
+        agent: Some("planner3".into()),
+        ..CallRequest::new("notes", r#"{"title":"order-18","body":"ship it"}"#)
+    };
+    let error = host.call(request.clone()).await.expect_err("over budget");
+    assert_eq!(error.class(), ErrorClass::BudgetExhausted);
+    let CallError::OutputOverBudget {
+        stored, cost, left, ..
+    } = &error
+    else {
+        panic!("expected the output to be withheld, got {error:?}");
+    };
+    assert!(*stored && cost.0 > left.0, "{error:?}");
+    assert!(error.to_string().contains("withheld"), "{error}");
+    let note = dir.path().join("order-18.md");
+    assert_eq!(fs_lines(&note), 1, "the tool ran and wrote its note");
+    let status = host.budgets().get(&agent).expect("get").expect("capped");
+    assert_eq!(
+        status.spent,
+        Tokens(8),
+        "charged what the cap allowed, no more"
+    );
+
+    // The operator raises the cap; the agent repeats the call with its key.
+    host.budgets()
+        .set_cap(&agent, BudgetCap::new(Tokens(1000)))
+        .await
+        .expect("cap");
+    let outcome = host
+        .call(request)
+        .await
+        .expect("replays the stored outcome");
+    assert!(outcome.replayed);
+    assert_eq!(outcome.output_json()["path"], "/notes/order-18.md");
+    assert_eq!(fs_lines(&note), 1, "the side effect happened once");
+    assert_eq!(invocations(&host, "notes"), 1);
+}
+
+fn fs_lines(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |text| text.lines().count())
+}
+
+#[tokio::test]
+async fn a_side_effect_out_of_budgeted_fuel_is_an_unknown_outcome_not_a_free_retry() {
+    let host = common::host();
+    let policy = ToolPolicy {
+        effect: Some(Effect::SideEffecting),
+        ..Default::default()
+    };
+    load(&host, artifacts::LOOP_FOREVER, policy).await;
+    host.budgets()
+        .set_cap(&ScopeId::Agent("a1".into()), BudgetCap::new(Tokens(50)))
+        .await
+        .expect("cap");
+    let error = host
+        .call(keyed("loop-forever", "{}", "spin"))
+        .await
+        .expect_err("stopped where the budget ended");
+    assert_eq!(error.class(), ErrorClass::UnknownOutcome, "{error:?}");
+    // The key is not released: raising the cap does not run it again.
+    host.budgets()
+        .set_cap(&ScopeId::Agent("a1".into()), BudgetCap::new(Tokens(5000)))
+        .await
+        .expect("cap");
+    let again = host
+        .call(keyed("loop-forever", "{}", "spin"))
+        .await
+        .expect_err("unknown");
+    assert_eq!(again.class(), ErrorClass::UnknownOutcome, "{again:?}");
+    assert_eq!(invocations(&host, "loop-forever"), 1);
+    let escalations = host.escalations().list(false).expect("list");
+    assert_eq!(escalations.len(), 1, "{escalations:?}");
+}
+
+#[tokio::test]
+async fn concurrent_calls_wait_for_a_held_budget_instead_of_failing() {
+    let host = common::host();
+    let pool = cofferdam::PoolSpec {
+        max_concurrent: Some(20),
+        max_queue: Some(0),
+        max_wait_ms: None,
+    };
+    load(
+        &host,
+        artifacts::HELLO,
+        ToolPolicy {
+            pool,
+            ..Default::default()
+        },
+    )
+    .await;
+    let probe = host
+        .call(CallRequest::new("hello", r#"{"name":"caller 00"}"#))
+        .await
+        .expect("unbudgeted");
+    let each = probe.tokens.0;
+    // Room for 20 calls and a half: every one of 20 concurrent calls is
+    // paid for, although each reservation asks for far more than that.
+    let cap = each * 20 + each / 2;
+    let agent = ScopeId::Agent("planner".into());
+    host.budgets()
+        .set_cap(&agent, BudgetCap::new(Tokens(cap)))
+        .await
+        .expect("cap");
+    let calls: Vec<_> = (0..20)
+        .map(|i| {
+            let host = host.clone();
+            let request = CallRequest {
+                agent: Some("planner".into()),
+                ..CallRequest::new("hello", format!(r#"{{"name":"caller {i:02}"}}"#))
+            };
+            tokio::spawn(async move { host.call(request).await })
+        })
+        .collect();
+    for call in calls {
+        let outcome = call.await.expect("task").expect("paid for");
+        assert_eq!(outcome.tokens.0, each);
+    }
+    let status = host.budgets().get(&agent).expect("get").expect("capped");
+    assert_eq!(
+        (status.spent, status.reserved),
+        (Tokens(each * 20), Tokens(0))
+    );
+}
+
+#[tokio::test]
+async fn a_replayed_tool_error_says_it_is_a_replay() {
+    let host = common::host();
+    load(&host, artifacts::HELLO, ToolPolicy::default()).await;
+    let first = host
+        .call(keyed("hello", r#"{"name":""}"#, "empty"))
+        .await
+        .expect_err("invalid");
+    assert!(
+        first.is_tool_reported() && !first.is_replayed(),
+        "{first:?}"
+    );
+    let replay = host
+        .call(keyed("hello", r#"{"name":""}"#, "empty"))
+        .await
+        .expect_err("stored");
+    assert!(replay.is_replayed(), "{replay:?}");
+    assert!(replay.is_tool_reported(), "{replay:?}");
+    assert_eq!(replay.class(), ErrorClass::InvalidInput);
+    assert!(replay.to_string().ends_with("(replayed)"), "{replay}");
+    assert_eq!(invocations(&host, "hello"), 1);
+}
+
+#[tokio::test]
+async fn a_reload_that_changes_only_the_digest_keeps_replaying_completed_keys() {
+    let host = common::host();
+    load(&host, artifacts::HELLO, ToolPolicy::default()).await;
+    let first = host
+        .call(keyed("hello", r#"{"name":"Ada"}"#, "k"))
+        .await
+        .expect("runs");
+    let original = host.tool("hello").expect("loaded").digest;
+    // The same code with one more custom section: a new digest.
+    let mut bytes = std::fs::read(artifacts::HELLO).expect("component");
+    let name = b"rebuilt";
+    bytes.extend_from_slice(&[0, (name.len() + 1 + 3) as u8, name.len() as u8]);
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(b"abc");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rebuilt = dir.path().join("hello.wasm");
+    std::fs::write(&rebuilt, &bytes).expect("write");
+    let replaced = host
+        .replace_file(&rebuilt, ToolPolicy::default())
+        .await
+        .expect("reloads");
+    assert_ne!(replaced.digest, original);
+    let again = host
+        .call(keyed("hello", r#"{"name":"Ada"}"#, "k"))
+        .await
+        .expect("replays, not a mismatch");
+    assert!(again.replayed);
+    assert_eq!(again.output, first.output);
+}
+
+#[tokio::test]
+async fn a_pure_tool_spinning_past_its_deadline_is_not_retried() {
+    let host = common::host();
+    let policy = ToolPolicy {
+        limits: cofferdam::LimitsSpec {
+            timeout_ms: Some(150),
+            fuel: Some(u64::MAX / 4),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    load(&host, artifacts::LOOP_FOREVER, policy).await;
+    let error = host
+        .call(CallRequest::new("loop-forever", "{}"))
+        .await
+        .expect_err("deadline");
+    assert_eq!(error.class(), ErrorClass::DeadlineExceeded, "{error:?}");
+    assert!(
+        matches!(
+            error,
+            CallError::DeadlineExceeded {
+                in_guest_code: true,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(invocations(&host, "loop-forever"), 1, "not retried");
 }

@@ -156,7 +156,11 @@ async fn cancelling_a_queued_call_leaves_the_running_one_alone() {
         .expect("joins")
         .expect("the running call finishes");
     assert_eq!(outcome.output, "300");
-    assert_eq!(BulkheadConfig::default().max_queue, 0, "queueing is opt-in");
+    assert_eq!(
+        BulkheadConfig::default().max_queue,
+        16,
+        "a burst queues briefly by default"
+    );
 }
 
 #[tokio::test]
@@ -326,7 +330,8 @@ async fn a_policy_caps_what_one_call_may_spend() {
         .await
         .expect_err("one token buys nothing");
     assert!(
-        matches!(&error, CallError::BudgetExhausted { scope, .. } if scope == "call"),
+        matches!(&error, CallError::BudgetExhausted { scope, .. }
+            | CallError::OutputOverBudget { scope, .. } if scope == "call"),
         "{error:?}"
     );
     let self_fallback = ToolPolicy {

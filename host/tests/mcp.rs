@@ -254,6 +254,19 @@ async fn exercise(session: &Session, events: &mut Events, metrics: &str) {
         .await
         .expect("tools/call");
     assert_eq!(error_class(&mismatch), "idempotency-mismatch");
+    // A stored tool error is marked as a replay too.
+    let keyed_error = || {
+        with_meta(
+            params("hello", json!({"name": ""})),
+            json!({"idempotencyKey": "k-empty", "agentId": "a1"}),
+        )
+    };
+    let first = session.call_tool(keyed_error()).await.expect("first");
+    let second = session.call_tool(keyed_error()).await.expect("second");
+    assert_eq!(error_class(&first), "invalid-input");
+    assert_eq!(error_class(&second), "invalid-input");
+    assert_eq!(first.meta.as_ref().expect("meta").0["replayed"], false);
+    assert_eq!(second.meta.as_ref().expect("meta").0["replayed"], true);
 
     // A hostile tool gets a typed error; the server keeps serving.
     let hog = session

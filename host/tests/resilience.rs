@@ -81,6 +81,12 @@ async fn attempts_stop_at_the_configured_maximum() {
         }
         other => panic!("expected retries-exhausted, got {other:?}"),
     }
+    assert_eq!(error.class(), ErrorClass::RetriesExhausted);
+    assert_eq!(
+        error.cause_class(),
+        ErrorClass::Transient,
+        "why, without the message"
+    );
     assert_eq!(invocations(&host, "flaky"), 3);
 }
 
@@ -397,4 +403,24 @@ async fn bulkheads_may_not_overcommit_the_instance_pool() {
         ..Default::default()
     };
     load(&host, artifacts::INTROSPECT, small).await;
+}
+
+#[tokio::test]
+async fn a_burst_past_the_default_pool_queues_instead_of_failing() {
+    let host = common::host();
+    load(&host, artifacts::HELLO, ToolPolicy::default()).await;
+    let calls: Vec<_> = (0..12)
+        .map(|i| {
+            let host = host.clone();
+            tokio::spawn(async move {
+                host.call(CallRequest::new("hello", format!(r#"{{"name":"c{i}"}}"#)))
+                    .await
+            })
+        })
+        .collect();
+    for call in calls {
+        call.await
+            .expect("task")
+            .expect("12 concurrent calls fit 4 slots and the default queue");
+    }
 }

@@ -497,3 +497,198 @@ async fn tool_reported_errors_keep_their_class() {
         .expect("succeeds when it fails zero times");
     assert_eq!(ok.output_json()["succeeded_on_attempt"], 1);
 }
+
+/// A host that may mount anything under `root`.
+fn host_over(root: &Path) -> Host {
+    common::builder().allow_root(root).build().expect("host")
+}
+
+fn fs_policy(name: &str, mounts: Vec<Mount>) -> ToolPolicy {
+    ToolPolicy {
+        name: Some(cofferdam::ToolName::new(name).expect("name")),
+        mounts,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_mount_swapped_for_a_symlink_after_load_keeps_its_pinned_directory() {
+    let layout = Layout::new();
+    let docs = layout.mount();
+    let host = host_over(layout.root.path());
+    load(
+        &host,
+        artifacts::FS_ESCAPE,
+        fs_policy("reader", vec![Mount::read_only(&docs, "/data")]),
+    )
+    .await;
+    // Someone with write access to the parent (another tool's mount, another
+    // process) renames the directory away and puts a symlink in its place.
+    fs::rename(&docs, layout.root.path().join("moved")).expect("rename");
+    std::os::unix::fs::symlink("..", &docs).expect("symlink");
+    let call = |path: &str| {
+        let input = json!({"op": "read", "path": path}).to_string();
+        host.call(CallRequest::new("reader", input))
+    };
+    let outcome = call("/data/secret.txt").await.expect("runs");
+    assert_denied(&outcome.output_json());
+    let outcome = call("/data/inside.txt").await.expect("runs");
+    assert_eq!(
+        outcome.output_json()["value"],
+        "inside",
+        "the call still sees the directory checked at load"
+    );
+    // A reload names the change instead of following it.
+    let error = host
+        .verify_mounts("reader", &[Mount::read_only(&docs, "/data")])
+        .expect_err("changed");
+    assert!(matches!(error, PolicyError::MountChanged { .. }), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("changed since the tool was loaded"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_mount_overlapping_another_tools_writable_mount_is_refused() {
+    let layout = Layout::new();
+    let root = layout.root.path();
+    let host = host_over(root);
+    load(
+        &host,
+        artifacts::FS_ESCAPE,
+        fs_policy("writer", vec![Mount::read_write(root, "/shared")]),
+    )
+    .await;
+    let error = host
+        .load_file(
+            artifacts::FS_ESCAPE.as_ref(),
+            fs_policy("reader", vec![Mount::read_only(layout.mount(), "/docs")]),
+        )
+        .await
+        .expect_err("overlaps a writable mount");
+    let LoadError::Policy(PolicyError::MountOverlap { owner, .. }) = &error else {
+        panic!("expected an overlap, got {error:?}");
+    };
+    assert_eq!(owner, "tool `writer`");
+    let text = error.to_string();
+    assert!(text.contains("(rw)") && text.contains("(ro)"), "{text}");
+    assert!(host.tool("reader").is_none());
+}
+
+#[tokio::test]
+async fn a_read_only_mount_nested_in_a_writable_one_is_refused() {
+    let layout = Layout::new();
+    let root = layout.root.path();
+    let host = host_over(root);
+    let nested = fs_policy(
+        "nested",
+        vec![
+            Mount::read_write(root, "/work"),
+            Mount::read_only(layout.mount(), "/work/protected"),
+        ],
+    );
+    let error = host
+        .load_file(artifacts::FS_ESCAPE.as_ref(), nested)
+        .await
+        .expect_err("a write through /work/./protected would reach it");
+    assert!(
+        matches!(&error, LoadError::Policy(PolicyError::MountOverlap { owner, .. }) if owner == "this tool"),
+        "{error:?}"
+    );
+    // Two read-only mounts may overlap.
+    let both_ro = fs_policy(
+        "both-ro",
+        vec![
+            Mount::read_only(root, "/work"),
+            Mount::read_only(layout.mount(), "/protected"),
+        ],
+    );
+    load(&host, artifacts::FS_ESCAPE, both_ro).await;
+}
+
+#[tokio::test]
+async fn a_mount_that_contains_the_data_dir_is_refused() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let host = Host::builder()
+        .data_dir(root.path().join("data"))
+        .allow_root(root.path())
+        .build()
+        .expect("host");
+    let error = host
+        .load_file(
+            artifacts::HELLO.as_ref(),
+            ToolPolicy {
+                mounts: vec![Mount::read_only(root.path(), "/home")],
+                ..Default::default()
+            },
+        )
+        .await
+        .expect_err("the journal and the artifacts would be in reach");
+    assert!(
+        matches!(
+            &error,
+            LoadError::Policy(PolicyError::MountOverlapsHostDir {
+                what: "data dir",
+                ..
+            })
+        ),
+        "{error:?}"
+    );
+}
+
+/// The `.cwasm` artifact of the component at `wasm` in `data`.
+fn artifact_of(data: &Path, wasm: &str) -> std::path::PathBuf {
+    use sha2::Digest as _;
+    let digest = hex::encode(sha2::Sha256::digest(fs::read(wasm).expect("component")));
+    fs::read_dir(data.join("artifacts"))
+        .expect("artifact dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&digest) && n.ends_with(".cwasm"))
+        })
+        .expect("artifact written")
+}
+
+#[tokio::test]
+async fn a_swapped_or_corrupted_artifact_is_recompiled_not_run() {
+    let data = tempfile::tempdir().expect("tempdir");
+    {
+        let first = Host::builder().data_dir(data.path()).build().expect("host");
+        load(&first, artifacts::HELLO, ToolPolicy::default()).await;
+        load(&first, artifacts::COUNTER, ToolPolicy::default()).await;
+    }
+    let hello = artifact_of(data.path(), artifacts::HELLO);
+    let counter = artifact_of(data.path(), artifacts::COUNTER);
+    // Another tool's genuine artifact under hello's name: authentic bytes,
+    // made for another component. The tag binds the two, so it is refused.
+    fs::copy(&counter, &hello).expect("swap");
+    let second = Host::builder().data_dir(data.path()).build().expect("host");
+    let tool = second
+        .load_file(artifacts::HELLO.as_ref(), ToolPolicy::default())
+        .await
+        .expect("loads");
+    assert_eq!(
+        tool.name.as_str(),
+        "hello",
+        "the swapped artifact did not run"
+    );
+    assert_host_still_serves(&second).await;
+    drop(second);
+    // A flipped byte fails authentication: compiled again, never mapped.
+    let mut bytes = fs::read(&hello).expect("artifact");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    fs::write(&hello, &bytes).expect("corrupt");
+    let third = Host::builder().data_dir(data.path()).build().expect("host");
+    let tool = third
+        .load_file(artifacts::HELLO.as_ref(), ToolPolicy::default())
+        .await
+        .expect("loads");
+    assert_eq!(tool.artifact.source, ArtifactSource::Compiled);
+    assert_host_still_serves(&third).await;
+}

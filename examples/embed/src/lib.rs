@@ -109,7 +109,8 @@ async fn call(
         }
         Err(error) => {
             let mut response = error_response(&error);
-            if matches!(error, CallError::Replayed { .. }) {
+            // Stored errors too: a replayed tool error is still a replay.
+            if error.is_replayed() {
                 response
                     .headers_mut()
                     .insert(REPLAYED, HeaderValue::from_static("true"));

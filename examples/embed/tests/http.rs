@@ -133,6 +133,16 @@ async fn a_call_returns_the_output_and_its_cost() {
     let response = s.call("hello", json!({"name": ""}), &[]).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert_eq!(class(response).await, "invalid-input");
+
+    // A stored tool error, replayed, says so like a stored success does.
+    let key = [("Idempotency-Key", "empty-name")];
+    let first = s.call("hello", json!({"name": ""}), &key).await;
+    assert_eq!(first.status(), StatusCode::BAD_REQUEST);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let repeat = s.call("hello", json!({"name": ""}), &key).await;
+    assert_eq!(repeat.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(repeat.headers()["idempotent-replayed"], "true");
+    assert_eq!(class(repeat).await, "invalid-input");
 }
 
 #[tokio::test]
