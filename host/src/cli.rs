@@ -20,8 +20,9 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use cofferdam::{
     BreakerMode, BudgetCap, CallError, CallOutcome, CallRequest, Effect, ErrorClass, HistoryQuery,
-    Host, HostConfig, KeyState, LimitsSpec, LoadError, Mount, MountMode, Resolution, ScopeId,
-    StepStatus, StoredOutcome, TaskSpec, TaskState, Tokens, ToolDescription, ToolPolicy,
+    Host, HostConfig, KeyState, LimitsSpec, LoadError, MAX_IDEMPOTENCY_KEY_LEN, Mount, MountMode,
+    Resolution, ScopeId, StepStatus, StoredOutcome, TaskSpec, TaskState, Tokens, ToolDescription,
+    ToolPolicy,
 };
 use cofferdam::{
     CatchUp, RunStatus, Schedule, ScheduleConfig, ScheduleSpec, ScheduleStatus, ScheduleTarget,
@@ -1455,14 +1456,11 @@ fn parse_mount(spec: &str) -> Result<Mount> {
     })
 }
 
-/// Longest idempotency key the host accepts, in bytes.
-const MAX_KEY_BYTES: usize = 255;
-
 /// `--key`: 1 to 255 bytes, the host's rule, checked before anything runs.
 fn parse_key(text: &str) -> Result<String, String> {
-    if text.is_empty() || text.len() > MAX_KEY_BYTES {
+    if text.is_empty() || text.len() > MAX_IDEMPOTENCY_KEY_LEN {
         return Err(format!(
-            "an idempotency key must be 1 to {MAX_KEY_BYTES} bytes, not {}",
+            "an idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes, not {}",
             text.len()
         ));
     }

@@ -38,6 +38,9 @@ pub enum ArtifactSource {
     Compiled,
     /// Compiled now, in memory only (the host has no data directory).
     CompiledInMemory,
+    /// The native code of a tool already loaded from the same bytes (another
+    /// name, or the same tool with a new policy).
+    Shared,
 }
 
 /// How a component was made ready to run.

@@ -243,6 +243,16 @@ pub enum CallError {
         /// The parser's message.
         reason: String,
     },
+    /// The idempotency key breaks the key rule (1 to
+    /// [`MAX_IDEMPOTENCY_KEY_LEN`](crate::MAX_IDEMPOTENCY_KEY_LEN) bytes);
+    /// class `invalid-input`. Nothing ran.
+    #[error("idempotency key for tool `{tool}` must be 1 to {max} bytes, not {len}", max = crate::MAX_IDEMPOTENCY_KEY_LEN)]
+    InvalidKey {
+        /// The tool.
+        tool: ToolName,
+        /// The key's length in bytes.
+        len: usize,
+    },
     /// The tool ran and reported an error.
     #[error("tool `{tool}` failed: {error}")]
     Tool {
@@ -487,7 +497,7 @@ impl CallError {
     pub fn class(&self) -> ErrorClass {
         match self {
             Self::UnknownTool { .. } => ErrorClass::UnknownTool,
-            Self::InvalidInput { .. } => ErrorClass::InvalidInput,
+            Self::InvalidInput { .. } | Self::InvalidKey { .. } => ErrorClass::InvalidInput,
             Self::Tool { error, .. } => match error {
                 ToolError::InvalidInput(_) => ErrorClass::InvalidInput,
                 ToolError::Transient(_) => ErrorClass::Transient,
@@ -545,6 +555,7 @@ impl CallError {
         match self {
             Self::UnknownTool { .. } => None,
             Self::InvalidInput { tool, .. }
+            | Self::InvalidKey { tool, .. }
             | Self::Tool { tool, .. }
             | Self::OutOfFuel { tool, .. }
             | Self::DeadlineExceeded { tool, .. }

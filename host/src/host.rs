@@ -23,7 +23,7 @@ use crate::budget::{Budgets, ScopeId};
 use crate::bulkhead::Bulkhead;
 use crate::classify::{disposition, may_retry};
 use crate::clock::{Clock, Jitter, SystemClock, SystemWallClock, WallClock};
-use crate::component_cache::{ArtifactInfo, ComponentCache};
+use crate::component_cache::{ArtifactInfo, ArtifactSource, ComponentCache};
 use crate::engine::{self, EngineSettings};
 use crate::escalation::{EscalationReason, Escalations, NewEscalation};
 use crate::fs_guard::{self, FsRules};
@@ -645,13 +645,27 @@ impl Host {
                 actual: digest,
             });
         }
-        let host = self.clone();
-        let key = digest.clone();
-        let (component, artifact) = tokio::task::spawn_blocking(move || {
-            host.inner.cache.load(&host.inner.engine, &bytes, &key)
-        })
-        .await
-        .map_err(|e| LoadError::Compile(e.into()))??;
+        // A component already loaded (the same bytes under another name, or
+        // a tool replaced with a new policy only) is shared: its native code
+        // was authenticated once, when it was first loaded.
+        let (component, artifact) = match self.loaded_component(&digest) {
+            Some(component) => (
+                component,
+                ArtifactInfo {
+                    source: ArtifactSource::Shared,
+                    elapsed: Duration::ZERO,
+                },
+            ),
+            None => {
+                let host = self.clone();
+                let key = digest.clone();
+                tokio::task::spawn_blocking(move || {
+                    host.inner.cache.load(&host.inner.engine, &bytes, &key)
+                })
+                .await
+                .map_err(|e| LoadError::Compile(e.into()))??
+            }
+        };
 
         let imports = component_imports(&inner.engine, &component);
         let instance_pre = inner
@@ -746,6 +760,15 @@ impl Host {
         tools.insert(description.name.clone(), tool);
         tracing::info!(tool = %description.name, digest = %description.digest, artifact = ?artifact.source, "tool loaded");
         Ok(description)
+    }
+
+    /// The compiled component of a loaded tool whose bytes have `digest`.
+    fn loaded_component(&self, digest: &str) -> Option<Component> {
+        let tools = self.inner.tools.read().unwrap_or_else(|e| e.into_inner());
+        tools
+            .values()
+            .find(|tool| tool.description.digest == digest)
+            .map(|tool| tool.pre.instance_pre().component().clone())
     }
 
     /// Refuses mounts that overlap a writable mount (of this tool or another
@@ -952,10 +975,10 @@ impl Host {
         } else {
             request
         };
-        if key_text.is_empty() || key_text.len() > MAX_KEY_LEN {
-            return Err(CallError::InvalidInput {
+        if key_text.is_empty() || key_text.len() > MAX_IDEMPOTENCY_KEY_LEN {
+            return Err(CallError::InvalidKey {
                 tool: name.clone(),
-                reason: format!("idempotency key must be 1 to {MAX_KEY_LEN} bytes"),
+                len: key_text.len(),
             });
         }
         let key = JournalKey {
@@ -1680,7 +1703,8 @@ impl Host {
 }
 
 /// Longest idempotency key, in bytes.
-const MAX_KEY_LEN: usize = 255;
+/// The longest idempotency key, in bytes (keys are 1 to this many bytes).
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// A key's lease outlives the call's total deadline by this much.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// How often finished journal records past retention are reaped.

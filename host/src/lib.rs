@@ -99,7 +99,8 @@ pub use escalation::{
 };
 pub use fs_guard::{DEFAULT_SCRATCH_MAX_BYTES, FilesystemSpec, SymlinkPolicy};
 pub use host::{
-    CallOutcome, CallRequest, FallbackUsed, Host, HostBuilder, ToolDescription, ToolStats,
+    CallOutcome, CallRequest, FallbackUsed, Host, HostBuilder, MAX_IDEMPOTENCY_KEY_LEN,
+    ToolDescription, ToolStats,
 };
 pub use host_api::{LogLevel, LogRecord, Progress, ProgressSink};
 pub use jiff::{Timestamp, ZonedDateTime};

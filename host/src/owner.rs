@@ -60,12 +60,7 @@ impl Liveness {
         let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
         let held = held.get_or_insert_with(HashMap::new);
         if !held.contains_key(&dir) {
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(dir.join(format!("{}.lock", me())))?;
-            flock(&file, FlockOperation::NonBlockingLockExclusive)?;
+            let file = lock_own_file(&dir)?;
             held.insert(dir.clone(), file);
             sweep(&dir);
         }
@@ -81,6 +76,32 @@ impl Liveness {
             None => legacy_pid_alive(pid),
         }
     }
+}
+
+/// Creates and locks this process's lock file in `dir`. Another process's
+/// sweep may remove the file between its creation and the lock (it looked
+/// unheld then): the lock is only good if the path still names the locked
+/// file, so check, and start again if not.
+fn lock_own_file(dir: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::MetadataExt;
+    let path = dir.join(format!("{}.lock", me()));
+    for _ in 0..8 {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        flock(&file, FlockOperation::NonBlockingLockExclusive)?;
+        let locked = file.metadata()?;
+        match std::fs::metadata(&path) {
+            Ok(now) if now.ino() == locked.ino() && now.dev() == locked.dev() => return Ok(file),
+            _ => continue,
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "cannot keep a lock file at {}: it keeps disappearing",
+        path.display()
+    )))
 }
 
 /// Whether another process holds `owner`'s lock in `dir`.

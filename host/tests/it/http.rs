@@ -2,7 +2,7 @@
 //! allowlist, SSRF defences (no connection is ever made to a refused
 //! address), limits, and upstream failures flowing into retries and breakers.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

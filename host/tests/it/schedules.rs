@@ -3,7 +3,7 @@
 //! crash, catch-up policies, auto-pause, sensitive tools, idempotent
 //! lifecycle calls and reconciliation.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;

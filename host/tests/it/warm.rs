@@ -1,7 +1,7 @@
 //! Warm instance reuse: visible reuse (a tool that counts its calls), and
 //! retirement on trap, timeout, cancellation, `max_invocations` and idleness.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //! twice, a completed result is never lost, and an in-doubt call is reported
 //! as unknown rather than run again.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -2,7 +2,7 @@
 //! their context; every reason can be raised; every resolution settles the
 //! key the way it says, once.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,6 +1,6 @@
 //! The `cofferdam` binary as a user runs it: output, exit codes, errors.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,7 +1,7 @@
 //! Every per-call limit, driven by a misbehaving guest; the host must stop
 //! it with the exact error and keep serving.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! read or write outside its mounts by any route, and a bad component or
 //! policy must be refused at load with an error naming what is wrong.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! Calls cancelled by their caller, and tools replaced or reloaded while the
 //! host serves.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

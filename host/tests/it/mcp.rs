@@ -3,7 +3,7 @@
 //! cancellation, typed errors from hostile tools, keyed replay, reloads and
 //! metrics.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -1,7 +1,7 @@
 //! Shared helpers for the integration tests: hosts over a shared artifact
 //! cache, and the normal call that proves a host still serves.
 
-#![allow(dead_code, reason = "each test binary uses a different subset")]
+#![allow(dead_code, reason = "helpers kept for the tests that need them")]
 
 use std::path::{Path, PathBuf};
 

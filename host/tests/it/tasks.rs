@@ -2,7 +2,7 @@
 //! in reverse order exactly once (also when resumed mid-compensation), the
 //! pivot, per-step fallbacks, cancellation and escalations.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

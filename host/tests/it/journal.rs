@@ -1,6 +1,6 @@
 //! Idempotency keys, budgets and the audit history with real guests.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -782,4 +782,31 @@ async fn a_pure_tool_spinning_past_its_deadline_is_not_retried() {
         "{error:?}"
     );
     assert_eq!(invocations(&host, "loop-forever"), 1, "not retried");
+}
+
+#[tokio::test]
+async fn a_bad_idempotency_key_is_its_own_error_not_bad_input() {
+    let host = common::host();
+    load(&host, artifacts::HELLO, ToolPolicy::default()).await;
+    for key in [
+        String::new(),
+        "k".repeat(cofferdam::MAX_IDEMPOTENCY_KEY_LEN + 1),
+    ] {
+        let len = key.len();
+        let error = host
+            .call(keyed("hello", r#"{"name":"Ada"}"#, &key))
+            .await
+            .expect_err("bad key");
+        assert!(
+            matches!(error, CallError::InvalidKey { len: l, .. } if l == len),
+            "{error:?}"
+        );
+        assert_eq!(error.class(), ErrorClass::InvalidInput);
+        let text = error.to_string();
+        assert!(
+            text.contains("idempotency key") && !text.contains("JSON"),
+            "{text}"
+        );
+    }
+    assert_eq!(invocations(&host, "hello"), 0, "nothing ran");
 }

@@ -5,7 +5,7 @@
 //! unknown by looking at the ledger, as a person would. Whatever the kill
 //! hit, every booking happens exactly once and the task completes.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

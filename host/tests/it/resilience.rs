@@ -1,7 +1,7 @@
 //! Breakers, bulkheads and retries with real guests. Time runs on a
 //! `ManualClock` wherever the test is about time, so nothing here races.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

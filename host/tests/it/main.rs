@@ -1,0 +1,19 @@
+//! The host's integration tests, in one binary: one module per behaviour
+//! area (a test binary links wasmtime once, not once per file). Guests are
+//! built once by `tests/artifacts`; `common` holds the shared helpers.
+
+mod cli;
+mod common;
+mod crash;
+mod escalations;
+mod http;
+mod journal;
+mod lifecycle;
+mod limits;
+mod mcp;
+mod resilience;
+mod sandbox;
+mod schedules;
+mod task_crash;
+mod tasks;
+mod warm;
