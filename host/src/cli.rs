@@ -870,7 +870,14 @@ async fn run(args: RunArgs, dirs: &Dirs) -> Result<ExitCode> {
         memory_mib: args.memory_mib.or(policy.limits.memory_mib),
         ..policy.limits
     };
-    if !args.allow_roots.is_empty() {
+    if args.allow_roots.is_empty() {
+        // Each mount is its own root, as written: a path that goes through a
+        // symlink (swapped in by another tool's writable mount, say) would
+        // otherwise become a root wherever it points now.
+        for mount in &policy.mounts {
+            through_symlink(&mount.host)?;
+        }
+    } else {
         roots = args.allow_roots.clone();
     }
     let input = match (&args.input, &args.input_file) {
@@ -911,6 +918,43 @@ async fn run(args: RunArgs, dirs: &Dirs) -> Result<ExitCode> {
     };
     let result = host.call(request).await;
     Ok(report_call(&tool, result, args.json))
+}
+
+/// Refuses a mount path (taken as its own root) that resolves somewhere else
+/// than it says: one of its components is a symlink.
+fn through_symlink(host: &Path) -> Result<()> {
+    let written = std::path::absolute(host)
+        .with_context(|| format!("--mount {}: cannot make the path absolute", host.display()))?;
+    let written: PathBuf = written.components().collect();
+    let Ok(real) = host.canonicalize() else {
+        // A missing directory is the host's to report.
+        return Ok(());
+    };
+    if lexically_normal(&written) != real {
+        bail!(
+            "--mount {}: the path goes through a symlink and resolves to {}; mount the real \
+             directory, or pass --allow-root to say which tree mounts may resolve into",
+            host.display(),
+            real.display()
+        );
+    }
+    Ok(())
+}
+
+/// `a/./b/../c` as `a/c`, without touching the file system.
+fn lexically_normal(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
 }
 
 /// Whether a mount hands the tool far more than a tool needs: the whole file
@@ -1492,6 +1536,21 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mount_path_through_a_symlink_is_refused_as_its_own_root() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).expect("mkdir");
+        std::os::unix::fs::symlink(&real, dir.path().join("link")).expect("symlink");
+        assert!(through_symlink(&real).is_ok());
+        assert!(through_symlink(&dir.path().join("real/../real/.")).is_ok());
+        let error = through_symlink(&dir.path().join("link")).expect_err("through a symlink");
+        assert!(
+            error.to_string().contains("goes through a symlink"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn mounting_the_root_or_the_home_directory_is_warned_about() {

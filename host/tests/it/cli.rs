@@ -593,3 +593,45 @@ fn the_example_config_passes_check_and_serves() {
         replies[2]
     );
 }
+
+#[test]
+fn a_mount_swapped_for_a_symlink_between_runs_is_refused_not_followed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let docs = dir.path().join("docs");
+    let secret = dir.path().join("secret");
+    std::fs::create_dir(&docs).expect("mkdir");
+    std::fs::create_dir(&secret).expect("mkdir");
+    std::fs::write(docs.join("doc.txt"), "public").expect("write");
+    std::fs::write(secret.join("passwd"), "SECRET").expect("write");
+    let data = common::shared_data_dir();
+    let mount = format!("{}:/data", docs.display());
+    let read = |path: &str| {
+        let input = format!(r#"{{"op":"read","path":"{path}"}}"#);
+        cofferdam(
+            &data,
+            &[
+                "run",
+                artifacts::FS_ESCAPE,
+                "--mount",
+                &mount,
+                "--input",
+                &input,
+            ],
+        )
+    };
+    let first = read("/data/doc.txt");
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(text(&first.stdout).contains("public"));
+    // Between two runs, something with write access to the parent (another
+    // tool's rw mount) swaps the mounted directory for a symlink.
+    std::fs::rename(&docs, dir.path().join("old-docs")).expect("rename");
+    std::os::unix::fs::symlink("secret", &docs).expect("symlink");
+    let second = read("/data/passwd");
+    assert_eq!(second.status.code(), Some(2), "{}", text(&second.stderr));
+    assert!(
+        text(&second.stderr).contains("goes through a symlink"),
+        "{}",
+        text(&second.stderr)
+    );
+    assert!(!text(&second.stdout).contains("SECRET"));
+}
