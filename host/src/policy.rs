@@ -635,13 +635,13 @@ impl ToolPolicy {
                     guest: mount.guest.clone(),
                 });
             }
-            if !seen.insert(mount.guest.trim_end_matches('/')) {
+            if !seen.insert(normal_guest(&mount.guest)) {
                 return Err(PolicyError::DuplicateGuestPath {
                     guest: mount.guest.clone(),
                 });
             }
         }
-        if self.scratch && seen.contains("/scratch") {
+        if self.scratch && seen.contains(SCRATCH_GUEST) {
             return Err(PolicyError::ScratchTaken);
         }
         if let Some(name) = self
@@ -732,10 +732,21 @@ impl ToolPolicy {
 }
 
 /// `/a/b` yes; `a`, `/a/../b`, `/a/./b`, `/` no.
+/// Where the per-call scratch directory appears to the guest.
+const SCRATCH_GUEST: &str = "/scratch";
+
+/// A clean guest path with repeated and trailing slashes folded (`//data/`
+/// is `/data`), so two spellings of one place count as one.
+fn normal_guest(guest: &str) -> String {
+    let parts: Vec<&str> = guest.split('/').filter(|p| !p.is_empty()).collect();
+    format!("/{}", parts.join("/"))
+}
+
 fn is_clean_absolute(guest: &str) -> bool {
     let path = Path::new(guest);
     guest.starts_with('/')
-        && guest != "/"
+        // Not the root, however it is spelled (`/`, `///`).
+        && !guest.trim_matches('/').is_empty()
         && !guest.contains('\0')
         && path
             .components()
@@ -780,6 +791,126 @@ pub(crate) fn resolve_mount(mount: &Mount, roots: &[PathBuf]) -> Result<PathBuf,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A seeded stream of small numbers for generated inputs.
+    fn picks(seed: u64) -> impl FnMut(usize) -> usize {
+        let rng = crate::Jitter::seeded(seed);
+        move |n| ((rng.next_unit() * n as f64) as usize).min(n - 1)
+    }
+
+    #[test]
+    fn generated_guest_paths_are_accepted_only_when_clean() {
+        let parts = [
+            "/", "a", "b", ".", "..", "//", "\0", " ", "x.y", "...", "/.",
+        ];
+        let mut pick = picks(14);
+        let mut accepted = 0;
+        for _ in 0..20_000 {
+            let len = 1 + pick(6);
+            let guest: String = (0..len)
+                .map(|_| parts[pick(parts.len())].replace("\\0", "\0"))
+                .collect();
+            let policy = ToolPolicy {
+                mounts: vec![Mount::read_only("/srv", &guest)],
+                ..ToolPolicy::default()
+            };
+            let Ok(()) = policy.validate() else { continue };
+            accepted += 1;
+            assert!(guest.starts_with('/'), "{guest:?}");
+            assert!(!guest.contains('\0'), "{guest:?}");
+            assert!(!guest.trim_matches('/').is_empty(), "{guest:?}");
+            assert!(
+                guest.split('/').all(|s| s != "." && s != ".."),
+                "accepted a path with a dot segment: {guest:?}"
+            );
+        }
+        assert!(
+            accepted > 100,
+            "the generator reaches valid paths too ({accepted})"
+        );
+    }
+
+    #[test]
+    fn two_spellings_of_one_guest_path_are_a_duplicate() {
+        let policy = ToolPolicy {
+            mounts: vec![
+                Mount::read_only("/srv/a", "/data"),
+                Mount::read_write("/srv/b", "//data/"),
+            ],
+            ..ToolPolicy::default()
+        };
+        assert!(matches!(
+            policy.validate(),
+            Err(PolicyError::DuplicateGuestPath { .. })
+        ));
+        let root = ToolPolicy {
+            mounts: vec![Mount::read_only("/srv/a", "///")],
+            ..ToolPolicy::default()
+        };
+        assert!(matches!(
+            root.validate(),
+            Err(PolicyError::BadGuestPath { .. })
+        ));
+    }
+
+    #[test]
+    fn overlap_checks_match_a_brute_force_oracle() {
+        // A small tree with a sibling that is a string prefix but not a
+        // path prefix (`/r/ab` is not inside `/r/a`).
+        let tree = ["/r", "/r/a", "/r/a/b", "/r/ab", "/r/b", "/s"];
+        let mut pick = picks(2026);
+        for _ in 0..5_000 {
+            let mode = |p: &mut dyn FnMut(usize) -> usize| {
+                if p(2) == 0 {
+                    MountMode::ReadOnly
+                } else {
+                    MountMode::ReadWrite
+                }
+            };
+            let mine: Vec<(PathBuf, MountMode)> = (0..pick(3))
+                .map(|_| (PathBuf::from(tree[pick(tree.len())]), mode(&mut pick)))
+                .collect();
+            let theirs: Vec<(PathBuf, MountMode)> = (0..pick(3))
+                .map(|_| (PathBuf::from(tree[pick(tree.len())]), mode(&mut pick)))
+                .collect();
+            let host_dir = (pick(3) == 0).then(|| PathBuf::from(tree[pick(tree.len())]));
+            let others: Vec<GrantedMount<'_>> = theirs
+                .iter()
+                .map(|(path, mode)| GrantedMount {
+                    path,
+                    mode: *mode,
+                    owner: "tool `other`".into(),
+                })
+                .collect();
+            let dirs: Vec<(&'static str, &Path)> =
+                host_dir.iter().map(|d| ("data dir", d.as_path())).collect();
+            let got = check_overlaps(&mine, &others, &dirs).is_ok();
+
+            let nested = |a: &Path, b: &Path| a.starts_with(b) || b.starts_with(a);
+            let conflict = |(a, ma): &(PathBuf, MountMode),
+                            (b, mb): &(PathBuf, MountMode),
+                            same_tool: bool| {
+                let both_ro = *ma == MountMode::ReadOnly && *mb == MountMode::ReadOnly;
+                let shared = !same_tool && a == b;
+                nested(a, b) && !both_ro && !shared
+            };
+            let mut expected = true;
+            for (i, m) in mine.iter().enumerate() {
+                if host_dir.as_deref().is_some_and(|d| nested(&m.0, d)) {
+                    expected = false;
+                }
+                if mine[..i].iter().any(|o| conflict(m, o, true))
+                    || theirs.iter().any(|o| conflict(m, o, false))
+                {
+                    expected = false;
+                }
+            }
+            assert_eq!(
+                got, expected,
+                "mine {mine:?}, theirs {theirs:?}, host dir {host_dir:?}"
+            );
+        }
+    }
 
     #[test]
     fn full_manifest_parses() {
