@@ -20,7 +20,7 @@ export COFFERDAM_DATA_DIR="$work/data"
 step() { printf '\n== %s\n$ %s\n' "$1" "${*:2}"; "${@:2}" || echo "(exit code $?)"; }
 
 step "what a tool says about itself" $cofferdam inspect $tools/hello.wasm
-step "a typed call (inspect compiled the component; this run maps its artifact)" \
+step "a typed call (inspect compiled the component; this run loads its authenticated artifact)" \
   $cofferdam run $tools/hello.wasm --input '{"name":"Ada","excitement":3}'
 step "another call: every run gets a fresh sandboxed instance" \
   $cofferdam run $tools/hello.wasm --input '{"name":"Grace"}'
