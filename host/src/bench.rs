@@ -20,8 +20,8 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::cofferdam::tool::{host as wit_host, types as wit_types};
-use crate::bindings::{Tool, ToolPre};
+use crate::runtime::bindings::cofferdam::tool::{host as wit_host, types as wit_types};
+use crate::runtime::bindings::{Tool, ToolPre};
 use crate::{BreakerMode, CallRequest, Host, PoolSpec, ToolName, ToolPolicy, WarmSpec};
 
 /// What to measure with.
@@ -741,7 +741,7 @@ impl PlainWasmtime {
     fn build(component: &[u8], pooling: Pooling, metered: bool) -> wasmtime::Result<Self> {
         let mut pool = PoolingAllocationConfig::new();
         if pooling == Pooling::SameAsCofferdam {
-            crate::engine::tune_slot_reuse(&mut pool);
+            crate::runtime::engine::tune_slot_reuse(&mut pool);
         }
         let mut config = Config::new();
         config

@@ -1,6 +1,6 @@
 //! Token budgets (DESIGN §5): scopes call ⊂ task ⊂ agent ⊂ tenant, each with
 //! a hard cap and a soft threshold. This module holds the types and the
-//! [`Budgets`] handle; the ledger itself is stored by [`crate::journal`].
+//! [`Budgets`] handle; the ledger itself is stored by [`crate::store::journal`].
 //!
 //! A call reserves, before each attempt, what the tightest capped scope can
 //! pay for; the store gets exactly that much fuel; afterwards the actual
@@ -14,7 +14,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::Tokens;
-use crate::journal::{Journal, JournalError};
+use crate::store::journal::{Journal, JournalError};
 
 /// A budget scope.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

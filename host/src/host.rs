@@ -1,6 +1,6 @@
 //! [`Host`]: loads tools and calls them. The registry of loaded tools and the
 //! shared engine, linker and artifact cache live here; each call's work is in
-//! [`crate::attempt`].
+//! [`crate::runtime::attempt`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -15,31 +15,31 @@ use tracing::Instrument as _;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
-use crate::attempt::{Attempt, Execution, Export, Returned};
-use crate::bindings::ToolPre;
-use crate::bindings::cofferdam::tool::types as wit;
-use crate::breaker::{Breaker, Refused, Verdict};
 use crate::budget::{Budgets, ScopeId};
-use crate::bulkhead::Bulkhead;
-use crate::classify::{disposition, may_retry};
-use crate::clock::{Clock, Jitter, SystemClock, SystemWallClock, WallClock};
-use crate::component_cache::{ArtifactInfo, ArtifactSource, ComponentCache};
-use crate::engine::{self, EngineSettings};
-use crate::escalation::{EscalationReason, Escalations, NewEscalation};
-use crate::fs_guard::{self, FsRules};
-use crate::host_api::{self, LogRecord, ProgressSink};
-use crate::journal::{
+use crate::orchestration::escalation::{EscalationReason, Escalations, NewEscalation};
+use crate::orchestration::schedule::{ScheduleConfig, Schedules};
+use crate::orchestration::task::Tasks;
+use crate::policy::tool::{DEFAULT_FALLBACK_ON, GrantedMount, check_overlaps, resolve_mount};
+use crate::resilience::breaker::{Breaker, Refused, Verdict};
+use crate::resilience::bulkhead::Bulkhead;
+use crate::resilience::classify::{disposition, may_retry};
+use crate::resilience::clock::{Clock, Jitter, SystemClock, SystemWallClock, WallClock};
+use crate::resilience::retry::{RetryBudget, RetryConfig};
+use crate::runtime::attempt::{Attempt, Execution, Export, Returned};
+use crate::runtime::bindings::ToolPre;
+use crate::runtime::bindings::cofferdam::tool::types as wit;
+use crate::runtime::component_cache::{ArtifactInfo, ArtifactSource, ComponentCache};
+use crate::runtime::engine::{self, EngineSettings};
+use crate::runtime::fs_guard::{self, FsRules};
+use crate::runtime::host_api::{self, LogRecord, ProgressSink};
+use crate::runtime::net::{HttpStats, NetPolicy};
+use crate::runtime::sandbox::{CallState, Grants, PinnedDir, ResolvedMount, ScratchRoot};
+use crate::runtime::warm::{WarmPool, WarmStats};
+use crate::store::journal::{
     AttemptRecord, BudgetStore, Claim, Fingerprint, HistoryQuery, Journal, JournalEntry,
     JournalError, JournalKey, JournalStore, Reservation, Reserved, StoredOutcome, unix_millis,
 };
-use crate::metrics::{Metrics, ToolMetrics};
-use crate::net::{HttpStats, NetPolicy};
-use crate::policy::{DEFAULT_FALLBACK_ON, GrantedMount, check_overlaps, resolve_mount};
-use crate::retry::{RetryBudget, RetryConfig};
-use crate::sandbox::{CallState, Grants, PinnedDir, ResolvedMount, ScratchRoot};
-use crate::schedule::{ScheduleConfig, Schedules};
-use crate::task::Tasks;
-use crate::warm::{WarmPool, WarmStats};
+use crate::surfaces::metrics::{Metrics, ToolMetrics};
 use crate::{
     BreakerMode, BreakerSnapshot, BreakerState, BuildError, CallError, Effect, ErrorClass, Fuel,
     Limits, LoadError, PolicyError, TokenPrice, Tokens, ToolName, ToolPolicy,
@@ -504,7 +504,7 @@ pub struct CallOutcome {
     /// Tokens the call costs ([`TokenPrice::charge`]).
     pub tokens: Tokens,
     /// Wall-clock time of the successful attempt.
-    #[serde(rename = "duration_us", serialize_with = "crate::units::micros")]
+    #[serde(rename = "duration_us", serialize_with = "crate::model::units::micros")]
     pub duration: Duration,
     /// Attempts made, this one included.
     pub attempts: u32,
@@ -513,7 +513,7 @@ pub struct CallOutcome {
     /// The tool's breaker state after the call.
     pub breaker: BreakerState,
     /// Time spent queued for a slot and backing off between attempts.
-    #[serde(rename = "waited_us", serialize_with = "crate::units::micros")]
+    #[serde(rename = "waited_us", serialize_with = "crate::model::units::micros")]
     pub waited: Duration,
     /// Answered from the idempotency journal: nothing ran and nothing was charged.
     pub replayed: bool,
@@ -975,7 +975,7 @@ impl Host {
         } else {
             request
         };
-        if key_text.is_empty() || key_text.len() > MAX_IDEMPOTENCY_KEY_LEN {
+        if key_text.is_empty() || key_text.len() > crate::MAX_IDEMPOTENCY_KEY_LEN {
             return Err(CallError::InvalidKey {
                 tool: name.clone(),
                 len: key_text.len(),
@@ -1626,7 +1626,7 @@ impl Host {
 
     /// Tokens charged per scope over the attempts `query` selects.
     pub fn totals(&self, query: &HistoryQuery) -> Result<BTreeMap<String, u64>, JournalError> {
-        Ok(crate::journal::totals(&self.history(query)?))
+        Ok(crate::store::journal::totals(&self.history(query)?))
     }
 
     /// The idempotency records.
@@ -1702,9 +1702,6 @@ impl Host {
     }
 }
 
-/// Longest idempotency key, in bytes.
-/// The longest idempotency key, in bytes (keys are 1 to this many bytes).
-pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// A key's lease outlives the call's total deadline by this much.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// How often finished journal records past retention are reaped.

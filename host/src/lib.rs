@@ -52,77 +52,60 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)] // `component_cache` alone opts out, with a SAFETY note.
 
-mod attempt;
 pub mod bench;
-mod bindings;
-mod breaker;
 mod budget;
-mod bulkhead;
-mod classify;
-mod clock;
-mod component_cache;
-mod config;
-mod cron;
-mod engine;
-mod error;
-mod escalation;
-mod fs_guard;
 mod host;
-mod host_api;
-mod journal;
-mod limits;
-mod mcp;
-mod metrics;
-mod net;
-mod owner;
+#[cfg(test)]
+mod layering;
+mod model;
+mod orchestration;
 mod policy;
-mod retry;
-mod sandbox;
-mod schedule;
-mod task;
-mod units;
-mod warm;
+mod resilience;
+mod runtime;
+mod store;
+mod surfaces;
 
-pub use breaker::{BreakerConfig, BreakerMode, BreakerSnapshot, BreakerState, Window};
 pub use budget::{BudgetCap, BudgetError, BudgetStatus, Budgets, InvalidScope, ScopeId};
-pub use bulkhead::BulkheadConfig;
-pub use clock::{
-    Clock, Jitter, ManualClock, ManualWallClock, SystemClock, SystemWallClock, WallClock,
+pub use host::{
+    CallOutcome, CallRequest, FallbackUsed, Host, HostBuilder, ToolDescription, ToolStats,
 };
-pub use component_cache::{ArtifactInfo, ArtifactSource};
-pub use config::{ConfigError, ConfigProblem, HostConfig, ReloadReport, ScheduleTable};
-pub use cron::{Cron, CronError, CronField};
-pub use error::{BuildError, CallError, ErrorClass, LoadError, ToolError};
-pub use escalation::{
+pub use jiff::{Timestamp, ZonedDateTime};
+pub use model::error::{BuildError, CallError, ErrorClass, LoadError, ToolError};
+pub use model::limits::{Limits, LimitsSpec};
+pub use model::units::{
+    Effect, Fuel, InvalidToolName, MAX_IDEMPOTENCY_KEY_LEN, TokenPrice, Tokens, ToolName,
+};
+pub use orchestration::cron::{Cron, CronError, CronField};
+pub use orchestration::escalation::{
     Escalation, EscalationError, EscalationKey, EscalationReason, Escalations, NewEscalation,
     Resolution, Resolved,
 };
-pub use fs_guard::{DEFAULT_SCRATCH_MAX_BYTES, FilesystemSpec, SymlinkPolicy};
-pub use host::{
-    CallOutcome, CallRequest, FallbackUsed, Host, HostBuilder, MAX_IDEMPOTENCY_KEY_LEN,
-    ToolDescription, ToolStats,
-};
-pub use host_api::{LogLevel, LogRecord, Progress, ProgressSink};
-pub use jiff::{Timestamp, ZonedDateTime};
-pub use journal::{
-    AttemptRecord, HistoryQuery, JournalEntry, JournalError, KeyState, StoredOutcome,
-};
-pub use limits::{Limits, LimitsSpec};
-pub use mcp::{HttpAccess, McpServer, ServeError};
-pub use net::{HttpSpec, HttpStats, NetPolicyError};
-pub use policy::{
-    BreakerSpec, BudgetSpec, DEFAULT_FALLBACK_ON, Mount, MountMode, PolicyError, PoolSpec,
-    RetrySpec, ToolPolicy, WarmSpec,
-};
-pub use retry::RetryConfig;
-pub use schedule::{
+pub use orchestration::schedule::{
     CatchUp, NextRun, Reconciled, RunStatus, Runner, RunningSlot, Schedule, ScheduleConfig,
     ScheduleError, ScheduleRun, ScheduleSpec, ScheduleStatus, ScheduleTarget, Schedules, Tick,
 };
-pub use task::{
+pub use orchestration::task::{
     CompensationSpec, StepRecord, StepSpec, StepStatus, TaskError, TaskRecord, TaskSpec, TaskState,
     Tasks,
 };
+pub use policy::config::{ConfigError, ConfigProblem, HostConfig, ReloadReport, ScheduleTable};
+pub use policy::tool::{
+    BreakerSpec, BudgetSpec, DEFAULT_FALLBACK_ON, Mount, MountMode, PolicyError, PoolSpec,
+    RetrySpec, ToolPolicy, WarmSpec,
+};
+pub use resilience::breaker::{BreakerConfig, BreakerMode, BreakerSnapshot, BreakerState, Window};
+pub use resilience::bulkhead::BulkheadConfig;
+pub use resilience::clock::{
+    Clock, Jitter, ManualClock, ManualWallClock, SystemClock, SystemWallClock, WallClock,
+};
+pub use resilience::retry::RetryConfig;
+pub use runtime::component_cache::{ArtifactInfo, ArtifactSource};
+pub use runtime::fs_guard::{DEFAULT_SCRATCH_MAX_BYTES, FilesystemSpec, SymlinkPolicy};
+pub use runtime::host_api::{LogLevel, LogRecord, Progress, ProgressSink};
+pub use runtime::net::{HttpSpec, HttpStats, NetPolicyError};
+pub use runtime::warm::WarmStats;
+pub use store::journal::{
+    AttemptRecord, HistoryQuery, JournalEntry, JournalError, KeyState, StoredOutcome,
+};
+pub use surfaces::mcp::{HttpAccess, McpServer, ServeError};
 pub use tokio_util::sync::CancellationToken;
-pub use units::{Effect, Fuel, InvalidToolName, TokenPrice, Tokens, ToolName};
-pub use warm::WarmStats;

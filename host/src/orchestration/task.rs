@@ -28,9 +28,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::escalation::{EscalationKey, EscalationReason, NewEscalation, Resolution};
-use crate::journal::{JournalError, unix_millis};
-use crate::policy::DEFAULT_FALLBACK_ON;
+use crate::orchestration::escalation::{
+    EscalationKey, EscalationReason, NewEscalation, Resolution,
+};
+use crate::policy::tool::DEFAULT_FALLBACK_ON;
+use crate::store::journal::{JournalError, unix_millis};
 use crate::{CallError, CallRequest, Effect, ErrorClass, Host};
 
 /// Longest task id: its journal keys (`ID/compensate-N`) stay within 255 bytes.

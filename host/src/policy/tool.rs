@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::breaker::{BreakerConfig, BreakerMode, Window};
-use crate::bulkhead::BulkheadConfig;
-use crate::fs_guard::FilesystemSpec;
-use crate::limits::LimitsSpec;
-use crate::net::{HttpSpec, NetPolicy, NetPolicyError};
-use crate::retry::RetryConfig;
+use crate::model::limits::LimitsSpec;
+use crate::resilience::breaker::{BreakerConfig, BreakerMode, Window};
+use crate::resilience::bulkhead::BulkheadConfig;
+use crate::resilience::retry::RetryConfig;
+use crate::runtime::fs_guard::FilesystemSpec;
+use crate::runtime::net::{HttpSpec, NetPolicy, NetPolicyError};
 use crate::{Effect, ErrorClass, ToolName};
 
 /// The policy a tool is loaded under. Parse one with [`ToolPolicy::from_toml`]

@@ -2,7 +2,7 @@
 //! directory, memory cap. Everything not granted here is denied.
 //!
 //! It does not decide *what* to grant (that is [`crate::ToolPolicy`]) and it
-//! does not run the guest (that is [`crate::attempt`]).
+//! does not run the guest (that is [`crate::runtime::attempt`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,9 +22,9 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::MountMode;
-use crate::fs_guard::{FsGuard, FsRules, FsView};
-use crate::host_api::GuestServices;
-use crate::net::{self, NetPolicy};
+use crate::runtime::fs_guard::{FsGuard, FsRules, FsView};
+use crate::runtime::host_api::GuestServices;
+use crate::runtime::net::{self, NetPolicy};
 
 /// Guest path of the per-call scratch directory.
 pub(crate) const SCRATCH_GUEST_PATH: &str = "/scratch";
@@ -190,7 +190,7 @@ impl CallState {
         counters
     }
 
-    /// What the guarded `wasi:filesystem` bindings see ([`crate::fs_guard`]).
+    /// What the guarded `wasi:filesystem` bindings see ([`crate::runtime::fs_guard`]).
     pub(crate) fn fs_view(&mut self) -> FsView<'_> {
         FsView {
             fs: WasiFilesystemCtxView {

@@ -2,7 +2,7 @@
 //! interruption, and the ticker thread that advances epochs.
 //!
 //! It does not know about tools; per-call limits are applied to each `Store`
-//! in [`crate::attempt`].
+//! in [`crate::runtime::attempt`].
 
 use std::time::Duration;
 

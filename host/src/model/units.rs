@@ -152,6 +152,9 @@ pub(crate) fn micros<S: serde::Serializer>(
     s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
+/// The longest idempotency key, in bytes (keys are 1 to this many bytes).
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,8 +34,8 @@ use sha2::{Digest, Sha256};
 
 use std::time::Duration;
 
-use crate::limits::LimitsSpec;
-use crate::policy::{GrantedMount, check_overlaps};
+use crate::model::limits::LimitsSpec;
+use crate::policy::tool::{GrantedMount, check_overlaps};
 use crate::{
     Host, HostBuilder, LoadError, MountMode, ScheduleConfig, Tokens, ToolDescription, ToolName,
     ToolPolicy,
@@ -257,7 +257,7 @@ impl HostConfig {
                 .collect();
             let mut mine = Vec::new();
             for mount in &policy.mounts {
-                match crate::policy::resolve_mount(mount, &roots) {
+                match crate::policy::tool::resolve_mount(mount, &roots) {
                     Ok(path) => mine.push((path, mount.mode)),
                     Err(e) => push(at.clone(), e.to_string()),
                 }

@@ -5,7 +5,7 @@
 //! an attempt and record the attempt's [`Verdict`] on it. A permit dropped
 //! without a verdict (the caller gave up) releases its slot and records
 //! nothing. It does not decide what counts as a failure: the error-class
-//! table in [`crate::classify`] does.
+//! table in [`crate::resilience::classify`] does.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::clock::{Clock, Jitter};
+use crate::resilience::clock::{Clock, Jitter};
 
 /// How an operator has set a breaker.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,7 +157,10 @@ pub struct BreakerSnapshot {
     /// Failures in a row.
     pub consecutive_failures: u32,
     /// When open: time until probes are admitted.
-    #[serde(rename = "retry_after_ms", serialize_with = "crate::units::opt_millis")]
+    #[serde(
+        rename = "retry_after_ms",
+        serialize_with = "crate::model::units::opt_millis"
+    )]
     pub retry_after: Option<Duration>,
     /// Transitions into open so far.
     pub opened: u64,
@@ -615,7 +618,7 @@ impl Counts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::resilience::clock::ManualClock;
 
     const TIMEOUT: Duration = Duration::from_secs(1);
 

@@ -41,11 +41,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use crate::clock::WallClock;
-use crate::cron::{Cron, CronError};
-use crate::escalation::{EscalationReason, NewEscalation};
-use crate::journal::{JournalError, ScheduleTxn};
-use crate::task::{TaskError, TaskSpec, TaskState};
+use crate::orchestration::cron::{Cron, CronError};
+use crate::orchestration::escalation::{EscalationReason, NewEscalation};
+use crate::orchestration::task::{TaskError, TaskSpec, TaskState};
+use crate::resilience::clock::WallClock;
+use crate::store::journal::{JournalError, ScheduleTxn};
 use crate::{BudgetCap, CallRequest, CancellationToken, ErrorClass, Host, ScopeId, Tokens};
 
 /// Longest schedule name.
@@ -865,9 +865,9 @@ fn live_runners() -> LiveRunners {
 }
 
 /// Whether the runner named in a running slot is still up.
-fn runner_alive(journal: &crate::journal::Journal, running: &RunningSlot) -> bool {
+fn runner_alive(journal: &crate::store::journal::Journal, running: &RunningSlot) -> bool {
     let ours = match &running.owner {
-        Some(owner) => owner == crate::owner::me(),
+        Some(owner) => owner == crate::store::owner::me(),
         None => running.pid == std::process::id(),
     };
     if ours {
@@ -1217,7 +1217,7 @@ impl Runner {
         let runner = RunningSlot {
             slot: now,
             pid: std::process::id(),
-            owner: Some(crate::owner::me().to_owned()),
+            owner: Some(crate::store::owner::me().to_owned()),
             runner: self.id,
         };
         Ok(self

@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::journal::{Journal, JournalError};
+use crate::store::journal::{Journal, JournalError};
 
 /// Why a human is needed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

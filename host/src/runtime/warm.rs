@@ -16,9 +16,9 @@ use std::time::Instant;
 
 use wasmtime::Store;
 
-use crate::bindings::Tool;
-use crate::policy::WarmConfig;
-use crate::sandbox::{CallState, Sandbox};
+use crate::policy::tool::WarmConfig;
+use crate::runtime::bindings::Tool;
+use crate::runtime::sandbox::{CallState, Sandbox};
 
 /// An instance between calls.
 pub(crate) struct WarmInstance {

@@ -27,12 +27,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::budget::{BudgetCap, BudgetStatus, ScopeId};
-use crate::escalation::{
+use crate::orchestration::escalation::{
     Escalation, EscalationError, EscalationKey, EscalationReason, NewEscalation, Resolution,
     Resolved,
 };
-use crate::owner::Liveness;
-use crate::task::TaskRecord;
+use crate::orchestration::task::TaskRecord;
+use crate::store::owner::Liveness;
 use crate::{Effect, ErrorClass, Tokens, ToolError};
 
 /// Schema version this build writes and reads.
@@ -1443,7 +1443,7 @@ fn claim(
     let in_progress = KeyState::InProgress {
         lease_until_ms,
         owner_pid: std::process::id(),
-        owner: Some(crate::owner::me().to_owned()),
+        owner: Some(crate::store::owner::me().to_owned()),
     };
     let mut entry = match existing {
         None => JournalEntry {
@@ -1748,7 +1748,7 @@ fn reserve(
         scopes: capped.into_iter().map(|(s, _)| s).collect(),
         tokens,
         owner_pid: std::process::id(),
-        owner: Some(crate::owner::me().to_owned()),
+        owner: Some(crate::store::owner::me().to_owned()),
         tightest,
     };
     reservations

@@ -1,5 +1,5 @@
 //! The `cofferdam:tool/host` interface: what a guest may ask of the host
-//! (log, progress, remaining budget), linked by hand (see [`crate::bindings`]).
+//! (log, progress, remaining budget), linked by hand (see [`crate::runtime::bindings`]).
 //!
 //! Everything here is bounded: log records are capped in number and size, and
 //! the guest's strings are capped by the store's hostcall fuel.
@@ -11,8 +11,8 @@ use serde::Serialize;
 use wasmtime::StoreContextMut;
 use wasmtime::component::Linker;
 
-use crate::bindings::cofferdam::tool::types::Level;
-use crate::sandbox::CallState;
+use crate::runtime::bindings::cofferdam::tool::types::Level;
+use crate::runtime::sandbox::CallState;
 use crate::{Fuel, TokenPrice, ToolName};
 
 /// Longest log message kept, in bytes; longer ones are cut at a char boundary.

@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
-use crate::bindings::ToolPre;
-use crate::bindings::cofferdam::tool::types as wit;
-use crate::host_api::{GuestServices, LogRecord, ProgressSink};
-use crate::net::HttpStats;
-use crate::sandbox::{self, CallState, Grants, MemoryLimitHit};
-use crate::warm::{WarmInstance, WarmPool};
+use crate::runtime::bindings::ToolPre;
+use crate::runtime::bindings::cofferdam::tool::types as wit;
+use crate::runtime::host_api::{GuestServices, LogRecord, ProgressSink};
+use crate::runtime::net::HttpStats;
+use crate::runtime::sandbox::{self, CallState, Grants, MemoryLimitHit};
+use crate::runtime::warm::{WarmInstance, WarmPool};
 use crate::{CallError, Fuel, Limits, TokenPrice, ToolError, ToolName};
 
 /// Which export to call.

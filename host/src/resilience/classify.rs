@@ -3,7 +3,7 @@
 //! acted before it stopped. The host decides by this table alone, never by
 //! an error's message and never by asking a model.
 
-use crate::breaker::Verdict;
+use crate::resilience::breaker::Verdict;
 use crate::{Effect, ErrorClass};
 
 /// What the host does with an attempt that ended in a class.

@@ -1,11 +1,11 @@
 //! Retry policy: how many attempts, how long to back off between them, and a
 //! retry budget that stops retry storms. *Whether* an error is worth a retry
-//! is not decided here but by the error-class table in [`crate::classify`].
+//! is not decided here but by the error-class table in [`crate::resilience::classify`].
 
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::clock::Jitter;
+use crate::resilience::clock::Jitter;
 
 /// Retry settings. Defaults (DESIGN §6): 3 attempts including the first;
 /// exponential backoff from 200 ms doubling to at most 10 s, with full

@@ -53,8 +53,8 @@ use wasmtime_wasi::p2::{
     DynOutputStream, FsError, FsResult, OutputStream, Pollable, StreamError, StreamResult,
 };
 
-use crate::policy::{Mount, MountMode, PolicyError};
-use crate::sandbox::{CallState, SCRATCH_GUEST_PATH};
+use crate::policy::tool::{Mount, MountMode, PolicyError};
+use crate::runtime::sandbox::{CallState, SCRATCH_GUEST_PATH};
 
 /// Size limit of `/scratch` when `filesystem.scratch_max_bytes` is unset: 64 MiB.
 pub const DEFAULT_SCRATCH_MAX_BYTES: u64 = 64 << 20;

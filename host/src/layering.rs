@@ -1,0 +1,234 @@
+//! Keeps the folders of `host/src` a layered architecture: a module imports
+//! only from its own layer or layers below it (DESIGN §2), and no library
+//! file grows past ~800 lines. Modelled on rust-analyzer's tidy tests: it
+//! reads the sources as text, so it runs with the unit tests and names the
+//! file and the import at fault.
+//!
+//! The imports and sizes that break the rules today are listed below, as a
+//! ratchet: a new one fails the test, and so does a listed one that is gone
+//! (take it off the list). The list only shrinks.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// Layers from the bottom up; a file's layer is its folder (`host.rs` and
+/// `budget.rs` are the core, between the store and orchestration).
+const LAYERS: &[&str] = &[
+    "model",
+    "policy",
+    "resilience",
+    "runtime",
+    "store",
+    "core",
+    "orchestration",
+    "surfaces",
+    "bench",
+];
+
+/// Upward imports that exist today, as `(file, layer imported)`, each with
+/// what removes it (issue #16).
+const KNOWN_UPWARD: &[(&str, &str)] = &[
+    // The call pipeline reaches tasks, schedules and metrics: the handles
+    // move up (`Host` hands out a store, orchestration wraps it).
+    ("host.rs", "orchestration"),
+    ("host.rs", "surfaces"),
+    // `BuildError`/`LoadError`/`CallError` wrap errors of the layers above:
+    // each layer's error should live with it and be wrapped going up.
+    ("model/error.rs", "policy"),
+    ("model/error.rs", "resilience"),
+    ("model/error.rs", "store"),
+    // `HostConfig` builds and reloads a `Host` and checks schedule rules.
+    ("policy/config.rs", "core"),
+    ("policy/config.rs", "orchestration"),
+    // Policy specs `apply()` into the configs of breaker, bulkhead, HTTP and
+    // the filesystem guard: the specs should move down into `model`.
+    ("policy/tool.rs", "resilience"),
+    ("policy/tool.rs", "runtime"),
+    // The journal stores the record types of budgets, escalations, tasks and
+    // schedules: those records move into `model`, behind store traits.
+    ("store/journal.rs", "core"),
+    ("store/journal.rs", "orchestration"),
+];
+
+/// Library files over the size limit today.
+const KNOWN_LONG: &[&str] = &[
+    "bench.rs",
+    "host.rs",
+    "orchestration/schedule.rs",
+    "orchestration/task.rs",
+    "runtime/fs_guard.rs",
+    "store/journal.rs",
+];
+
+/// Lines a library file may have, tests excluded.
+const MAX_LINES: usize = 800;
+
+fn layer_of(file: &str) -> &'static str {
+    let first = file.split('/').next().unwrap_or(file);
+    let name = first.trim_end_matches(".rs");
+    LAYERS
+        .iter()
+        .find(|l| **l == name)
+        .copied()
+        .unwrap_or(match name {
+            "bench" => "bench",
+            _ => "core",
+        })
+}
+
+fn rank(layer: &str) -> usize {
+    LAYERS.iter().position(|l| *l == layer).unwrap_or(0)
+}
+
+fn sources(dir: &Path, base: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("source dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            sources(&path, base, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path.strip_prefix(base).expect("below src").to_owned());
+        }
+    }
+}
+
+/// The library's files (the binary's `main.rs`, `cli.rs`, `serve.rs` and
+/// this test are not layered).
+fn library_files() -> Vec<(String, String)> {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&base, &base, &mut files);
+    let mut out: Vec<(String, String)> = files
+        .into_iter()
+        .map(|p| p.to_string_lossy().replace('\\', "/"))
+        .filter(|p| {
+            !matches!(
+                p.as_str(),
+                "main.rs" | "cli.rs" | "serve.rs" | "lib.rs" | "layering.rs"
+            )
+        })
+        .map(|p| {
+            let text = std::fs::read_to_string(base.join(&p)).expect("readable source");
+            (p, text)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The text before `#[cfg(test)]`: what the library is made of.
+fn without_tests(text: &str) -> &str {
+    text.find("#[cfg(test)]").map_or(text, |at| &text[..at])
+}
+
+/// Which layer each name `lib.rs` re-exports comes from, so that
+/// `use crate::{CallError, …}` counts as an import of `model`.
+fn reexports() -> Vec<(String, &'static str)> {
+    let lib = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs"))
+        .expect("lib.rs");
+    let mut out = Vec::new();
+    for item in lib.split("pub use ").skip(1) {
+        let item = &item[..item.find(';').unwrap_or(item.len())];
+        let (path, names) = match item.find("::{") {
+            Some(at) => (&item[..at], &item[at + 3..]),
+            None => match item.rfind("::") {
+                Some(at) => (&item[..at], &item[at + 2..]),
+                None => continue,
+            },
+        };
+        let layer = layer_of(&format!("{}.rs", path.split("::").next().unwrap_or(path)));
+        if path.starts_with("jiff") || path.starts_with("tokio_util") {
+            continue;
+        }
+        for name in names.split(|c: char| c == ',' || c == '}' || c.is_whitespace()) {
+            if !name.is_empty() {
+                out.push((name.to_owned(), layer));
+            }
+        }
+    }
+    out
+}
+
+/// Every layer a file's code names through `crate::`.
+fn imported_layers(text: &str, reexported: &[(String, &'static str)]) -> BTreeSet<&'static str> {
+    let mut layers = BTreeSet::new();
+    // Code only: a doc link to a type above is not an import.
+    let code: String = without_tests(text)
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for (at, _) in code.match_indices("crate::") {
+        let rest = &code[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // `crate::{A, b::C}`: the root's re-exports, or a layer path.
+            let group = &group[..group.find('}').unwrap_or(group.len())];
+            for part in group.split(',') {
+                let part = part.trim();
+                let head = part.split("::").next().unwrap_or(part).trim();
+                if let Some((_, layer)) = reexported.iter().find(|(n, _)| n == head) {
+                    layers.insert(*layer);
+                } else if !head.is_empty() {
+                    layers.insert(layer_of(&format!("{head}.rs")));
+                }
+            }
+            continue;
+        }
+        let head: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        if let Some((_, layer)) = reexported.iter().find(|(n, _)| *n == head) {
+            layers.insert(*layer);
+        } else if !head.is_empty() {
+            layers.insert(layer_of(&format!("{head}.rs")));
+        }
+    }
+    layers
+}
+
+#[test]
+fn modules_import_only_their_own_layer_or_below() {
+    let reexported = reexports();
+    let mut found = BTreeSet::new();
+    for (file, text) in library_files() {
+        let own = layer_of(&file);
+        for layer in imported_layers(&text, &reexported) {
+            if rank(layer) > rank(own) {
+                found.insert((file.clone(), layer));
+            }
+        }
+    }
+    let known: BTreeSet<(String, &str)> = KNOWN_UPWARD
+        .iter()
+        .map(|(f, l)| ((*f).to_owned(), *l))
+        .collect();
+    let new: Vec<_> = found.difference(&known).collect();
+    let gone: Vec<_> = known.difference(&found).collect();
+    assert!(
+        new.is_empty(),
+        "imports from a layer above (file, layer it imports): {new:?}"
+    );
+    assert!(
+        gone.is_empty(),
+        "fixed, take them off KNOWN_UPWARD: {gone:?}"
+    );
+}
+
+#[test]
+fn library_files_stay_short() {
+    let mut long = BTreeSet::new();
+    for (file, text) in library_files() {
+        let lines = without_tests(&text).lines().count();
+        if lines > MAX_LINES {
+            long.insert(file);
+        }
+    }
+    let known: BTreeSet<String> = KNOWN_LONG.iter().map(|f| (*f).to_owned()).collect();
+    let new: Vec<_> = long.difference(&known).collect();
+    let gone: Vec<_> = known.difference(&long).collect();
+    assert!(new.is_empty(), "files over {MAX_LINES} lines: {new:?}");
+    assert!(
+        gone.is_empty(),
+        "now short, take them off KNOWN_LONG: {gone:?}"
+    );
+}

@@ -1,0 +1,6 @@
+//! Work made of calls: durable tasks with compensation, cron and schedules, escalations.
+
+pub(crate) mod cron;
+pub(crate) mod escalation;
+pub(crate) mod schedule;
+pub(crate) mod task;
