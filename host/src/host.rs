@@ -1709,7 +1709,6 @@ const REAP_EVERY: Duration = Duration::from_secs(3600);
 /// How often a call waiting on a budget held by another process looks again.
 const BUDGET_POLL: Duration = Duration::from_millis(50);
 
-/// SHA-256 over the tool's digest and the canonical input (keys sorted).
 /// Runs `work` unless `cancel` fires first (`None` then).
 async fn until_cancelled<T>(
     cancel: Option<&CancellationToken>,
@@ -1745,14 +1744,9 @@ fn fingerprint(digest: &str, input: &str) -> Fingerprint {
     let canonical = serde_json::from_str::<serde_json::Value>(input)
         .map(|v| v.to_string())
         .unwrap_or_else(|_| input.to_owned());
-    let current = format!("v2:{}", hex::encode(Sha256::digest(canonical.as_bytes())));
-    let mut hasher = Sha256::new();
-    hasher.update(digest.as_bytes());
-    hasher.update([0]);
-    hasher.update(canonical.as_bytes());
     Fingerprint {
-        current,
-        legacy: hex::encode(hasher.finalize()),
+        current: format!("v2:{}", hex::encode(Sha256::digest(canonical.as_bytes()))),
+        legacy: Some((digest.to_owned(), canonical)),
     }
 }
 

@@ -50,9 +50,14 @@ pub(crate) struct ResolvedMount {
 /// pin.
 #[derive(Debug)]
 pub(crate) struct PinnedDir {
+    /// Held open for the tool's lifetime: `via_procfs` names this handle.
+    #[expect(dead_code, reason = "kept open, read through /proc/self/fd")]
     fd: rustix::fd::OwnedFd,
     /// `(st_dev, st_ino)` at load.
     identity: (u64, u64),
+    /// `/proc/self/fd/N` for the handle, checked once at load to name the
+    /// pinned directory; `None` without procfs.
+    via_procfs: Option<PathBuf>,
 }
 
 impl PinnedDir {
@@ -79,7 +84,12 @@ impl PinnedDir {
         #[cfg(not(target_os = "linux"))]
         let fd = rustix::fs::openat(rustix::fs::CWD, canonical, flags, Mode::empty())?;
         let identity = identity_of(&fd)?;
-        Ok(Self { fd, identity })
+        let via_procfs = procfs_path(&fd, identity);
+        Ok(Self {
+            fd,
+            identity,
+            via_procfs,
+        })
     }
 
     /// Whether `path`, opened now without following symlinks, is still the
@@ -88,20 +98,15 @@ impl PinnedDir {
         Self::open(path).is_ok_and(|now| now.identity == self.identity)
     }
 
-    /// The path a preopen is made from.
-    fn preopen_path(&self, host: &Path) -> std::io::Result<PathBuf> {
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            let _ = host;
-            let path = PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()));
-            if path.exists() {
-                return Ok(path);
-            }
+    /// The path a preopen is made from: no system call on the hot path
+    /// when procfs names the handle.
+    fn preopen_path<'a>(&'a self, host: &'a Path) -> std::io::Result<&'a Path> {
+        if let Some(path) = &self.via_procfs {
+            return Ok(path);
         }
         // No procfs: reopen by path and refuse anything but the pinned inode.
         if self.still_at(host) {
-            Ok(host.to_owned())
+            Ok(host)
         } else {
             Err(std::io::Error::other(format!(
                 "mount `{}` is no longer the directory checked at load",
@@ -109,6 +114,15 @@ impl PinnedDir {
             )))
         }
     }
+}
+
+/// `/proc/self/fd/N` for `fd`, if it opens the directory `identity` names.
+fn procfs_path(fd: &rustix::fd::OwnedFd, identity: (u64, u64)) -> Option<PathBuf> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    let meta = std::fs::metadata(&path).ok()?;
+    (cfg!(target_os = "linux") && (meta.dev(), meta.ino()) == identity).then_some(path)
 }
 
 fn identity_of(fd: &rustix::fd::OwnedFd) -> std::io::Result<(u64, u64)> {
@@ -239,7 +253,7 @@ pub(crate) fn prepare(
             MountMode::ReadWrite => FsPerms::ReadWrite,
         };
         let path = mount.pin.preopen_path(&mount.host)?;
-        wasi.preopened_dir(&path, &mount.guest, perms)
+        wasi.preopened_dir(path, &mount.guest, perms)
             .map_err(std::io::Error::other)?;
     }
     let scratch = if grants.scratch {

@@ -335,15 +335,29 @@ impl BudgetRecord {
 pub(crate) struct Fingerprint {
     /// SHA-256 of the canonical input, as stored in new records (`v2:…`).
     pub current: String,
-    /// The fingerprint records written before `v2` carry (tool digest mixed
-    /// in), so keys claimed by an older binary still match their input.
-    pub legacy: String,
+    /// The tool digest and canonical input, to recompute the fingerprint that
+    /// records written before `v2` carry (digest mixed in) — only when such
+    /// a record is met, so a keyed call hashes its input once.
+    pub legacy: Option<(String, String)>,
 }
 
 impl Fingerprint {
     /// Whether a stored fingerprint is this input's.
     pub(crate) fn matches(&self, stored: &str) -> bool {
-        stored == self.current || stored == self.legacy
+        if stored == self.current {
+            return true;
+        }
+        if stored.starts_with("v2:") {
+            return false;
+        }
+        self.legacy.as_ref().is_some_and(|(digest, canonical)| {
+            use sha2::Digest as _;
+            let mut hasher = sha2::Sha256::new();
+            hasher.update(digest.as_bytes());
+            hasher.update([0]);
+            hasher.update(canonical.as_bytes());
+            hex::encode(hasher.finalize()) == stored
+        })
     }
 }
 
@@ -351,7 +365,7 @@ impl From<&str> for Fingerprint {
     fn from(text: &str) -> Self {
         Self {
             current: text.to_owned(),
-            legacy: text.to_owned(),
+            legacy: None,
         }
     }
 }
@@ -2211,6 +2225,20 @@ mod tests {
             (status.spent, status.reserved, status.left),
             (Tokens(40), Tokens(0), Tokens(60))
         );
+    }
+
+    #[test]
+    fn a_fingerprint_matches_records_written_before_v2() {
+        use sha2::Digest as _;
+        let fingerprint = Fingerprint {
+            current: "v2:abc".into(),
+            legacy: Some(("d1".into(), r#"{"a":1}"#.into())),
+        };
+        let legacy = hex::encode(sha2::Sha256::digest(b"d1\0{\"a\":1}"));
+        assert!(fingerprint.matches("v2:abc"));
+        assert!(fingerprint.matches(&legacy));
+        assert!(!fingerprint.matches("v2:other"));
+        assert!(!fingerprint.matches(&hex::encode(sha2::Sha256::digest(b"d2\0{}"))));
     }
 
     #[test]

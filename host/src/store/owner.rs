@@ -1,23 +1,21 @@
 //! Who holds a lease: a process identity that outlives PID reuse.
 //!
-//! Each process that opens a data directory takes an exclusive `flock` on
-//! `<data>/owners/<id>.lock`, where `id` is random per process, and holds it
+//! Each process that opens a data directory takes an exclusive file lock
+//! (`File::try_lock`, `flock` on Linux) on `<data>/owners/<id>.lock`, where `id` is random per process, and holds it
 //! until it exits: the kernel releases the lock when the process dies, however
 //! it dies. Records that a process owns (idempotency claims, budget
 //! reservations, running schedule slots) carry its id, and another process
 //! asks "is that owner alive?" by trying the same lock. Unlike a PID check,
 //! a reused PID (a container restart, a busy host) never looks like the dead
-//! owner, and it works on every OS with `flock`.
+//! owner, and it works on every OS with file locks.
 //!
 //! It does not do leases with expiry across machines: a shared PostgreSQL
-//! store needs heartbeats, since `flock` only speaks for one file system.
+//! store needs heartbeats, since a file lock only speaks for one file system.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock, PoisonError};
-
-use rustix::fs::{FlockOperation, flock};
 
 /// This process's owner id: 32 hex digits, random.
 pub(crate) fn me() -> &'static str {
@@ -91,7 +89,7 @@ fn lock_own_file(dir: &Path) -> std::io::Result<File> {
             .truncate(false)
             .write(true)
             .open(&path)?;
-        flock(&file, FlockOperation::NonBlockingLockExclusive)?;
+        file.try_lock().map_err(std::io::Error::from)?;
         let locked = file.metadata()?;
         match std::fs::metadata(&path) {
             Ok(now) if now.ino() == locked.ino() && now.dev() == locked.dev() => return Ok(file),
@@ -113,13 +111,13 @@ fn lock_held(dir: &Path, owner: &str) -> bool {
     let Ok(file) = File::open(dir.join(format!("{owner}.lock"))) else {
         return false;
     };
-    match flock(&file, FlockOperation::NonBlockingLockShared) {
+    match file.try_lock_shared() {
         // Nobody holds it: its owner is gone.
         Ok(()) => false,
-        Err(rustix::io::Errno::WOULDBLOCK) => true,
+        Err(TryLockError::WouldBlock) => true,
         // Cannot tell: assume alive, so nothing is reclaimed from under a
         // live owner (an expired lease still ends its hold).
-        Err(_) => true,
+        Err(TryLockError::Error(_)) => true,
     }
 }
 
@@ -170,7 +168,7 @@ mod tests {
         let other = "feedfacefeedfacefeedfacefeedface";
         let path = dir.path().join("owners").join(format!("{other}.lock"));
         let file = File::create(&path).expect("lock file");
-        flock(&file, FlockOperation::NonBlockingLockExclusive).expect("lock");
+        file.try_lock().expect("lock");
         // A lock held through another open file description (as another
         // process would) makes the owner alive.
         assert!(live.alive(Some(other), 0));
