@@ -65,29 +65,33 @@ mod runtime;
 mod store;
 mod surfaces;
 
-pub use budget::{BudgetCap, BudgetError, BudgetStatus, Budgets, InvalidScope, ScopeId};
+pub use budget::{BudgetError, Budgets};
 pub use host::{
     CallOutcome, CallRequest, FallbackUsed, Host, HostBuilder, ToolDescription, ToolStats,
 };
 pub use jiff::{Timestamp, ZonedDateTime};
-pub use model::error::{BuildError, CallError, ErrorClass, LoadError, ToolError};
+pub use model::budget::{BudgetCap, BudgetStatus, InvalidScope, ScopeId};
+pub use model::error::{BuildError, CallError, ErrorClass, JournalError, LoadError, ToolError};
+pub use model::escalation::{
+    Escalation, EscalationError, EscalationKey, EscalationReason, NewEscalation, Resolution,
+    Resolved,
+};
+pub use model::journal::{AttemptRecord, HistoryQuery, JournalEntry, KeyState, StoredOutcome};
 pub use model::limits::{Limits, LimitsSpec};
+pub use model::schedule::{
+    CatchUp, NextRun, RunStatus, RunningSlot, Schedule, ScheduleConfig, ScheduleRun, ScheduleSpec,
+    ScheduleStatus, ScheduleTarget,
+};
+pub use model::task::{
+    CompensationSpec, StepRecord, StepSpec, StepStatus, TaskRecord, TaskSpec, TaskState,
+};
 pub use model::units::{
     Effect, Fuel, InvalidToolName, MAX_IDEMPOTENCY_KEY_LEN, TokenPrice, Tokens, ToolName,
 };
 pub use orchestration::cron::{Cron, CronError, CronField};
-pub use orchestration::escalation::{
-    Escalation, EscalationError, EscalationKey, EscalationReason, Escalations, NewEscalation,
-    Resolution, Resolved,
-};
-pub use orchestration::schedule::{
-    CatchUp, NextRun, Reconciled, RunStatus, Runner, RunningSlot, Schedule, ScheduleConfig,
-    ScheduleError, ScheduleRun, ScheduleSpec, ScheduleStatus, ScheduleTarget, Schedules, Tick,
-};
-pub use orchestration::task::{
-    CompensationSpec, StepRecord, StepSpec, StepStatus, TaskError, TaskRecord, TaskSpec, TaskState,
-    Tasks,
-};
+pub use orchestration::escalation::Escalations;
+pub use orchestration::schedule::{Reconciled, Runner, ScheduleError, Schedules, Tick};
+pub use orchestration::task::{TaskError, Tasks};
 pub use policy::config::{ConfigError, ConfigProblem, HostConfig, ReloadReport, ScheduleTable};
 pub use policy::tool::{
     BreakerSpec, BudgetSpec, DEFAULT_FALLBACK_ON, Mount, MountMode, PolicyError, PoolSpec,
@@ -104,8 +108,5 @@ pub use runtime::fs_guard::{DEFAULT_SCRATCH_MAX_BYTES, FilesystemSpec, SymlinkPo
 pub use runtime::host_api::{LogLevel, LogRecord, Progress, ProgressSink};
 pub use runtime::net::{HttpSpec, HttpStats, NetPolicyError};
 pub use runtime::warm::WarmStats;
-pub use store::journal::{
-    AttemptRecord, HistoryQuery, JournalEntry, JournalError, KeyState, StoredOutcome,
-};
 pub use surfaces::mcp::{HttpAccess, McpServer, ServeError};
 pub use tokio_util::sync::CancellationToken;

@@ -617,3 +617,48 @@ impl CallError {
         self.last_attempt_error().class()
     }
 }
+
+/// The journal could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// The file could not be opened: unreadable, corrupt, or locked in an
+    /// incompatible way. It is left as it is.
+    #[error("cannot open journal {path}: {message}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What redb said.
+        message: String,
+    },
+    /// The file was written by a newer cofferdam.
+    #[error(
+        "journal {path} has schema version {found}, newer than the {supported} this build reads; upgrade cofferdam"
+    )]
+    NewerVersion {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: u64,
+        /// The version this build supports.
+        supported: u64,
+    },
+    /// A read or write failed.
+    #[error("journal storage failed: {0}")]
+    Storage(String),
+    /// A stored record could not be decoded.
+    #[error("journal record `{key}` is unreadable: {message}")]
+    BadRecord {
+        /// The record's key.
+        key: String,
+        /// Why.
+        message: String,
+    },
+    /// The writer thread is gone (the host is shutting down).
+    #[error("journal writer has stopped")]
+    Stopped,
+}
+
+pub(crate) fn storage(e: impl std::fmt::Display) -> JournalError {
+    JournalError::Storage(e.to_string())
+}

@@ -1,5 +1,10 @@
 //! Units, errors and limits: the vocabulary every layer above speaks. Imports nothing above it.
 
+pub(crate) mod budget;
 pub(crate) mod error;
+pub(crate) mod escalation;
+pub(crate) mod journal;
 pub(crate) mod limits;
+pub(crate) mod schedule;
+pub(crate) mod task;
 pub(crate) mod units;

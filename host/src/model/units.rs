@@ -1,6 +1,7 @@
 //! Newtypes for names and units, so a fuel count cannot be passed as tokens.
 
 use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -154,6 +155,13 @@ pub(crate) fn micros<S: serde::Serializer>(
 
 /// The longest idempotency key, in bytes (keys are 1 to this many bytes).
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// Milliseconds since the Unix epoch, the journal's timestamps.
+pub(crate) fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 #[cfg(test)]
 mod tests {

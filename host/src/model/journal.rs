@@ -1,0 +1,253 @@
+//! Idempotency records, attempt records and budget reservations: what the
+//! journal stores about calls.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::error::{ErrorClass, ToolError};
+use crate::model::escalation::EscalationKey;
+use crate::model::units::{Effect, Tokens};
+
+/// Where a keyed call stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum KeyState {
+    /// An attempt holds the key until `lease_until_ms` (Unix ms).
+    InProgress {
+        /// When the lease lapses.
+        lease_until_ms: u64,
+        /// Process that holds it.
+        owner_pid: u32,
+        /// Owner id of that process (see `owner.rs`); absent in records
+        /// written before owners had ids.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
+    },
+    /// Finished; the stored outcome is replayed to later callers.
+    Completed {
+        /// What the call produced.
+        outcome: StoredOutcome,
+    },
+    /// A side-effecting call was interrupted: it may or may not have acted.
+    /// Never re-run automatically; a human or the embedder decides.
+    Unknown {
+        /// What happened.
+        reason: String,
+    },
+}
+
+/// A finished call's outcome, as replayed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum StoredOutcome {
+    /// The call succeeded with this JSON output.
+    Output {
+        /// The output.
+        output: String,
+        /// Tokens it was charged.
+        tokens: Tokens,
+    },
+    /// The call ended in a terminal error (Stripe-style, errors are stored too).
+    Error {
+        /// Its class.
+        class: ErrorClass,
+        /// Its message.
+        message: String,
+        /// The tool's own error, when the tool reported it.
+        tool_error: Option<ToolError>,
+    },
+}
+
+/// One idempotency record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// Record encoding version.
+    pub v: u32,
+    /// Scope the key lives in (tenant, else agent, else empty).
+    pub scope: String,
+    /// The tool.
+    pub tool: String,
+    /// The caller's idempotency key.
+    pub key: String,
+    /// SHA-256 of the tool digest and the canonical input.
+    pub fingerprint: String,
+    /// The tool's effect class when claimed.
+    pub effect: Effect,
+    /// Attempts that claimed the key.
+    pub claims: u32,
+    /// Where it stands.
+    #[serde(flatten)]
+    pub state: KeyState,
+    /// When first claimed (Unix ms).
+    pub created_ms: u64,
+    /// When last changed (Unix ms).
+    pub updated_ms: u64,
+}
+
+/// What claiming a key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// The caller holds the key and must run the call.
+    Claimed,
+    /// Completed before: replay this.
+    Replay(StoredOutcome),
+    /// Same key, different input.
+    Mismatch,
+    /// Another attempt holds the key.
+    InProgress { retry_after: Duration },
+    /// An earlier side-effecting attempt was interrupted.
+    Unknown { reason: String },
+}
+
+/// One attempt, as the audit history keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// Record encoding version.
+    pub v: u32,
+    /// The tool.
+    pub tool: String,
+    /// SHA-256 of its component.
+    pub digest: String,
+    /// The call.
+    pub call_id: String,
+    /// The task, if any.
+    pub task: Option<String>,
+    /// The agent, if any.
+    pub agent: Option<String>,
+    /// The tenant, if any.
+    pub tenant: Option<String>,
+    /// Attempt number (0 for a replay, which runs nothing).
+    pub attempt: u32,
+    /// Start, Unix ms.
+    pub started_ms: u64,
+    /// End, Unix ms.
+    pub ended_ms: u64,
+    /// `ok`, or the error class.
+    pub status: String,
+    /// Fuel used.
+    pub fuel: u64,
+    /// Tokens charged.
+    pub tokens: u64,
+    /// The error message, if it failed.
+    pub error: Option<String>,
+    /// Whether this was a replay from the journal.
+    pub replayed: bool,
+    /// Outbound HTTP requests that reached an upstream.
+    #[serde(default)]
+    pub http_requests: u32,
+    /// Outbound HTTP bytes received (response bodies).
+    #[serde(default)]
+    pub http_bytes_in: u64,
+    /// Outbound HTTP bytes sent (request bodies).
+    #[serde(default)]
+    pub http_bytes_out: u64,
+}
+
+/// Which attempts [`crate::Host::history`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Only this tool.
+    pub tool: Option<String>,
+    /// Only this task.
+    pub task: Option<String>,
+    /// Only this agent.
+    pub agent: Option<String>,
+    /// Started at or after (Unix ms).
+    pub since_ms: Option<u64>,
+    /// Started before (Unix ms).
+    pub until_ms: Option<u64>,
+    /// At most this many, newest first (default 100).
+    pub limit: Option<usize>,
+}
+
+/// A budget reservation: tokens set aside in every capped scope of a call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Reservation {
+    pub id: u64,
+    pub scopes: Vec<String>,
+    pub tokens: u64,
+    pub owner_pid: u32,
+    /// Owner id of the reserving process; absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// The scope with the least left when reserved.
+    pub tightest: String,
+}
+
+/// What a reservation request got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reserved {
+    /// No scope of the call has a cap: nothing to reserve.
+    Unlimited,
+    /// Granted `tokens` (at most what was asked).
+    Granted(Reservation),
+    /// The tightest scope has nothing left.
+    Exhausted { scope: String, left: u64 },
+    /// Asked for the whole amount: a scope has less left than asked, but
+    /// other calls hold reservations in it that may come back when they
+    /// settle. Nothing was reserved.
+    Held { scope: String, left: u64 },
+}
+
+/// The scope, tool and key of an idempotency record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct JournalKey {
+    pub scope: String,
+    pub tool: String,
+    pub key: String,
+}
+
+impl JournalKey {
+    pub(crate) fn escalation_key(&self) -> EscalationKey {
+        EscalationKey {
+            scope: self.scope.clone(),
+            tool: self.tool.clone(),
+            key: self.key.clone(),
+        }
+    }
+
+    pub(crate) fn encode(&self) -> String {
+        format!("{}\u{1f}{}\u{1f}{}", self.scope, self.tool, self.key)
+    }
+}
+
+/// What a keyed call's input is, as the journal compares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fingerprint {
+    /// SHA-256 of the canonical input, as stored in new records (`v2:…`).
+    pub current: String,
+    /// The tool digest and canonical input, to recompute the fingerprint that
+    /// records written before `v2` carry (digest mixed in) — only when such
+    /// a record is met, so a keyed call hashes its input once.
+    pub legacy: Option<(String, String)>,
+}
+
+impl Fingerprint {
+    /// Whether a stored fingerprint is this input's.
+    pub(crate) fn matches(&self, stored: &str) -> bool {
+        if stored == self.current {
+            return true;
+        }
+        if stored.starts_with("v2:") {
+            return false;
+        }
+        self.legacy.as_ref().is_some_and(|(digest, canonical)| {
+            use sha2::Digest as _;
+            let mut hasher = sha2::Sha256::new();
+            hasher.update(digest.as_bytes());
+            hasher.update([0]);
+            hasher.update(canonical.as_bytes());
+            hex::encode(hasher.finalize()) == stored
+        })
+    }
+}
+
+impl From<&str> for Fingerprint {
+    fn from(text: &str) -> Self {
+        Self {
+            current: text.to_owned(),
+            legacy: None,
+        }
+    }
+}
