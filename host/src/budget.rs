@@ -1,6 +1,6 @@
 //! Token budgets (DESIGN §5): scopes call ⊂ task ⊂ agent ⊂ tenant, each with
 //! a hard cap and a soft threshold. This module holds the types and the
-//! [`Budgets`] handle; the ledger itself is stored by [`crate::store::journal`].
+//! [`Budgets`] handle; the ledger itself is stored behind [`crate::store::BudgetLedger`].
 //!
 //! A call reserves, before each attempt, what the tightest capped scope can
 //! pay for; the store gets exactly that much fuel; afterwards the actual
@@ -10,7 +10,10 @@
 
 use crate::Tokens;
 pub use crate::model::budget::{BudgetCap, BudgetStatus, ScopeId};
-use crate::store::journal::{Journal, JournalError};
+use std::sync::Arc;
+
+use crate::model::error::JournalError;
+use crate::store::Store;
 
 /// Reading or changing budgets failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,18 +31,18 @@ pub enum BudgetError {
 /// balances. Get it from [`crate::Host::budgets`].
 #[derive(Clone)]
 pub struct Budgets {
-    pub(crate) journal: Journal,
+    pub(crate) store: Arc<dyn Store>,
 }
 
 impl Budgets {
     /// Sets a scope's cap (keeping what it has spent).
     pub async fn set_cap(&self, scope: &ScopeId, cap: BudgetCap) -> Result<(), BudgetError> {
-        Ok(self.journal.set_cap(scope.clone(), Some(cap)).await?)
+        Ok(self.store.set_cap(scope.clone(), Some(cap)).await?)
     }
 
     /// Removes a scope's cap and its balance.
     pub async fn remove(&self, scope: &ScopeId) -> Result<(), BudgetError> {
-        Ok(self.journal.set_cap(scope.clone(), None).await?)
+        Ok(self.store.set_cap(scope.clone(), None).await?)
     }
 
     /// Charges tokens spent elsewhere (LLM calls, say) to a capped scope, so
@@ -49,7 +52,7 @@ impl Budgets {
         scope: &ScopeId,
         tokens: Tokens,
     ) -> Result<BudgetStatus, BudgetError> {
-        self.journal
+        self.store
             .charge(scope.clone(), tokens.0)
             .await?
             .ok_or_else(|| BudgetError::NoCap(scope.to_string()))
@@ -57,7 +60,7 @@ impl Budgets {
 
     /// Every capped scope's balance.
     pub fn list(&self) -> Result<Vec<BudgetStatus>, BudgetError> {
-        Ok(self.journal.budgets()?)
+        Ok(self.store.budgets()?)
     }
 
     /// One scope's balance, if it has a cap.

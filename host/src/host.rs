@@ -16,6 +16,12 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
 use crate::budget::{Budgets, ScopeId};
+use crate::model::error::JournalError;
+use crate::model::journal::{
+    AttemptRecord, Claim, Fingerprint, HistoryQuery, JournalEntry, JournalKey, Reservation,
+    Reserved, StoredOutcome, totals,
+};
+use crate::model::units::unix_millis;
 use crate::orchestration::escalation::{EscalationReason, Escalations, NewEscalation};
 use crate::orchestration::schedule::{ScheduleConfig, Schedules};
 use crate::orchestration::task::Tasks;
@@ -35,10 +41,8 @@ use crate::runtime::host_api::{self, LogRecord, ProgressSink};
 use crate::runtime::net::{HttpStats, NetPolicy};
 use crate::runtime::sandbox::{CallState, Grants, PinnedDir, ResolvedMount, ScratchRoot};
 use crate::runtime::warm::{WarmPool, WarmStats};
-use crate::store::journal::{
-    AttemptRecord, BudgetStore, Claim, Fingerprint, HistoryQuery, Journal, JournalEntry,
-    JournalError, JournalKey, JournalStore, Reservation, Reserved, StoredOutcome, unix_millis,
-};
+use crate::store::Store;
+use crate::store::journal::Journal;
 use crate::surfaces::metrics::{Metrics, ToolMetrics};
 use crate::{
     BreakerMode, BreakerSnapshot, BreakerState, BuildError, CallError, Effect, ErrorClass, Fuel,
@@ -245,11 +249,10 @@ impl HostBuilder {
             .clone()
             .or_else(|| self.data_dir.as_ref().map(|d| d.join("artifacts")));
         let cache = ComponentCache::new(&engine, artifact_dir);
-        let journal = match &self.data_dir {
-            Some(dir) => Journal::open(&dir.join("journal.redb"), self.group_commit),
-            None => Journal::in_memory(),
-        }
-        .map_err(BuildError::Journal)?;
+        let store: Arc<dyn Store> = match &self.data_dir {
+            Some(dir) => Arc::new(Journal::open(&dir.join("journal.redb"), self.group_commit)?),
+            None => Arc::new(Journal::in_memory()?),
+        };
         let scratch =
             ScratchRoot::open(self.data_dir.as_deref()).map_err(|source| BuildError::DataDir {
                 path: self.data_dir.clone().unwrap_or_else(std::env::temp_dir),
@@ -277,7 +280,7 @@ impl HostBuilder {
                     Some(seed) => Jitter::seeded(seed),
                     None => Jitter::from_entropy(),
                 }),
-                journal,
+                store,
                 budget_settled: tokio::sync::Notify::new(),
                 retention: self.retention,
                 last_reap_ms: AtomicU64::new(0),
@@ -328,7 +331,8 @@ struct Inner {
     max_instances: u32,
     clock: Arc<dyn Clock>,
     jitter: Arc<Jitter>,
-    journal: Journal,
+    /// Durable state: idempotency, budgets, audit, escalations, tasks, schedules.
+    store: Arc<dyn Store>,
     /// Woken whenever this process settles a reservation, for calls waiting
     /// on a budget that other calls hold.
     budget_settled: tokio::sync::Notify,
@@ -991,7 +995,7 @@ impl Host {
             tool: name.to_string(),
             key: key_text.clone(),
         };
-        let journal = &self.inner.journal;
+        let journal = &self.inner.store;
         let fingerprint = fingerprint(&tool.description.digest, &request.input);
         let lease = tool.retry.total_timeout + LEASE_MARGIN;
         let journal_error = |e: JournalError| CallError::Journal {
@@ -1107,7 +1111,7 @@ impl Host {
             StoredOutcome::Output { .. } => "ok".to_owned(),
             StoredOutcome::Error { class, .. } => class.as_str().to_owned(),
         };
-        self.inner.journal.audit(AttemptRecord {
+        self.inner.store.audit(AttemptRecord {
             v: 1,
             tool: name.to_string(),
             digest: tool.description.digest.clone(),
@@ -1353,7 +1357,7 @@ impl Host {
                 (extra, charged.saturating_sub(first_part)),
             ] {
                 if let Some(reservation) = reservation {
-                    let settled = inner.journal.settle(reservation, actual).await;
+                    let settled = inner.store.settle(reservation, actual).await;
                     inner.budget_settled.notify_waiters();
                     if let Err(e) = settled {
                         return Err(CallError::Journal {
@@ -1363,7 +1367,7 @@ impl Host {
                     }
                 }
             }
-            inner.journal.audit(AttemptRecord {
+            inner.store.audit(AttemptRecord {
                 v: 1,
                 tool: name.to_string(),
                 digest: tool.description.digest.clone(),
@@ -1485,7 +1489,7 @@ impl Host {
         wait_until: std::time::Instant,
         cancel: Option<&CancellationToken>,
     ) -> Result<Option<Reservation>, CallError> {
-        let journal = &self.inner.journal;
+        let journal = &self.inner.store;
         loop {
             // Listen before looking, so a settlement in between is not missed.
             let settled = self.inner.budget_settled.notified();
@@ -1493,9 +1497,9 @@ impl Host {
             settled.as_mut().enable();
             let whole = std::time::Instant::now() < wait_until;
             let answer = if whole {
-                journal.reserve_whole(scopes.to_vec(), asked).await
+                journal.reserve(scopes.to_vec(), asked, true).await
             } else {
-                journal.reserve(scopes.to_vec(), asked).await
+                journal.reserve(scopes.to_vec(), asked, false).await
             };
             match answer {
                 Ok(Reserved::Unlimited) => return Ok(None),
@@ -1532,8 +1536,8 @@ impl Host {
     /// Reserves exactly `tokens` more (an output's cost past its grant), or
     /// nothing.
     async fn reserve_exactly(&self, scopes: &[ScopeId], tokens: u64) -> Option<Reservation> {
-        let journal = &self.inner.journal;
-        match journal.reserve(scopes.to_vec(), tokens).await {
+        let journal = &self.inner.store;
+        match journal.reserve(scopes.to_vec(), tokens, false).await {
             Ok(Reserved::Granted(r)) if r.tokens == tokens => Some(r),
             Ok(Reserved::Granted(part)) => {
                 let _ = journal.settle(part, 0).await;
@@ -1557,7 +1561,7 @@ impl Host {
             .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
         {
-            let journal = self.inner.journal.clone();
+            let journal = self.inner.store.clone();
             let before = now.saturating_sub(self.inner.retention.as_millis() as u64);
             tokio::spawn(async move {
                 match journal.reap(before).await {
@@ -1579,14 +1583,14 @@ impl Host {
         }
     }
 
-    pub(crate) fn journal(&self) -> &Journal {
-        &self.inner.journal
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
     }
 
     /// The escalation queue: what needs a human, and their resolutions.
     pub fn escalations(&self) -> Escalations {
         Escalations {
-            journal: self.inner.journal.clone(),
+            store: self.inner.store.clone(),
         }
     }
 
@@ -1603,7 +1607,7 @@ impl Host {
     /// The budget ledger: caps, outside charges, balances.
     pub fn budgets(&self) -> Budgets {
         Budgets {
-            journal: self.inner.journal.clone(),
+            store: self.inner.store.clone(),
         }
     }
 
@@ -1621,23 +1625,23 @@ impl Host {
 
     /// Attempts from the audit history, newest first.
     pub fn history(&self, query: &HistoryQuery) -> Result<Vec<AttemptRecord>, JournalError> {
-        self.inner.journal.history(query)
+        self.inner.store.history(query)
     }
 
     /// Tokens charged per scope over the attempts `query` selects.
     pub fn totals(&self, query: &HistoryQuery) -> Result<BTreeMap<String, u64>, JournalError> {
-        Ok(crate::store::journal::totals(&self.history(query)?))
+        Ok(totals(&self.history(query)?))
     }
 
     /// The idempotency records.
     pub fn journal_entries(&self) -> Result<Vec<JournalEntry>, JournalError> {
-        self.inner.journal.entries()
+        self.inner.store.entries()
     }
 
     /// Deletes finished idempotency records older than `age`; returns how many.
     pub async fn reap_journal(&self, age: Duration) -> Result<usize, JournalError> {
         let before = unix_millis().saturating_sub(age.as_millis() as u64);
-        self.inner.journal.reap(before).await
+        self.inner.store.reap(before).await
     }
 
     /// Counters and breaker state of one tool.

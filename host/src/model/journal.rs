@@ -1,6 +1,7 @@
 //! Idempotency records, attempt records and budget reservations: what the
 //! journal stores about calls.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -250,4 +251,22 @@ impl From<&str> for Fingerprint {
             legacy: None,
         }
     }
+}
+
+/// The scopes of a call, keyed by kind, for reports.
+pub(crate) fn totals(records: &[AttemptRecord]) -> BTreeMap<String, u64> {
+    let mut totals = BTreeMap::new();
+    for r in records {
+        for scope in [
+            r.tenant.as_ref().map(|t| format!("tenant:{t}")),
+            r.agent.as_ref().map(|a| format!("agent:{a}")),
+            r.task.as_ref().map(|t| format!("task:{t}")),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *totals.entry(scope).or_insert(0) += r.tokens;
+        }
+    }
+    totals
 }

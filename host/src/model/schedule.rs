@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::error::ErrorClass;
+use crate::model::escalation::{EscalationReason, NewEscalation};
 use crate::model::task::TaskSpec;
 use crate::model::units::Tokens;
 
@@ -333,4 +334,229 @@ pub struct ScheduleRun {
 /// The task id (and budget scope) of a run: `PREFIX-YYYYMMDDTHHMMZ`.
 pub(crate) fn run_task_id(prefix: &str, slot: Timestamp) -> String {
     format!("{prefix}-{}", slot.strftime("%Y%m%dT%H%MZ"))
+}
+
+/// How a run ended, as its runner reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RunOutcome {
+    pub status: RunStatus,
+    pub tokens: Tokens,
+    pub fuel: u64,
+    pub error: Option<String>,
+    pub class: Option<ErrorClass>,
+}
+
+/// A change an operator makes to a stored schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ScheduleChange {
+    /// Stop firing (a paused schedule keeps its first reason).
+    Pause { reason: String, since: Timestamp },
+    /// Fire again at slots after `at`, with a fresh failure count.
+    Resume { at: Timestamp },
+}
+
+/// What storing a new schedule found.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Created {
+    /// Stored.
+    New(Schedule),
+    /// One with this name and the same spec exists: this one.
+    Same(Schedule),
+    /// One with this name and another spec exists.
+    Conflict,
+    /// The owner has `quota` schedules already.
+    OverQuota,
+}
+
+/// A runner's claim on a schedule's due slots: journal `skip` (missed slots)
+/// and start `run`, if the schedule is still active at `generation` and not
+/// past those slots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SlotClaim {
+    pub name: String,
+    pub generation: u64,
+    pub skip: Option<ScheduleRun>,
+    pub run: Option<Timestamp>,
+    pub now: Timestamp,
+    /// The runner that will run the slot (its `slot` is replaced).
+    pub runner: RunningSlot,
+}
+
+/// What a claim changed: run records to store, and whether the schedule
+/// changed and its slot was claimed.
+#[derive(Debug, Default)]
+pub(crate) struct Claimed {
+    pub runs: Vec<ScheduleRun>,
+    pub changed: bool,
+    pub claimed: bool,
+}
+
+/// A run's end, to record on its schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RunEnd {
+    pub name: String,
+    pub slot: Timestamp,
+    pub outcome: RunOutcome,
+    pub now: Timestamp,
+    /// Failed runs in a row that pause the schedule.
+    pub threshold: u32,
+}
+
+impl Schedule {
+    /// Applies an operator's change; whether anything changed.
+    pub(crate) fn apply(&mut self, change: ScheduleChange) -> bool {
+        let before = self.clone();
+        match change {
+            ScheduleChange::Pause { reason, since } => {
+                if self.is_active() {
+                    self.status = ScheduleStatus::Paused {
+                        reason,
+                        since,
+                        automatic: false,
+                    };
+                    self.generation += 1;
+                }
+            }
+            ScheduleChange::Resume { at } => {
+                if !self.is_active() {
+                    self.status = ScheduleStatus::Active;
+                    self.anchor = at;
+                    self.consecutive_failures = 0;
+                    self.generation += 1;
+                }
+            }
+        }
+        *self != before
+    }
+
+    /// Applies a runner's claim: no slot is journaled twice, and a slot
+    /// starts only when no run is going.
+    pub(crate) fn claim(&mut self, claim: SlotClaim) -> Claimed {
+        let mut done = Claimed::default();
+        if !self.is_active() || self.generation != claim.generation {
+            return done;
+        }
+        let before = self.last_slot;
+        let fresh = |slot: Timestamp| before.is_none_or(|last| last < slot);
+        if let Some(skip) = claim.skip
+            && fresh(skip.slot)
+        {
+            self.last_slot = Some(skip.slot);
+            done.runs.push(skip);
+            done.changed = true;
+        }
+        if let Some(slot) = claim.run
+            && fresh(slot)
+            && self.running.is_none()
+        {
+            done.runs.push(ScheduleRun {
+                v: 1,
+                schedule: claim.name.clone(),
+                slot,
+                status: RunStatus::Running,
+                started: claim.now,
+                ended: None,
+                run_id: self.run_id(slot),
+                tokens: Tokens(0),
+                fuel: 0,
+                error: None,
+                class: None,
+                missed: 0,
+                first_missed: None,
+                escalation: None,
+            });
+            self.last_slot = Some(slot);
+            self.running = Some(RunningSlot {
+                slot,
+                ..claim.runner
+            });
+            self.runs += 1;
+            done.changed = true;
+            done.claimed = true;
+        }
+        done
+    }
+
+    /// Records a run's end on the run and on this schedule: counters, the
+    /// failure streak and an automatic pause. Returns the escalation to
+    /// raise, if any (then call [`Schedule::escalated`] with its id).
+    pub(crate) fn finish(&mut self, run: &mut ScheduleRun, end: RunEnd) -> Option<NewEscalation> {
+        let RunEnd {
+            name,
+            slot,
+            outcome,
+            now,
+            threshold,
+        } = end;
+        run.status = outcome.status;
+        run.ended = Some(now);
+        run.tokens = outcome.tokens;
+        run.fuel = outcome.fuel;
+        run.error = outcome.error;
+        run.class = outcome.class;
+        if self.running.as_ref().is_some_and(|r| r.slot == slot) {
+            self.running = None;
+        }
+        self.total_tokens = Tokens(self.total_tokens.0 + run.tokens.0);
+        self.total_fuel += run.fuel;
+        if run.status.failed() {
+            self.failures += 1;
+            self.consecutive_failures += 1;
+        } else {
+            self.consecutive_failures = 0;
+        }
+        let error = run.error.clone().unwrap_or_default();
+        let pause = match run.status {
+            RunStatus::Refused => Some((EscalationReason::RequiresHuman, error.clone())),
+            _ if run.status.failed() && self.consecutive_failures >= threshold => Some((
+                EscalationReason::MaxRetriesExceeded,
+                format!(
+                    "{} consecutive failed runs; the last: {error}",
+                    self.consecutive_failures
+                ),
+            )),
+            _ => None,
+        };
+        let escalation = (run.status == RunStatus::Interrupted || pause.is_some()).then(|| {
+            let (reason, message) = pause
+                .clone()
+                .unwrap_or((EscalationReason::UnknownOutcome, error.clone()));
+            NewEscalation {
+                reason: Some(reason),
+                tool: match &self.spec.target {
+                    ScheduleTarget::Tool { tool, .. } => Some(tool.clone()),
+                    ScheduleTarget::Task { .. } => None,
+                },
+                task: matches!(self.spec.target, ScheduleTarget::Task { .. })
+                    .then(|| run.run_id.clone()),
+                agent: Some(self.spec.owner.clone()),
+                input: match &self.spec.target {
+                    ScheduleTarget::Tool { input, .. } => Some(input.to_string()),
+                    ScheduleTarget::Task { .. } => None,
+                },
+                schedule: Some(name.clone()),
+                error: format!("schedule `{name}`, slot {slot}: {message}"),
+                ..NewEscalation::default()
+            }
+        });
+        if let Some((_, why)) = pause
+            && self.is_active()
+        {
+            self.status = ScheduleStatus::Paused {
+                reason: why,
+                since: now,
+                automatic: true,
+            };
+            self.generation += 1;
+        }
+        escalation
+    }
+
+    /// Notes the escalation a run raised (see [`Schedule::finish`]).
+    pub(crate) fn escalated(&mut self, run: &mut ScheduleRun, id: u64) {
+        run.escalation = Some(id);
+        if !self.escalations.contains(&id) {
+            self.escalations.push(id);
+        }
+    }
 }

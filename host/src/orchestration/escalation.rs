@@ -13,21 +13,23 @@
 //! It does not notify anyone: poll [`Escalations::list`], `cofferdam
 //! escalations list`, or the MCP/HTTP layer of the embedding service.
 
+use std::sync::Arc;
+
 pub use crate::model::escalation::{
     Escalation, EscalationError, EscalationKey, EscalationReason, NewEscalation, Resolution,
 };
-use crate::store::journal::Journal;
+use crate::store::Store;
 
 /// The escalation queue of a host; from [`Host::escalations`](crate::Host::escalations).
 #[derive(Clone)]
 pub struct Escalations {
-    pub(crate) journal: Journal,
+    pub(crate) store: Arc<dyn Store>,
 }
 
 impl Escalations {
     /// Open escalations (or all, with `include_resolved`), oldest first.
     pub fn list(&self, include_resolved: bool) -> Result<Vec<Escalation>, EscalationError> {
-        let all = self.journal.escalations()?;
+        let all = self.store.escalations()?;
         Ok(all
             .into_iter()
             .filter(|e| include_resolved || e.resolved.is_none())
@@ -36,7 +38,7 @@ impl Escalations {
 
     /// One escalation.
     pub fn get(&self, id: u64) -> Result<Escalation, EscalationError> {
-        self.journal
+        self.store
             .escalation(id)?
             .ok_or(EscalationError::NotFound { id })
     }
@@ -47,7 +49,7 @@ impl Escalations {
         if new.reason.is_none() {
             return Err(EscalationError::NoReason);
         }
-        Ok(self.journal.escalate(new).await?)
+        Ok(self.store.escalate(new).await?)
     }
 
     /// Applies a resolution (and settles the escalation's unknown key, if
@@ -68,7 +70,7 @@ impl Escalations {
                 reason: e.to_string(),
             });
         }
-        self.journal
+        self.store
             .resolve_escalation(id, resolution, note.to_owned())
             .await?
     }

@@ -40,11 +40,12 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
+use crate::model::error::JournalError;
+use crate::model::schedule::{Created, RunEnd, RunOutcome, ScheduleChange, SlotClaim};
 use crate::orchestration::cron::{Cron, CronError};
-use crate::orchestration::escalation::{EscalationReason, NewEscalation};
 use crate::orchestration::task::{TaskError, TaskSpec, TaskState};
 use crate::resilience::clock::WallClock;
-use crate::store::journal::{JournalError, ScheduleTxn};
+use crate::store::Store;
 use crate::{BudgetCap, CallRequest, CancellationToken, ErrorClass, Host, ScopeId, Tokens};
 
 /// Longest schedule name.
@@ -271,33 +272,13 @@ impl Schedules {
             escalations: Vec::new(),
             next_run: None,
         };
-        let stored = self
-            .host
-            .journal()
-            .schedules_txn(move |txn| {
-                let name = record.spec.name.clone();
-                if let Some(existing) = txn.get::<Schedule>(&name)? {
-                    return Ok(if existing.spec == record.spec {
-                        Ok(existing)
-                    } else {
-                        Err(ScheduleError::Exists { name })
-                    });
-                }
-                let owned = txn
-                    .list::<Schedule>()?
-                    .iter()
-                    .filter(|s| s.spec.owner == record.spec.owner)
-                    .count();
-                if owned >= quota {
-                    return Ok(Err(ScheduleError::QuotaExceeded {
-                        owner: record.spec.owner.clone(),
-                        quota,
-                    }));
-                }
-                txn.put(&name, &record)?;
-                Ok(Ok(record))
-            })
-            .await??;
+        let name = record.spec.name.clone();
+        let owner = record.spec.owner.clone();
+        let stored = match self.host.store().create_schedule(record, quota).await? {
+            Created::New(stored) | Created::Same(stored) => stored,
+            Created::Conflict => return Err(ScheduleError::Exists { name }),
+            Created::OverQuota => return Err(ScheduleError::QuotaExceeded { owner, quota }),
+        };
         Ok(stored.with_next_run(now))
     }
 
@@ -420,8 +401,8 @@ impl Schedules {
         let now = self.clock.now();
         Ok(self
             .host
-            .journal()
-            .schedules::<Schedule>()?
+            .store()
+            .schedules()?
             .into_iter()
             .filter(|s| owner.is_none_or(|o| s.spec.owner == o))
             .map(|s| s.with_next_run(now))
@@ -437,73 +418,36 @@ impl Schedules {
         } else {
             reason.to_owned()
         };
-        self.update(name, move |s| {
-            if s.is_active() {
-                s.status = ScheduleStatus::Paused {
-                    reason,
-                    since: now,
-                    automatic: false,
-                };
-                s.generation += 1;
-            }
-        })
-        .await
+        self.update(name, ScheduleChange::Pause { reason, since: now })
+            .await
     }
 
     /// Resumes a schedule: slots after now are due, and its failure count
     /// starts again. Resuming an active one succeeds and returns its next run.
     pub async fn resume(&self, name: &str) -> Result<Schedule, ScheduleError> {
         let now = self.clock.now();
-        self.update(name, move |s| {
-            if !s.is_active() {
-                s.status = ScheduleStatus::Active;
-                s.anchor = now;
-                s.consecutive_failures = 0;
-                s.generation += 1;
-            }
-        })
-        .await
+        self.update(name, ScheduleChange::Resume { at: now }).await
     }
 
-    async fn update(
-        &self,
-        name: &str,
-        change: impl FnOnce(&mut Schedule) + Send + 'static,
-    ) -> Result<Schedule, ScheduleError> {
+    async fn update(&self, name: &str, change: ScheduleChange) -> Result<Schedule, ScheduleError> {
         let now = self.clock.now();
-        let name = name.to_owned();
-        let updated = self
-            .host
-            .journal()
-            .schedules_txn(move |txn| {
-                let Some(mut schedule) = txn.get::<Schedule>(&name)? else {
-                    return Ok(Err(ScheduleError::NotFound { name }));
-                };
-                let before = schedule.clone();
-                change(&mut schedule);
-                if schedule != before {
-                    txn.put(&name, &schedule)?;
-                }
-                Ok(Ok(schedule))
-            })
-            .await??;
-        Ok(updated.with_next_run(now))
+        self.host
+            .store()
+            .update_schedule(name.to_owned(), change)
+            .await?
+            .map(|schedule| schedule.with_next_run(now))
+            .ok_or_else(|| ScheduleError::NotFound { name: name.into() })
     }
 
     /// Deletes a schedule and its history; whether it existed (deleting a
     /// deleted one succeeds). A run going now finishes, unrecorded.
     pub async fn delete(&self, name: &str) -> Result<bool, ScheduleError> {
-        let name = name.to_owned();
-        Ok(self
-            .host
-            .journal()
-            .schedules_txn(move |txn| txn.remove(&name))
-            .await?)
+        Ok(self.host.store().delete_schedule(name.to_owned()).await?)
     }
 
     /// A schedule's runs, oldest slot first.
     pub fn history(&self, name: &str) -> Result<Vec<ScheduleRun>, ScheduleError> {
-        let runs = self.host.journal().schedule_runs::<ScheduleRun>(name)?;
+        let runs = self.host.store().schedule_runs(name)?;
         if runs.is_empty() {
             self.get(name)?;
         }
@@ -548,7 +492,7 @@ fn live_runners() -> LiveRunners {
 }
 
 /// Whether the runner named in a running slot is still up.
-fn runner_alive(journal: &crate::store::journal::Journal, running: &RunningSlot) -> bool {
+fn runner_alive(store: &Arc<dyn Store>, running: &RunningSlot) -> bool {
     let ours = match &running.owner {
         Some(owner) => owner == crate::store::owner::me(),
         None => running.pid == std::process::id(),
@@ -556,7 +500,7 @@ fn runner_alive(journal: &crate::store::journal::Journal, running: &RunningSlot)
     if ours {
         live_runners().contains(running.runner)
     } else {
-        journal.owner_alive(running.owner.as_deref(), running.pid)
+        store.owner_alive(running.owner.as_deref(), running.pid)
     }
 }
 
@@ -689,7 +633,7 @@ impl Runner {
     }
 
     async fn reconcile_stored(&self) -> Result<(Reconciled, Vec<Schedule>), ScheduleError> {
-        let stored = self.schedules.host.journal().schedules::<Schedule>()?;
+        let stored = self.schedules.host.store().schedules()?;
         let mut report = Reconciled::default();
         let mut stale = Vec::new();
         {
@@ -714,7 +658,7 @@ impl Runner {
                     }
                 }
                 if let Some(running) = &schedule.running
-                    && !runner_alive(self.schedules.host.journal(), running)
+                    && !runner_alive(self.schedules.host.store(), running)
                 {
                     stale.push((name.clone(), running.clone()));
                 }
@@ -896,72 +840,24 @@ impl Runner {
         run: Option<Timestamp>,
         now: Timestamp,
     ) -> Result<Claimed, ScheduleError> {
-        let name = name.to_owned();
         let runner = RunningSlot {
             slot: now,
             pid: std::process::id(),
             owner: Some(crate::store::owner::me().to_owned()),
             runner: self.id,
         };
-        Ok(self
-            .schedules
-            .host
-            .journal()
-            .schedules_txn(move |txn| {
-                let Some(mut schedule) = txn.get::<Schedule>(&name)? else {
-                    return Ok(Claimed::NotRun);
-                };
-                if !schedule.is_active() || schedule.generation != generation {
-                    return Ok(Claimed::NotRun);
-                }
-                let before = schedule.last_slot;
-                let fresh = |slot: Timestamp| before.is_none_or(|last| last < slot);
-                let mut changed = false;
-                if let Some(skip) = skip
-                    && fresh(skip.slot)
-                {
-                    txn.put_run(&name, skip.slot.as_millisecond(), &skip)?;
-                    schedule.last_slot = Some(skip.slot);
-                    changed = true;
-                }
-                let mut claimed = false;
-                if let Some(slot) = run
-                    && fresh(slot)
-                    && schedule.running.is_none()
-                {
-                    let record = ScheduleRun {
-                        v: 1,
-                        schedule: name.clone(),
-                        slot,
-                        status: RunStatus::Running,
-                        started: now,
-                        ended: None,
-                        run_id: schedule.run_id(slot),
-                        tokens: Tokens(0),
-                        fuel: 0,
-                        error: None,
-                        class: None,
-                        missed: 0,
-                        first_missed: None,
-                        escalation: None,
-                    };
-                    txn.put_run(&name, slot.as_millisecond(), &record)?;
-                    schedule.last_slot = Some(slot);
-                    schedule.running = Some(RunningSlot { slot, ..runner });
-                    schedule.runs += 1;
-                    changed = true;
-                    claimed = true;
-                }
-                if changed {
-                    txn.put(&name, &schedule)?;
-                }
-                Ok(if claimed {
-                    Claimed::Run(Box::new(schedule))
-                } else {
-                    Claimed::NotRun
-                })
-            })
-            .await?)
+        let claim = SlotClaim {
+            name: name.to_owned(),
+            generation,
+            skip,
+            run,
+            now,
+            runner,
+        };
+        Ok(match self.schedules.host.store().claim_slot(claim).await? {
+            Some(schedule) => Claimed::Run(Box::new(schedule)),
+            None => Claimed::NotRun,
+        })
     }
 
     /// Ticks every `every` until `stop` is cancelled, then waits for the
@@ -1014,15 +910,6 @@ fn due_slots(registration: &Registration, cursor: Timestamp, now: Timestamp) -> 
         at = next;
     }
     due
-}
-
-/// How a run ended, before it is recorded.
-struct RunOutcome {
-    status: RunStatus,
-    tokens: Tokens,
-    fuel: u64,
-    error: Option<String>,
-    class: Option<ErrorClass>,
 }
 
 /// Why a run cannot start.
@@ -1196,106 +1083,14 @@ async fn finish(
     outcome: RunOutcome,
     now: Timestamp,
 ) -> Result<Option<ScheduleRun>, ScheduleError> {
-    let name = name.to_owned();
-    let threshold = schedules.config.failures_before_pause;
-    Ok(schedules
-        .host
-        .journal()
-        .schedules_txn(move |txn| finish_txn(txn, &name, slot, outcome, now, threshold))
-        .await?)
-}
-
-fn finish_txn(
-    txn: &ScheduleTxn<'_>,
-    name: &str,
-    slot: Timestamp,
-    outcome: RunOutcome,
-    now: Timestamp,
-    threshold: u32,
-) -> Result<Option<ScheduleRun>, JournalError> {
-    let Some(mut schedule) = txn.get::<Schedule>(name)? else {
-        return Ok(None);
+    let end = RunEnd {
+        name: name.to_owned(),
+        slot,
+        outcome,
+        now,
+        threshold: schedules.config.failures_before_pause,
     };
-    let Some(mut run) = txn.get_run(name, slot)? else {
-        return Ok(None);
-    };
-    if run.status != RunStatus::Running {
-        return Ok(None);
-    }
-    run.status = outcome.status;
-    run.ended = Some(now);
-    run.tokens = outcome.tokens;
-    run.fuel = outcome.fuel;
-    run.error = outcome.error;
-    run.class = outcome.class;
-    if schedule.running.as_ref().is_some_and(|r| r.slot == slot) {
-        schedule.running = None;
-    }
-    schedule.total_tokens = Tokens(schedule.total_tokens.0 + run.tokens.0);
-    schedule.total_fuel += run.fuel;
-    if run.status.failed() {
-        schedule.failures += 1;
-        schedule.consecutive_failures += 1;
-    } else {
-        schedule.consecutive_failures = 0;
-    }
-    let error = run.error.clone().unwrap_or_default();
-    let pause = match run.status {
-        RunStatus::Refused => Some((EscalationReason::RequiresHuman, error.clone())),
-        _ if run.status.failed() && schedule.consecutive_failures >= threshold => Some((
-            EscalationReason::MaxRetriesExceeded,
-            format!(
-                "{} consecutive failed runs; the last: {error}",
-                schedule.consecutive_failures
-            ),
-        )),
-        _ => None,
-    };
-    if run.status == RunStatus::Interrupted || pause.is_some() {
-        let (reason, message) = pause
-            .clone()
-            .unwrap_or((EscalationReason::UnknownOutcome, error.clone()));
-        let id = txn.escalate(NewEscalation {
-            reason: Some(reason),
-            tool: match &schedule.spec.target {
-                ScheduleTarget::Tool { tool, .. } => Some(tool.clone()),
-                ScheduleTarget::Task { .. } => None,
-            },
-            task: matches!(schedule.spec.target, ScheduleTarget::Task { .. })
-                .then(|| run.run_id.clone()),
-            agent: Some(schedule.spec.owner.clone()),
-            input: match &schedule.spec.target {
-                ScheduleTarget::Tool { input, .. } => Some(input.to_string()),
-                ScheduleTarget::Task { .. } => None,
-            },
-            schedule: Some(name.to_owned()),
-            error: format!("schedule `{name}`, slot {slot}: {message}"),
-            ..NewEscalation::default()
-        })?;
-        run.escalation = Some(id);
-        if !schedule.escalations.contains(&id) {
-            schedule.escalations.push(id);
-        }
-    }
-    if let Some((_, why)) = pause
-        && schedule.is_active()
-    {
-        schedule.status = ScheduleStatus::Paused {
-            reason: why,
-            since: now,
-            automatic: true,
-        };
-        schedule.generation += 1;
-    }
-    txn.put_run(name, slot.as_millisecond(), &run)?;
-    txn.put(name, &schedule)?;
-    Ok(Some(run))
-}
-
-impl ScheduleTxn<'_> {
-    fn get_run(&self, name: &str, slot: Timestamp) -> Result<Option<ScheduleRun>, JournalError> {
-        self.run(name, slot.as_millisecond())
-    }
+    Ok(schedules.host.store().finish_run(end).await?)
 }
 
 #[cfg(test)]

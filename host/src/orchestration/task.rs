@@ -27,11 +27,12 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::model::error::JournalError;
+use crate::model::units::unix_millis;
 use crate::orchestration::escalation::{
     EscalationKey, EscalationReason, NewEscalation, Resolution,
 };
 use crate::policy::tool::DEFAULT_FALLBACK_ON;
-use crate::store::journal::{JournalError, unix_millis};
 use crate::{CallError, CallRequest, Effect, ErrorClass, Host};
 
 /// Longest task id: its journal keys (`ID/compensate-N`) stay within 255 bytes.
@@ -171,7 +172,7 @@ impl Tasks {
     /// definition resumes; a finished task is returned as it is.
     pub async fn run(&self, spec: TaskSpec) -> Result<TaskRecord, TaskError> {
         spec.validate()?;
-        let record = match self.host.journal().task(&spec.id)? {
+        let record = match self.host.store().task(&spec.id)? {
             Some(record) if record.spec != spec => {
                 return Err(TaskError::SpecMismatch { id: spec.id });
             }
@@ -209,7 +210,7 @@ impl Tasks {
     pub async fn resume(&self, id: &str) -> Result<TaskRecord, TaskError> {
         let record = self
             .host
-            .journal()
+            .store()
             .task(id)?
             .ok_or_else(|| TaskError::NotFound { id: id.to_owned() })?;
         self.drive(record).await
@@ -218,14 +219,14 @@ impl Tasks {
     /// A task's stored state, with per-step progress (also while it runs).
     pub fn status(&self, id: &str) -> Result<TaskRecord, TaskError> {
         self.host
-            .journal()
+            .store()
             .task(id)?
             .ok_or_else(|| TaskError::NotFound { id: id.to_owned() })
     }
 
     /// Every stored task.
     pub fn list(&self) -> Result<Vec<TaskRecord>, TaskError> {
-        Ok(self.host.journal().tasks()?)
+        Ok(self.host.store().tasks()?)
     }
 
     /// Cancels a task: a run in this process stops its current call (a
@@ -254,7 +255,7 @@ impl Tasks {
 
     async fn save(&self, record: &mut TaskRecord) -> Result<(), TaskError> {
         record.updated_ms = unix_millis();
-        Ok(self.host.journal().put_task(record.clone()).await?)
+        Ok(self.host.store().put_task(record.clone()).await?)
     }
 
     async fn drive(&self, mut record: TaskRecord) -> Result<TaskRecord, TaskError> {
@@ -289,7 +290,7 @@ impl Tasks {
     async fn apply_resolutions(&self, record: &mut TaskRecord) -> Result<(), TaskError> {
         let mut changed = false;
         for id in record.escalations.clone() {
-            let Some(escalation) = self.host.journal().escalation(id)? else {
+            let Some(escalation) = self.host.store().escalation(id)? else {
                 continue;
             };
             let Some(resolved) = escalation.resolved else {
@@ -345,7 +346,7 @@ impl Tasks {
                 continue;
             }
             // `cofferdam tasks cancel` from another process marks the record.
-            let stored = self.host.journal().task(&record.id)?;
+            let stored = self.host.store().task(&record.id)?;
             if cancel.is_cancelled()
                 || stored.is_some_and(|stored| stored.state == TaskState::Cancelled)
             {
@@ -591,7 +592,7 @@ impl Tasks {
     ) -> Result<(), TaskError> {
         let id = self
             .host
-            .journal()
+            .store()
             .escalate(NewEscalation {
                 reason: Some(reason),
                 tool: Some(record.spec.steps[step].tool.clone()),

@@ -14,7 +14,6 @@
 //! [`JournalStore`] and [`BudgetStore`] traits are what the host needs, so a
 //! shared backend (PostgreSQL) can be added beside this one.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -37,10 +36,17 @@ pub use crate::model::journal::{
     AttemptRecord, HistoryQuery, JournalEntry, KeyState, StoredOutcome,
 };
 pub(crate) use crate::model::journal::{Claim, Fingerprint, JournalKey, Reservation, Reserved};
+use crate::model::schedule::{
+    Created, RunEnd, RunStatus, Schedule, ScheduleChange, ScheduleRun, SlotClaim,
+};
 use crate::model::task::TaskRecord;
 pub(crate) use crate::model::units::unix_millis;
 use crate::model::units::{Effect, Tokens};
 use crate::store::owner::Liveness;
+use crate::store::{
+    AuditLog, BudgetLedger, EscalationStore, IdempotencyStore, ScheduleStore, Store, StoreFuture,
+    TaskStore,
+};
 
 /// Schema version this build writes and reads.
 const SCHEMA_VERSION: u64 = 1;
@@ -102,47 +108,6 @@ impl BudgetRecord {
             past_soft_threshold: self.soft_alerted,
         }
     }
-}
-
-/// What the host needs from an idempotency journal.
-pub(crate) trait JournalStore {
-    /// Claims `key` for a new attempt, or says why not.
-    async fn claim(
-        &self,
-        key: JournalKey,
-        fingerprint: Fingerprint,
-        effect: Effect,
-        lease: Duration,
-        context: Option<NewEscalation>,
-    ) -> Result<Claim, JournalError>;
-    /// Stores the final outcome of a claimed key.
-    async fn complete(&self, key: JournalKey, outcome: StoredOutcome) -> Result<(), JournalError>;
-    /// Frees a claimed key after a retryable failure.
-    async fn release(&self, key: JournalKey) -> Result<(), JournalError>;
-    /// Marks a claimed key unknown (the side-effecting call was
-    /// interrupted) and escalates it, in one transaction.
-    async fn mark_unknown(
-        &self,
-        key: JournalKey,
-        reason: String,
-        context: NewEscalation,
-    ) -> Result<(), JournalError>;
-}
-
-/// What the host needs from a budget ledger.
-pub(crate) trait BudgetStore {
-    /// Sets aside up to `want` tokens in every capped scope, atomically.
-    async fn reserve(&self, scopes: Vec<ScopeId>, want: u64) -> Result<Reserved, JournalError>;
-    /// Like `reserve`, but when less than `want` is left and other calls
-    /// hold reservations that may come back, answers `Held` instead of
-    /// granting a part.
-    async fn reserve_whole(
-        &self,
-        scopes: Vec<ScopeId>,
-        want: u64,
-    ) -> Result<Reserved, JournalError>;
-    /// Turns a reservation into spending of `actual` tokens (at most reserved).
-    async fn settle(&self, reservation: Reservation, actual: u64) -> Result<(), JournalError>;
 }
 
 type Reply<T> = oneshot::Sender<Result<T, JournalError>>;
@@ -344,14 +309,8 @@ impl Journal {
         answer.await.map_err(|_| JournalError::Stopped)?
     }
 
-    /// Whether the process owning a record is alive (`pid` only for
-    /// records written before owner ids).
-    pub(crate) fn owner_alive(&self, owner: Option<&str>, pid: u32) -> bool {
-        self.live.alive(owner, pid)
-    }
-
     /// Records an attempt; does not wait for the commit.
-    pub(crate) fn audit(&self, record: AttemptRecord) {
+    fn push_audit(&self, record: AttemptRecord) {
         let pending = {
             let mut buffer = lock_audit(&self.audit);
             buffer.push(record);
@@ -364,36 +323,8 @@ impl Journal {
         }
     }
 
-    /// Charges tokens spent outside the host to a scope.
-    pub(crate) async fn charge(
-        &self,
-        scope: ScopeId,
-        tokens: u64,
-    ) -> Result<Option<BudgetStatus>, JournalError> {
-        self.request(|reply| Op::Charge {
-            scope,
-            tokens,
-            reply,
-        })
-        .await
-    }
-
-    /// Sets (or with `None` removes) a scope's cap.
-    pub(crate) async fn set_cap(
-        &self,
-        scope: ScopeId,
-        cap: Option<BudgetCap>,
-    ) -> Result<(), JournalError> {
-        self.request(|reply| Op::SetCap { scope, cap, reply }).await
-    }
-
-    /// Deletes completed and unknown records last changed before `before_ms`.
-    pub(crate) async fn reap(&self, before_ms: u64) -> Result<usize, JournalError> {
-        self.request(|reply| Op::Reap { before_ms, reply }).await
-    }
-
     /// Every budget with a cap.
-    pub(crate) fn budgets(&self) -> Result<Vec<BudgetStatus>, JournalError> {
+    fn read_budgets(&self) -> Result<Vec<BudgetStatus>, JournalError> {
         let read = self.db.begin_read().map_err(storage)?;
         let table = match read.open_table(BUDGETS) {
             Ok(table) => table,
@@ -411,17 +342,8 @@ impl Journal {
         Ok(out)
     }
 
-    /// Stores a task's state (durably) before the caller goes on.
-    pub(crate) async fn put_task(&self, record: TaskRecord) -> Result<(), JournalError> {
-        self.request(|reply| Op::PutTask {
-            record: Box::new(record),
-            reply,
-        })
-        .await
-    }
-
     /// One task's stored state.
-    pub(crate) fn task(&self, id: &str) -> Result<Option<TaskRecord>, JournalError> {
+    fn read_task(&self, id: &str) -> Result<Option<TaskRecord>, JournalError> {
         let read = self.db.begin_read().map_err(storage)?;
         let table = match read.open_table(TASKS) {
             Ok(table) => table,
@@ -432,15 +354,10 @@ impl Journal {
         value.map(|v| decode(id, v.value())).transpose()
     }
 
-    /// Every task, by id.
-    pub(crate) fn tasks(&self) -> Result<Vec<TaskRecord>, JournalError> {
-        self.all_by_name(TASKS)
-    }
-
     /// Runs `work` inside one write transaction (group-committed, durable
     /// before this returns). `work` must check before it writes: an error it
     /// returns does not undo what it wrote.
-    pub(crate) async fn schedules_txn<T: Send + 'static>(
+    async fn schedules_txn<T: Send + 'static>(
         &self,
         work: impl FnOnce(&ScheduleTxn<'_>) -> Result<T, JournalError> + Send + 'static,
     ) -> Result<T, JournalError> {
@@ -456,16 +373,8 @@ impl Journal {
         .await
     }
 
-    /// Every stored schedule, by name.
-    pub(crate) fn schedules<T: serde::de::DeserializeOwned>(&self) -> Result<Vec<T>, JournalError> {
-        self.all_by_name(SCHEDULES)
-    }
-
     /// One schedule's runs, oldest slot first.
-    pub(crate) fn schedule_runs<T: serde::de::DeserializeOwned>(
-        &self,
-        name: &str,
-    ) -> Result<Vec<T>, JournalError> {
+    fn read_schedule_runs(&self, name: &str) -> Result<Vec<ScheduleRun>, JournalError> {
         let read = self.db.begin_read().map_err(storage)?;
         let table = match read.open_table(SCHEDULE_RUNS) {
             Ok(table) => table,
@@ -482,7 +391,7 @@ impl Journal {
     }
 
     /// Every escalation, oldest first.
-    pub(crate) fn escalations(&self) -> Result<Vec<Escalation>, JournalError> {
+    fn read_escalations(&self) -> Result<Vec<Escalation>, JournalError> {
         let read = self.db.begin_read().map_err(storage)?;
         let table = match read.open_table(ESCALATIONS) {
             Ok(table) => table,
@@ -498,7 +407,7 @@ impl Journal {
     }
 
     /// One escalation.
-    pub(crate) fn escalation(&self, id: u64) -> Result<Option<Escalation>, JournalError> {
+    fn read_escalation(&self, id: u64) -> Result<Option<Escalation>, JournalError> {
         let read = self.db.begin_read().map_err(storage)?;
         let table = match read.open_table(ESCALATIONS) {
             Ok(table) => table,
@@ -509,36 +418,6 @@ impl Journal {
         value
             .map(|v| decode(&id.to_string(), v.value()))
             .transpose()
-    }
-
-    /// Raises an escalation (durably); returns its id.
-    pub(crate) async fn escalate(&self, new: NewEscalation) -> Result<u64, JournalError> {
-        self.request(|reply| Op::Escalate {
-            new: Box::new(new),
-            reply,
-        })
-        .await
-    }
-
-    /// Resolves an escalation and settles its key, in one transaction.
-    pub(crate) async fn resolve_escalation(
-        &self,
-        id: u64,
-        resolution: Resolution,
-        note: String,
-    ) -> Result<Result<Escalation, EscalationError>, JournalError> {
-        self.request(|reply| Op::Resolve {
-            id,
-            resolution,
-            note,
-            reply,
-        })
-        .await
-    }
-
-    /// Idempotency records, by key.
-    pub(crate) fn entries(&self) -> Result<Vec<JournalEntry>, JournalError> {
-        self.all_by_name(IDEMPOTENCY)
     }
 
     /// Every record of a table keyed by name, decoded, in key order.
@@ -561,7 +440,7 @@ impl Journal {
     }
 
     /// Attempts matching `query`, newest first.
-    pub(crate) fn history(&self, query: &HistoryQuery) -> Result<Vec<AttemptRecord>, JournalError> {
+    fn read_history(&self, query: &HistoryQuery) -> Result<Vec<AttemptRecord>, JournalError> {
         let read = self.db.begin_read().map_err(storage)?;
         let table = match read.open_table(AUDIT) {
             Ok(table) => table,
@@ -595,87 +474,248 @@ impl Journal {
     }
 }
 
-impl JournalStore for Journal {
-    async fn claim(
+impl IdempotencyStore for Journal {
+    fn claim(
         &self,
         key: JournalKey,
         fingerprint: Fingerprint,
         effect: Effect,
         lease: Duration,
         context: Option<NewEscalation>,
-    ) -> Result<Claim, JournalError> {
-        self.request(|reply| Op::Claim {
+    ) -> StoreFuture<'_, Claim> {
+        Box::pin(self.request(move |reply| Op::Claim {
             key,
             fingerprint,
             effect,
             lease,
             context: context.map(Box::new),
             reply,
-        })
-        .await
+        }))
     }
 
-    async fn complete(&self, key: JournalKey, outcome: StoredOutcome) -> Result<(), JournalError> {
-        self.request(|reply| Op::Complete {
+    fn complete(&self, key: JournalKey, outcome: StoredOutcome) -> StoreFuture<'_, ()> {
+        Box::pin(self.request(move |reply| Op::Complete {
             key,
             outcome,
             reply,
-        })
-        .await
+        }))
     }
 
-    async fn release(&self, key: JournalKey) -> Result<(), JournalError> {
-        self.request(|reply| Op::Release { key, reply }).await
+    fn release(&self, key: JournalKey) -> StoreFuture<'_, ()> {
+        Box::pin(self.request(move |reply| Op::Release { key, reply }))
     }
 
-    async fn mark_unknown(
+    fn mark_unknown(
         &self,
         key: JournalKey,
         reason: String,
         context: NewEscalation,
-    ) -> Result<(), JournalError> {
-        self.request(|reply| Op::MarkUnknown {
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(self.request(move |reply| Op::MarkUnknown {
             key,
             reason,
             context: Box::new(context),
             reply,
-        })
-        .await
+        }))
+    }
+
+    fn reap(&self, before_ms: u64) -> StoreFuture<'_, usize> {
+        Box::pin(self.request(move |reply| Op::Reap { before_ms, reply }))
+    }
+
+    fn entries(&self) -> Result<Vec<JournalEntry>, JournalError> {
+        self.all_by_name(IDEMPOTENCY)
     }
 }
 
-impl BudgetStore for Journal {
-    async fn reserve(&self, scopes: Vec<ScopeId>, want: u64) -> Result<Reserved, JournalError> {
-        self.request(|reply| Op::Reserve {
+impl BudgetLedger for Journal {
+    fn reserve(&self, scopes: Vec<ScopeId>, want: u64, whole: bool) -> StoreFuture<'_, Reserved> {
+        Box::pin(self.request(move |reply| Op::Reserve {
             scopes,
             want,
-            whole: false,
+            whole,
             reply,
-        })
-        .await
+        }))
     }
 
-    async fn reserve_whole(
-        &self,
-        scopes: Vec<ScopeId>,
-        want: u64,
-    ) -> Result<Reserved, JournalError> {
-        self.request(|reply| Op::Reserve {
-            scopes,
-            want,
-            whole: true,
-            reply,
-        })
-        .await
-    }
-
-    async fn settle(&self, reservation: Reservation, actual: u64) -> Result<(), JournalError> {
-        self.request(|reply| Op::Settle {
+    fn settle(&self, reservation: Reservation, actual: u64) -> StoreFuture<'_, ()> {
+        Box::pin(self.request(move |reply| Op::Settle {
             reservation,
             actual,
             reply,
-        })
-        .await
+        }))
+    }
+
+    fn charge(&self, scope: ScopeId, tokens: u64) -> StoreFuture<'_, Option<BudgetStatus>> {
+        Box::pin(self.request(move |reply| Op::Charge {
+            scope,
+            tokens,
+            reply,
+        }))
+    }
+
+    fn set_cap(&self, scope: ScopeId, cap: Option<BudgetCap>) -> StoreFuture<'_, ()> {
+        Box::pin(self.request(move |reply| Op::SetCap { scope, cap, reply }))
+    }
+
+    fn budgets(&self) -> Result<Vec<BudgetStatus>, JournalError> {
+        self.read_budgets()
+    }
+}
+
+impl AuditLog for Journal {
+    fn audit(&self, record: AttemptRecord) {
+        self.push_audit(record);
+    }
+
+    fn history(&self, query: &HistoryQuery) -> Result<Vec<AttemptRecord>, JournalError> {
+        self.read_history(query)
+    }
+}
+
+impl EscalationStore for Journal {
+    fn escalate(&self, new: NewEscalation) -> StoreFuture<'_, u64> {
+        Box::pin(self.request(move |reply| Op::Escalate {
+            new: Box::new(new),
+            reply,
+        }))
+    }
+
+    fn resolve_escalation(
+        &self,
+        id: u64,
+        resolution: Resolution,
+        note: String,
+    ) -> StoreFuture<'_, Result<Escalation, EscalationError>> {
+        Box::pin(self.request(move |reply| Op::Resolve {
+            id,
+            resolution,
+            note,
+            reply,
+        }))
+    }
+
+    fn escalations(&self) -> Result<Vec<Escalation>, JournalError> {
+        self.read_escalations()
+    }
+
+    fn escalation(&self, id: u64) -> Result<Option<Escalation>, JournalError> {
+        self.read_escalation(id)
+    }
+}
+
+impl TaskStore for Journal {
+    fn put_task(&self, record: TaskRecord) -> StoreFuture<'_, ()> {
+        Box::pin(self.request(move |reply| Op::PutTask {
+            record: Box::new(record),
+            reply,
+        }))
+    }
+
+    fn task(&self, id: &str) -> Result<Option<TaskRecord>, JournalError> {
+        self.read_task(id)
+    }
+
+    fn tasks(&self) -> Result<Vec<TaskRecord>, JournalError> {
+        self.all_by_name(TASKS)
+    }
+}
+
+impl ScheduleStore for Journal {
+    fn create_schedule(&self, record: Schedule, quota: usize) -> StoreFuture<'_, Created> {
+        Box::pin(self.schedules_txn(move |txn| {
+            let name = record.spec.name.clone();
+            if let Some(existing) = txn.get(&name)? {
+                return Ok(if existing.spec == record.spec {
+                    Created::Same(existing)
+                } else {
+                    Created::Conflict
+                });
+            }
+            let owned = txn
+                .list()?
+                .iter()
+                .filter(|s| s.spec.owner == record.spec.owner)
+                .count();
+            if owned >= quota {
+                return Ok(Created::OverQuota);
+            }
+            txn.put(&name, &record)?;
+            Ok(Created::New(record))
+        }))
+    }
+
+    fn update_schedule(
+        &self,
+        name: String,
+        change: ScheduleChange,
+    ) -> StoreFuture<'_, Option<Schedule>> {
+        Box::pin(self.schedules_txn(move |txn| {
+            let Some(mut schedule) = txn.get(&name)? else {
+                return Ok(None);
+            };
+            if schedule.apply(change) {
+                txn.put(&name, &schedule)?;
+            }
+            Ok(Some(schedule))
+        }))
+    }
+
+    fn delete_schedule(&self, name: String) -> StoreFuture<'_, bool> {
+        Box::pin(self.schedules_txn(move |txn| txn.remove(&name)))
+    }
+
+    fn claim_slot(&self, claim: SlotClaim) -> StoreFuture<'_, Option<Schedule>> {
+        Box::pin(self.schedules_txn(move |txn| {
+            let name = claim.name.clone();
+            let Some(mut schedule) = txn.get(&name)? else {
+                return Ok(None);
+            };
+            let claimed = schedule.claim(claim);
+            for run in &claimed.runs {
+                txn.put_run(&name, run.slot.as_millisecond(), run)?;
+            }
+            if claimed.changed {
+                txn.put(&name, &schedule)?;
+            }
+            Ok(claimed.claimed.then_some(schedule))
+        }))
+    }
+
+    fn finish_run(&self, end: RunEnd) -> StoreFuture<'_, Option<ScheduleRun>> {
+        Box::pin(self.schedules_txn(move |txn| {
+            let (name, slot) = (end.name.clone(), end.slot.as_millisecond());
+            let Some(mut schedule) = txn.get(&name)? else {
+                return Ok(None);
+            };
+            let Some(mut run) = txn.run(&name, slot)? else {
+                return Ok(None);
+            };
+            if run.status != RunStatus::Running {
+                return Ok(None);
+            }
+            if let Some(new) = schedule.finish(&mut run, end) {
+                let id = txn.escalate(new)?;
+                schedule.escalated(&mut run, id);
+            }
+            txn.put_run(&name, slot, &run)?;
+            txn.put(&name, &schedule)?;
+            Ok(Some(run))
+        }))
+    }
+
+    fn schedules(&self) -> Result<Vec<Schedule>, JournalError> {
+        self.all_by_name(SCHEDULES)
+    }
+
+    fn schedule_runs(&self, name: &str) -> Result<Vec<ScheduleRun>, JournalError> {
+        self.read_schedule_runs(name)
+    }
+}
+
+impl Store for Journal {
+    fn owner_alive(&self, owner: Option<&str>, pid: u32) -> bool {
+        self.live.alive(owner, pid)
     }
 }
 
@@ -814,25 +854,22 @@ fn recover(db: &Database, live: &Liveness) -> Result<(), JournalError> {
 }
 
 /// The schedule store as one write transaction sees it; see
-/// [`Journal::schedules_txn`]. Records are the caller's serde types.
-pub(crate) struct ScheduleTxn<'a> {
+/// [`Journal::schedules_txn`].
+struct ScheduleTxn<'a> {
     txn: &'a WriteTransaction,
     now: u64,
 }
 
 impl ScheduleTxn<'_> {
     /// A stored schedule.
-    pub(crate) fn get<T: serde::de::DeserializeOwned>(
-        &self,
-        name: &str,
-    ) -> Result<Option<T>, JournalError> {
+    fn get(&self, name: &str) -> Result<Option<Schedule>, JournalError> {
         let table = self.txn.open_table(SCHEDULES).map_err(storage)?;
         let value = table.get(name).map_err(storage)?;
         value.map(|v| decode(name, v.value())).transpose()
     }
 
     /// Every stored schedule.
-    pub(crate) fn list<T: serde::de::DeserializeOwned>(&self) -> Result<Vec<T>, JournalError> {
+    fn list(&self) -> Result<Vec<Schedule>, JournalError> {
         let table = self.txn.open_table(SCHEDULES).map_err(storage)?;
         let mut out = Vec::new();
         for row in table.iter().map_err(storage)? {
@@ -843,7 +880,7 @@ impl ScheduleTxn<'_> {
     }
 
     /// Stores a schedule.
-    pub(crate) fn put<T: Serialize>(&self, name: &str, record: &T) -> Result<(), JournalError> {
+    fn put(&self, name: &str, record: &Schedule) -> Result<(), JournalError> {
         let mut table = self.txn.open_table(SCHEDULES).map_err(storage)?;
         table
             .insert(name, encode(record).as_slice())
@@ -852,7 +889,7 @@ impl ScheduleTxn<'_> {
     }
 
     /// Deletes a schedule and its runs; whether it existed.
-    pub(crate) fn remove(&self, name: &str) -> Result<bool, JournalError> {
+    fn remove(&self, name: &str) -> Result<bool, JournalError> {
         let existed = self
             .txn
             .open_table(SCHEDULES)
@@ -868,11 +905,7 @@ impl ScheduleTxn<'_> {
     }
 
     /// A stored run of `name` for the slot at `slot_ms`.
-    pub(crate) fn run<T: serde::de::DeserializeOwned>(
-        &self,
-        name: &str,
-        slot_ms: i64,
-    ) -> Result<Option<T>, JournalError> {
+    fn run(&self, name: &str, slot_ms: i64) -> Result<Option<ScheduleRun>, JournalError> {
         let key = run_key(name, slot_ms);
         let table = self.txn.open_table(SCHEDULE_RUNS).map_err(storage)?;
         let value = table.get(key.as_str()).map_err(storage)?;
@@ -880,12 +913,7 @@ impl ScheduleTxn<'_> {
     }
 
     /// Stores a run of `name` for the slot at `slot_ms`.
-    pub(crate) fn put_run<T: Serialize>(
-        &self,
-        name: &str,
-        slot_ms: i64,
-        record: &T,
-    ) -> Result<(), JournalError> {
+    fn put_run(&self, name: &str, slot_ms: i64, record: &ScheduleRun) -> Result<(), JournalError> {
         let mut table = self.txn.open_table(SCHEDULE_RUNS).map_err(storage)?;
         table
             .insert(run_key(name, slot_ms).as_str(), encode(record).as_slice())
@@ -894,7 +922,7 @@ impl ScheduleTxn<'_> {
     }
 
     /// Raises an escalation in this transaction (de-duplicated as always).
-    pub(crate) fn escalate(&self, new: NewEscalation) -> Result<u64, JournalError> {
+    fn escalate(&self, new: NewEscalation) -> Result<u64, JournalError> {
         escalate(self.txn, new, self.now)
     }
 }
@@ -1607,24 +1635,6 @@ fn audit(txn: &WriteTransaction, record: &AttemptRecord, now: u64) -> Result<(),
     Ok(())
 }
 
-/// The scopes of a call, keyed by kind, for reports.
-pub(crate) fn totals(records: &[AttemptRecord]) -> BTreeMap<String, u64> {
-    let mut totals = BTreeMap::new();
-    for r in records {
-        for scope in [
-            r.tenant.as_ref().map(|t| format!("tenant:{t}")),
-            r.agent.as_ref().map(|a| format!("agent:{a}")),
-            r.task.as_ref().map(|t| format!("task:{t}")),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            *totals.entry(scope).or_insert(0) += r.tokens;
-        }
-    }
-    totals
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1748,11 +1758,12 @@ mod tests {
             .await
             .expect("cap");
         let scopes = vec![agent.clone(), task.clone()];
-        let Reserved::Granted(r) = j.reserve(scopes.clone(), 50).await.expect("reserve") else {
+        let Reserved::Granted(r) = j.reserve(scopes.clone(), 50, false).await.expect("reserve")
+        else {
             panic!("granted");
         };
         assert_eq!(r.tokens, 30, "the task has only 30");
-        let second = j.reserve(scopes.clone(), 50).await.expect("reserve");
+        let second = j.reserve(scopes.clone(), 50, false).await.expect("reserve");
         assert_eq!(
             second,
             Reserved::Exhausted {
@@ -1761,7 +1772,11 @@ mod tests {
             }
         );
         j.settle(r, 12).await.expect("settle");
-        let Reserved::Granted(r) = j.reserve(vec![task.clone()], 18).await.expect("reserve") else {
+        let Reserved::Granted(r) = j
+            .reserve(vec![task.clone()], 18, false)
+            .await
+            .expect("reserve")
+        else {
             panic!("granted");
         };
         j.settle(r, 0).await.expect("settle");
@@ -1784,7 +1799,7 @@ mod tests {
             .expect("capped");
         assert!(status.past_soft_threshold, "24 of 30 is past 80%");
         assert_eq!(
-            j.reserve(vec![ScopeId::Agent("other".into())], 5)
+            j.reserve(vec![ScopeId::Agent("other".into())], 5, false)
                 .await
                 .expect("reserve"),
             Reserved::Unlimited
@@ -1900,7 +1915,10 @@ mod tests {
             j.set_cap(scope.clone(), Some(BudgetCap::new(Tokens(100))))
                 .await
                 .expect("cap");
-            let Reserved::Granted(r) = j.reserve(vec![scope.clone()], 40).await.expect("reserve")
+            let Reserved::Granted(r) = j
+                .reserve(vec![scope.clone()], 40, false)
+                .await
+                .expect("reserve")
             else {
                 panic!("granted");
             };
