@@ -42,7 +42,7 @@ use crate::runtime::net::{HttpStats, NetPolicy};
 use crate::runtime::sandbox::{CallState, Grants, PinnedDir, ResolvedMount, ScratchRoot};
 use crate::runtime::warm::{WarmPool, WarmStats};
 use crate::store::Store;
-use crate::store::journal::Journal;
+use crate::store::redb::RedbStore;
 use crate::surfaces::metrics::{Metrics, ToolMetrics};
 use crate::{
     BreakerMode, BreakerSnapshot, BreakerState, BuildError, CallError, Effect, ErrorClass, Fuel,
@@ -250,8 +250,11 @@ impl HostBuilder {
             .or_else(|| self.data_dir.as_ref().map(|d| d.join("artifacts")));
         let cache = ComponentCache::new(&engine, artifact_dir);
         let store: Arc<dyn Store> = match &self.data_dir {
-            Some(dir) => Arc::new(Journal::open(&dir.join("journal.redb"), self.group_commit)?),
-            None => Arc::new(Journal::in_memory()?),
+            Some(dir) => Arc::new(RedbStore::open(
+                &dir.join("journal.redb"),
+                self.group_commit,
+            )?),
+            None => Arc::new(RedbStore::in_memory()?),
         };
         let scratch =
             ScratchRoot::open(self.data_dir.as_deref()).map_err(|source| BuildError::DataDir {

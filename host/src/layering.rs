@@ -50,7 +50,6 @@ const KNOWN_LONG: &[&str] = &[
     "host.rs",
     "orchestration/schedule.rs",
     "runtime/fs_guard.rs",
-    "store/journal.rs",
 ];
 
 /// Lines a library file may have, tests excluded.

@@ -1,6 +1,6 @@
 //! Durable state behind one trait family, so a shared backend (PostgreSQL)
 //! can stand beside the embedded redb file. The redb implementation
-//! ([`journal::Journal`]) is the only code that knows a database.
+//! ([`redb::RedbStore`]) is the only code that knows a database.
 //!
 //! Every durable operation of the host is a method here, one atomic
 //! operation each: what a task or schedule does in one transaction (a slot
@@ -25,8 +25,8 @@ use crate::model::schedule::{Created, RunEnd, Schedule, ScheduleChange, Schedule
 use crate::model::task::TaskRecord;
 use crate::model::units::Effect;
 
-pub(crate) mod journal;
 pub(crate) mod owner;
+pub(crate) mod redb;
 
 /// The future a store write returns.
 pub(crate) type StoreFuture<'a, T> =
