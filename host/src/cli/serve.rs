@@ -22,7 +22,7 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use cofferdam::{CancellationToken, Host, HostConfig, HttpAccess, McpServer};
 
-use crate::cli::Dirs;
+use super::{Dirs, parse_duration};
 
 #[derive(Args)]
 pub(crate) struct ServeArgs {
@@ -45,21 +45,21 @@ pub(crate) struct ServeArgs {
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     allow_origins: Vec<String>,
     /// How often to look for changes of the config and its components.
-    #[arg(long, value_parser = crate::cli::parse_duration, default_value = "1s")]
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
     watch_every: Duration,
     /// How often the schedule runner looks for due runs (and for schedules
     /// changed from the CLI).
-    #[arg(long, value_parser = crate::cli::parse_duration, default_value = "1s")]
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
     tick_every: Duration,
     /// With --http: connections open at once; more wait to be accepted.
     #[arg(long, value_name = "N", default_value_t = 512, requires = "http")]
     max_connections: usize,
     /// With --http: how long a client may take to send a request's headers,
     /// and how long a kept-alive connection may sit idle.
-    #[arg(long, value_parser = crate::cli::parse_duration, default_value = "10s", requires = "http")]
+    #[arg(long, value_parser = parse_duration, default_value = "10s", requires = "http")]
     header_timeout: Duration,
     /// With --http: how long a client may take to send a request's body.
-    #[arg(long, value_parser = crate::cli::parse_duration, default_value = "30s", requires = "http")]
+    #[arg(long, value_parser = parse_duration, default_value = "30s", requires = "http")]
     body_timeout: Duration,
     /// With --http: MCP sessions open at once (default 256); an initialize
     /// beyond them gets 503.
@@ -67,11 +67,11 @@ pub(crate) struct ServeArgs {
     max_sessions: Option<usize>,
     /// With --http: how long a new MCP session may wait for
     /// `notifications/initialized` (default 10s).
-    #[arg(long, value_parser = crate::cli::parse_duration, requires = "http")]
+    #[arg(long, value_parser = parse_duration, requires = "http")]
     session_init_timeout: Option<Duration>,
     /// With --http: how long an MCP session with no call running and no
     /// stream open lives (default 120s).
-    #[arg(long, value_parser = crate::cli::parse_duration, requires = "http")]
+    #[arg(long, value_parser = parse_duration, requires = "http")]
     session_idle_timeout: Option<Duration>,
 }
 

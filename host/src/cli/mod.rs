@@ -29,6 +29,8 @@ use cofferdam::{
     Timestamp, WallClock,
 };
 
+mod serve;
+
 #[derive(Parser)]
 #[command(
     name = "cofferdam",
@@ -118,7 +120,7 @@ enum Command {
     Bench(BenchArgs),
     /// Serve the tools of a cofferdam.toml to MCP clients (stdio, or
     /// streamable HTTP with --http), reloading the config on SIGHUP or change.
-    Serve(crate::serve::ServeArgs),
+    Serve(serve::ServeArgs),
 }
 
 /// `--config` of the commands that read or change the stored state.
@@ -541,7 +543,7 @@ pub(crate) fn main() -> ExitCode {
             Command::Tasks { command, store } => tasks(command, &dirs, &store).await,
             Command::Schedules { command, store } => schedules(command, &dirs, &store).await,
             Command::Bench(args) => bench(args).await,
-            Command::Serve(args) => crate::serve::serve(args, &dirs).await,
+            Command::Serve(args) => serve::serve(args, &dirs).await,
         }
     });
     // The answer is out and the journal committed (dropping the host waits
@@ -648,7 +650,7 @@ impl WallClock for FileClock {
 
 async fn schedules(command: SchedulesCommand, dirs: &Dirs, store: &StoreArgs) -> Result<ExitCode> {
     if let SchedulesCommand::Create(args) = command {
-        let (_, host) = crate::serve::configured_host(&args.config, dirs).await?;
+        let (_, host) = serve::configured_host(&args.config, dirs).await?;
         let target = match (&args.tool, &args.task) {
             (Some(tool), _) => ScheduleTarget::Tool {
                 tool: tool.clone(),
@@ -1284,8 +1286,7 @@ fn history(args: HistoryArgs, store: Store) -> Result<ExitCode> {
 }
 
 async fn tasks(command: TasksCommand, dirs: &Dirs, store: &StoreArgs) -> Result<ExitCode> {
-    let configured =
-        |config: PathBuf| async move { crate::serve::configured_host(&config, dirs).await };
+    let configured = |config: PathBuf| async move { serve::configured_host(&config, dirs).await };
     let (record, json) = match command {
         TasksCommand::Run { file, config, json } => {
             let spec = TaskSpec::from_file(&file)?;
