@@ -634,6 +634,28 @@ impl Store {
     }
 }
 
+/// Reads, checks and loads a `cofferdam.toml`: the host with every tool.
+/// Without `data_dir` in the file, the CLI's data directory holds the journal.
+pub(crate) async fn configured_host(path: &Path, dirs: &Dirs) -> Result<(HostConfig, Host)> {
+    let config = HostConfig::from_file(path)?;
+    let problems = config.check();
+    if !problems.is_empty() {
+        for problem in &problems {
+            eprintln!("error: {problem}");
+        }
+        bail!("{}: {} problem(s)", path.display(), problems.len());
+    }
+    let mut builder = config.builder();
+    if config.data_dir.is_none() {
+        builder = builder.data_dir(&dirs.data);
+    }
+    let host = dirs.apply(builder).build()?;
+    for (name, result) in config.load(&host).await {
+        result.with_context(|| format!("tools.{name} in {}", path.display()))?;
+    }
+    Ok((config, host))
+}
+
 /// A calendar clock read from a file (RFC 3339) at every look: `--clock-file`.
 #[derive(Debug)]
 struct FileClock(PathBuf);
@@ -650,7 +672,7 @@ impl WallClock for FileClock {
 
 async fn schedules(command: SchedulesCommand, dirs: &Dirs, store: &StoreArgs) -> Result<ExitCode> {
     if let SchedulesCommand::Create(args) = command {
-        let (_, host) = serve::configured_host(&args.config, dirs).await?;
+        let (_, host) = configured_host(&args.config, dirs).await?;
         let target = match (&args.tool, &args.task) {
             (Some(tool), _) => ScheduleTarget::Tool {
                 tool: tool.clone(),
@@ -1286,7 +1308,7 @@ fn history(args: HistoryArgs, store: Store) -> Result<ExitCode> {
 }
 
 async fn tasks(command: TasksCommand, dirs: &Dirs, store: &StoreArgs) -> Result<ExitCode> {
-    let configured = |config: PathBuf| async move { serve::configured_host(&config, dirs).await };
+    let configured = |config: PathBuf| async move { configured_host(&config, dirs).await };
     let (record, json) = match command {
         TasksCommand::Run { file, config, json } => {
             let spec = TaskSpec::from_file(&file)?;

@@ -22,7 +22,7 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use cofferdam::{CancellationToken, Host, HostConfig, HttpAccess, McpServer};
 
-use super::{Dirs, parse_duration};
+use super::{Dirs, configured_host, parse_duration};
 
 #[derive(Args)]
 pub(crate) struct ServeArgs {
@@ -275,28 +275,6 @@ fn is_length_limit(error: &axum::Error) -> bool {
         source = e.source();
     }
     false
-}
-
-/// Reads, checks and loads a `cofferdam.toml`: the host with every tool.
-/// Without `data_dir` in the file, the CLI's data directory holds the journal.
-pub(crate) async fn configured_host(path: &Path, dirs: &Dirs) -> Result<(HostConfig, Host)> {
-    let config = HostConfig::from_file(path)?;
-    let problems = config.check();
-    if !problems.is_empty() {
-        for problem in &problems {
-            eprintln!("error: {problem}");
-        }
-        anyhow::bail!("{}: {} problem(s)", path.display(), problems.len());
-    }
-    let mut builder = config.builder();
-    if config.data_dir.is_none() {
-        builder = builder.data_dir(&dirs.data);
-    }
-    let host = dirs.apply(builder).build()?;
-    for (name, result) in config.load(&host).await {
-        result.with_context(|| format!("tools.{name} in {}", path.display()))?;
-    }
-    Ok((config, host))
 }
 
 /// `/metrics`, answered only to requests whose `Host` is allowed (the same
