@@ -29,6 +29,7 @@ use cofferdam::{
     Timestamp, WallClock,
 };
 
+mod bench;
 mod serve;
 
 #[derive(Parser)]
@@ -117,7 +118,7 @@ enum Command {
     },
     /// Measure this machine: cofferdam's per-call cost, durable throughput,
     /// scaling and load times, each against a baseline in the same run.
-    Bench(BenchArgs),
+    Bench(bench::BenchArgs),
     /// Serve the tools of a cofferdam.toml to MCP clients (stdio, or
     /// streamable HTTP with --http), reloading the config on SIGHUP or change.
     Serve(serve::ServeArgs),
@@ -367,22 +368,6 @@ fn parse_catch_up(text: &str) -> Result<CatchUp, String> {
 }
 
 #[derive(Args)]
-struct BenchArgs {
-    /// A trivial tool component to measure with.
-    #[arg(long, default_value = "target/wasm32-wasip2/release/hello.wasm")]
-    tool: PathBuf,
-    /// Its input (JSON).
-    #[arg(long, default_value = r#"{"name":"bench"}"#)]
-    input: String,
-    /// A few iterations only: checks that everything runs, measures nothing.
-    #[arg(long)]
-    quick: bool,
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Args)]
 struct HistoryArgs {
     /// Only this tool.
     #[arg(long)]
@@ -542,7 +527,7 @@ pub(crate) fn main() -> ExitCode {
             }
             Command::Tasks { command, store } => tasks(command, &dirs, &store).await,
             Command::Schedules { command, store } => schedules(command, &dirs, &store).await,
-            Command::Bench(args) => bench(args).await,
+            Command::Bench(args) => bench::bench(args).await,
             Command::Serve(args) => serve::serve(args, &dirs).await,
         }
     });
@@ -789,54 +774,6 @@ async fn schedules(command: SchedulesCommand, dirs: &Dirs, store: &StoreArgs) ->
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-async fn bench(args: BenchArgs) -> Result<ExitCode> {
-    use cofferdam::bench::{self, BenchOptions};
-    if !args.tool.is_file() {
-        bail!(
-            "no component at {} (build one: cargo build --release --target wasm32-wasip2 -p hello, or pass --tool)",
-            args.tool.display()
-        );
-    }
-    let options = if args.quick {
-        BenchOptions::quick(&args.tool, args.input)
-    } else {
-        BenchOptions::full(&args.tool, args.input)
-    };
-    let json = args.json;
-    let report = tokio::task::spawn_blocking(move || {
-        bench::run(&options, &mut |step| {
-            if !json {
-                eprintln!("measuring {step}…");
-            }
-        })
-    })
-    .await??;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!("{}", machine());
-        print!("{}", report.table());
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// CPU model, cores and memory, as far as Linux tells.
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')))
-        .map_or("unknown CPU", |(_, m)| m.trim());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_gib = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
-    format!("machine: {model}, {cores} cores, {mem_gib:.0} GiB")
 }
 
 fn next_run(schedule: &Schedule) -> String {
