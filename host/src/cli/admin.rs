@@ -1,9 +1,8 @@
-//! The operator commands over the stored state that call no tool:
-//! `breakers`, `budget`, `journal` and `history`, and `check`, which
-//! validates a config and loads its tools without calling them.
+//! The operator commands that call no tool: `breakers`, `budget`, `journal`
+//! and `history` read or change the stored state through the library's
+//! host, and `check` validates a config and loads its tools.
 //!
-//! Each reads or changes the store through the library's host; none keeps
-//! state of its own.
+//! They print what the library returns; none keeps state of its own.
 
 use std::path::Path;
 use std::process::ExitCode;

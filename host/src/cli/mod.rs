@@ -9,6 +9,11 @@
 //! side-effecting tool's outcome is unknown, 4 host failure, 5 the tool is
 //! unavailable now (breaker open, bulkhead full): retry later. After retries,
 //! the code is the last attempt's.
+//!
+//! This module holds the command tree, `main` and the plumbing the command
+//! groups share (directories, the store, a configured host, exit codes,
+//! durations); each group's arguments and handlers live in a child module
+//! that imports from here and from no other group.
 
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
@@ -217,10 +222,10 @@ fn default_data_dir() -> PathBuf {
 
 /// The data directory, where artifacts live if elsewhere, and the calendar
 /// clock when it is simulated.
-pub(crate) struct Dirs {
-    pub(crate) data: PathBuf,
-    pub(crate) artifacts: Option<PathBuf>,
-    pub(crate) clock: Option<Arc<dyn WallClock>>,
+struct Dirs {
+    data: PathBuf,
+    artifacts: Option<PathBuf>,
+    clock: Option<Arc<dyn WallClock>>,
 }
 
 impl Dirs {
@@ -229,7 +234,7 @@ impl Dirs {
     }
 
     /// The artifact directory and clock over `builder`.
-    pub(crate) fn apply(&self, mut builder: cofferdam::HostBuilder) -> cofferdam::HostBuilder {
+    fn apply(&self, mut builder: cofferdam::HostBuilder) -> cofferdam::HostBuilder {
         if let Some(dir) = &self.artifacts {
             builder = builder.artifact_dir(dir);
         }
@@ -276,7 +281,7 @@ impl Store {
 
 /// Reads, checks and loads a `cofferdam.toml`: the host with every tool.
 /// Without `data_dir` in the file, the CLI's data directory holds the journal.
-pub(crate) async fn configured_host(path: &Path, dirs: &Dirs) -> Result<(HostConfig, Host)> {
+async fn configured_host(path: &Path, dirs: &Dirs) -> Result<(HostConfig, Host)> {
     let config = HostConfig::from_file(path)?;
     let problems = config.check();
     if !problems.is_empty() {
@@ -324,7 +329,7 @@ fn preview(text: &str) -> String {
 }
 
 /// `250ms`, `2s`, `1m`, `1h`, or a bare number of milliseconds.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());

@@ -1,8 +1,8 @@
 //! `cofferdam schedules`: create, list, pause, resume and delete background
 //! runs on a cron, and show their history.
 //!
-//! Only the store changes here; `cofferdam serve` runs the schedule runner
-//! that fires them.
+//! `create` loads the config's tools to check them; nothing here fires a
+//! run: `cofferdam serve` runs the schedule runner that does.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -25,7 +25,7 @@ use cofferdam::{CancellationToken, Host, HostConfig, HttpAccess, McpServer};
 use super::{Dirs, configured_host, parse_duration};
 
 #[derive(Args)]
-pub(crate) struct ServeArgs {
+pub(super) struct ServeArgs {
     /// The host config (data dir, limits, `[tools.NAME]` tables).
     #[arg(long)]
     config: PathBuf,
@@ -75,7 +75,7 @@ pub(crate) struct ServeArgs {
     session_idle_timeout: Option<Duration>,
 }
 
-pub(crate) async fn serve(args: ServeArgs, dirs: &Dirs) -> Result<ExitCode> {
+pub(super) async fn serve(args: ServeArgs, dirs: &Dirs) -> Result<ExitCode> {
     let (config, host) = configured_host(&args.config, dirs).await?;
     let server = McpServer::new(host.clone());
     let stop = CancellationToken::new();
