@@ -1,8 +1,9 @@
 //! The `cofferdam` command line; see `cofferdam --help`.
 
-mod cli;
-mod serve;
+use std::process::ExitCode;
 
-fn main() -> std::process::ExitCode {
+mod cli;
+
+fn main() -> ExitCode {
     cli::main()
 }

@@ -22,10 +22,10 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use cofferdam::{CancellationToken, Host, HostConfig, HttpAccess, McpServer};
 
-use crate::cli::Dirs;
+use super::{Dirs, configured_host, parse_duration};
 
 #[derive(Args)]
-pub(crate) struct ServeArgs {
+pub(super) struct ServeArgs {
     /// The host config (data dir, limits, `[tools.NAME]` tables).
     #[arg(long)]
     config: PathBuf,
@@ -45,21 +45,21 @@ pub(crate) struct ServeArgs {
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     allow_origins: Vec<String>,
     /// How often to look for changes of the config and its components.
-    #[arg(long, value_parser = crate::cli::parse_duration, default_value = "1s")]
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
     watch_every: Duration,
     /// How often the schedule runner looks for due runs (and for schedules
     /// changed from the CLI).
-    #[arg(long, value_parser = crate::cli::parse_duration, default_value = "1s")]
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
     tick_every: Duration,
     /// With --http: connections open at once; more wait to be accepted.
     #[arg(long, value_name = "N", default_value_t = 512, requires = "http")]
     max_connections: usize,
     /// With --http: how long a client may take to send a request's headers,
     /// and how long a kept-alive connection may sit idle.
-    #[arg(long, value_parser = crate::cli::parse_duration, default_value = "10s", requires = "http")]
+    #[arg(long, value_parser = parse_duration, default_value = "10s", requires = "http")]
     header_timeout: Duration,
     /// With --http: how long a client may take to send a request's body.
-    #[arg(long, value_parser = crate::cli::parse_duration, default_value = "30s", requires = "http")]
+    #[arg(long, value_parser = parse_duration, default_value = "30s", requires = "http")]
     body_timeout: Duration,
     /// With --http: MCP sessions open at once (default 256); an initialize
     /// beyond them gets 503.
@@ -67,15 +67,15 @@ pub(crate) struct ServeArgs {
     max_sessions: Option<usize>,
     /// With --http: how long a new MCP session may wait for
     /// `notifications/initialized` (default 10s).
-    #[arg(long, value_parser = crate::cli::parse_duration, requires = "http")]
+    #[arg(long, value_parser = parse_duration, requires = "http")]
     session_init_timeout: Option<Duration>,
     /// With --http: how long an MCP session with no call running and no
     /// stream open lives (default 120s).
-    #[arg(long, value_parser = crate::cli::parse_duration, requires = "http")]
+    #[arg(long, value_parser = parse_duration, requires = "http")]
     session_idle_timeout: Option<Duration>,
 }
 
-pub(crate) async fn serve(args: ServeArgs, dirs: &Dirs) -> Result<ExitCode> {
+pub(super) async fn serve(args: ServeArgs, dirs: &Dirs) -> Result<ExitCode> {
     let (config, host) = configured_host(&args.config, dirs).await?;
     let server = McpServer::new(host.clone());
     let stop = CancellationToken::new();
@@ -275,28 +275,6 @@ fn is_length_limit(error: &axum::Error) -> bool {
         source = e.source();
     }
     false
-}
-
-/// Reads, checks and loads a `cofferdam.toml`: the host with every tool.
-/// Without `data_dir` in the file, the CLI's data directory holds the journal.
-pub(crate) async fn configured_host(path: &Path, dirs: &Dirs) -> Result<(HostConfig, Host)> {
-    let config = HostConfig::from_file(path)?;
-    let problems = config.check();
-    if !problems.is_empty() {
-        for problem in &problems {
-            eprintln!("error: {problem}");
-        }
-        anyhow::bail!("{}: {} problem(s)", path.display(), problems.len());
-    }
-    let mut builder = config.builder();
-    if config.data_dir.is_none() {
-        builder = builder.data_dir(&dirs.data);
-    }
-    let host = dirs.apply(builder).build()?;
-    for (name, result) in config.load(&host).await {
-        result.with_context(|| format!("tools.{name} in {}", path.display()))?;
-    }
-    Ok((config, host))
 }
 
 /// `/metrics`, answered only to requests whose `Host` is allowed (the same

@@ -1,0 +1,75 @@
+//! `cofferdam bench`: measure this machine with the library's benchmark and
+//! print its report with the CPU, cores and memory it ran on.
+//!
+//! The measuring is the library's (`cofferdam::bench`); this module only
+//! checks the tool exists and prints.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+#[derive(Args)]
+pub(super) struct BenchArgs {
+    /// A trivial tool component to measure with.
+    #[arg(long, default_value = "target/wasm32-wasip2/release/hello.wasm")]
+    tool: PathBuf,
+    /// Its input (JSON).
+    #[arg(long, default_value = r#"{"name":"bench"}"#)]
+    input: String,
+    /// A few iterations only: checks that everything runs, measures nothing.
+    #[arg(long)]
+    quick: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(super) async fn bench(args: BenchArgs) -> Result<ExitCode> {
+    use cofferdam::bench::{self, BenchOptions};
+    if !args.tool.is_file() {
+        bail!(
+            "no component at {} (build one: cargo build --release --target wasm32-wasip2 -p hello, or pass --tool)",
+            args.tool.display()
+        );
+    }
+    let options = if args.quick {
+        BenchOptions::quick(&args.tool, args.input)
+    } else {
+        BenchOptions::full(&args.tool, args.input)
+    };
+    let json = args.json;
+    let report = tokio::task::spawn_blocking(move || {
+        bench::run(&options, &mut |step| {
+            if !json {
+                eprintln!("measuring {step}…");
+            }
+        })
+    })
+    .await??;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", machine());
+        print!("{}", report.table());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// CPU model, cores and memory, as far as Linux tells.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')))
+        .map_or("unknown CPU", |(_, m)| m.trim());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    format!("machine: {model}, {cores} cores, {mem_gib:.0} GiB")
+}
