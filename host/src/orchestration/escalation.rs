@@ -15,6 +15,7 @@
 
 use std::sync::Arc;
 
+use crate::Host;
 pub use crate::model::escalation::{
     Escalation, EscalationError, EscalationKey, EscalationReason, NewEscalation, Resolution,
 };
@@ -73,5 +74,14 @@ impl Escalations {
         self.store
             .resolve_escalation(id, resolution, note.to_owned())
             .await?
+    }
+}
+
+impl Host {
+    /// The escalation queue: what needs a human, and their resolutions.
+    pub fn escalations(&self) -> Escalations {
+        Escalations {
+            store: self.store().clone(),
+        }
     }
 }

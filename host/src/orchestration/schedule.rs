@@ -1093,6 +1093,18 @@ async fn finish(
     Ok(schedules.host.store().finish_run(end).await?)
 }
 
+impl Host {
+    /// The schedules of background runs: create, pause, resume, delete,
+    /// history, and the [`crate::Runner`] that fires them.
+    pub fn schedules(&self) -> Schedules {
+        Schedules::new(
+            self.clone(),
+            Arc::clone(self.wall_clock()),
+            self.schedule_config().clone(),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

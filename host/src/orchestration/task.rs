@@ -723,6 +723,16 @@ fn references(template: &Value) -> Vec<String> {
     }
 }
 
+impl Host {
+    /// Durable tasks: run, resume, cancel and inspect multi-step work.
+    pub fn tasks(&self) -> Tasks {
+        Tasks {
+            host: self.clone(),
+            running: Arc::clone(self.tasks_running()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,3 @@
-//! How the outside reaches a host: the MCP server and metrics.
+//! How the outside reaches a host: the MCP server (metrics are rendered by the host).
 
 pub(crate) mod mcp;
-pub(crate) mod metrics;

@@ -1,0 +1,270 @@
+//! [`HostBuilder`]: a host's engine, store and defaults, deny by default.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use wasmtime::component::Linker;
+
+use super::metrics::Metrics;
+use super::{Host, Inner};
+use crate::model::schedule::ScheduleConfig;
+use crate::resilience::clock::{Clock, Jitter, SystemClock, SystemWallClock, WallClock};
+use crate::runtime::component_cache::ComponentCache;
+use crate::runtime::engine::{self, EngineSettings};
+use crate::runtime::fs_guard::{self};
+use crate::runtime::host_api::{self};
+use crate::runtime::sandbox::ScratchRoot;
+use crate::store::Store;
+use crate::store::redb::RedbStore;
+use crate::{BuildError, Limits, TokenPrice};
+
+/// Configures a [`Host`]. Every default denies or bounds:
+///
+/// | setting | default |
+/// |---|---|
+/// | [`data_dir`](Self::data_dir) | none: components compile in memory at every load, and the journal (idempotency, budgets, audit) lives in memory |
+/// | [`artifact_dir`](Self::artifact_dir) | `<data_dir>/artifacts` |
+/// | [`group_commit`](Self::group_commit) | on |
+/// | [`retention`](Self::retention) | 24 h for finished idempotency records |
+/// | [`allow_root`](Self::allow_root) | none: any policy with mounts is refused |
+/// | [`default_limits`](Self::default_limits) | [`Limits::default()`] (fuel 2e9, 30 s, 128 MiB, 1 MiB output…) |
+/// | [`token_price`](Self::token_price) | [`TokenPrice::default()`] (100,000 fuel or 4 output bytes per token) |
+/// | [`max_instances`](Self::max_instances) | 256 instances live at once, across all tools |
+/// | [`max_memory_bytes`](Self::max_memory_bytes) | 1 GiB: no tool's memory limit may exceed it |
+/// | [`max_wasm_stack`](Self::max_wasm_stack) | 512 KiB of wasm stack per call |
+/// | [`epoch_tick`](Self::epoch_tick) | 10 ms between deadline checks |
+/// | [`clock`](Self::clock) | the system clock |
+/// | [`wall_clock`](Self::wall_clock) | the system calendar clock (schedules) |
+/// | [`schedule_config`](Self::schedule_config) | [`ScheduleConfig::default()`] (60 min apart, 50 per owner, 3 failures pause…) |
+/// | [`jitter_seed`](Self::jitter_seed) | seeded from the time |
+///
+/// Each tool also gets a bulkhead (4 concurrent calls, 16 more queued for up
+/// to 1 s), a circuit
+/// breaker and a retry policy with the DESIGN §6 defaults, which its policy's
+/// `[pool]`, `[breaker]` and `[retry]` tables can change.
+///
+/// Tools get no files, no environment variables and no network unless their
+/// [`ToolPolicy`] grants them.
+#[derive(Debug, Clone)]
+pub struct HostBuilder {
+    data_dir: Option<PathBuf>,
+    allowed_roots: Vec<PathBuf>,
+    limits: Limits,
+    price: TokenPrice,
+    engine: EngineSettings,
+    clock: Option<Arc<dyn Clock>>,
+    jitter_seed: Option<u64>,
+    artifact_dir: Option<PathBuf>,
+    group_commit: bool,
+    retention: Duration,
+    wall_clock: Option<Arc<dyn WallClock>>,
+    schedules: ScheduleConfig,
+}
+
+impl Default for HostBuilder {
+    fn default() -> Self {
+        Self {
+            data_dir: None,
+            allowed_roots: Vec::new(),
+            limits: Limits::default(),
+            price: TokenPrice::default(),
+            engine: EngineSettings {
+                max_instances: 256,
+                max_memory_bytes: 1 << 30,
+                max_wasm_stack: 512 << 10,
+                epoch_tick: Duration::from_millis(10),
+            },
+            clock: None,
+            jitter_seed: None,
+            artifact_dir: None,
+            group_commit: true,
+            retention: Duration::from_secs(24 * 3600),
+            wall_clock: None,
+            schedules: ScheduleConfig::default(),
+        }
+    }
+}
+
+impl HostBuilder {
+    /// A builder with the defaults above.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Directory for precompiled artifacts and per-call scratch directories;
+    /// it must be writable only by the host's user.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Allows mounts of `dir` and anything below it. Call once per root.
+    pub fn allow_root(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.allowed_roots.push(dir.into());
+        self
+    }
+
+    /// Limits for tools whose policy does not set them.
+    pub fn default_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How fuel and output bytes are priced in tokens.
+    pub fn token_price(mut self, price: TokenPrice) -> Self {
+        self.price = price;
+        self
+    }
+
+    /// Instances that may be live at once across all tools (pool size).
+    pub fn max_instances(mut self, count: u32) -> Self {
+        self.engine.max_instances = count;
+        self
+    }
+
+    /// Largest linear memory any tool may have (pool slot size).
+    pub fn max_memory_bytes(mut self, bytes: u64) -> Self {
+        self.engine.max_memory_bytes = bytes;
+        self
+    }
+
+    /// Wasm stack available to each call.
+    pub fn max_wasm_stack(mut self, bytes: usize) -> Self {
+        self.engine.max_wasm_stack = bytes;
+        self
+    }
+
+    /// Interval between deadline checks for guests that compute.
+    pub fn epoch_tick(mut self, tick: Duration) -> Self {
+        self.engine.epoch_tick = tick;
+        self
+    }
+
+    /// The clock breakers, backoff and retry budgets run on (deadlines of
+    /// running guests always use real time). Tests pass a [`crate::ManualClock`].
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The calendar clock schedules run on. Tests pass a
+    /// [`crate::ManualWallClock`].
+    pub fn wall_clock(mut self, clock: Arc<dyn WallClock>) -> Self {
+        self.wall_clock = Some(clock);
+        self
+    }
+
+    /// Rules for schedules: minimum interval, owner quota, run budgets and
+    /// timeouts, auto-pause; see [`ScheduleConfig`].
+    pub fn schedule_config(mut self, config: ScheduleConfig) -> Self {
+        self.schedules = config;
+        self
+    }
+
+    /// Where precompiled artifacts live, instead of `<data_dir>/artifacts`
+    /// (several hosts may share one artifact directory).
+    pub fn artifact_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.artifact_dir = Some(dir.into());
+        self
+    }
+
+    /// Whether journal writes of concurrent calls share one commit (default
+    /// on). Off, every durable write commits alone: for measuring only.
+    pub fn group_commit(mut self, enabled: bool) -> Self {
+        self.group_commit = enabled;
+        self
+    }
+
+    /// How long finished idempotency records are kept (default 24 h).
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Seeds the jitter of backoffs and open periods, for reproducible runs.
+    pub fn jitter_seed(mut self, seed: u64) -> Self {
+        self.jitter_seed = Some(seed);
+        self
+    }
+
+    /// Builds the host: engine, epoch ticker, linker, artifact cache.
+    pub fn build(self) -> Result<Host, BuildError> {
+        let mut roots = Vec::with_capacity(self.allowed_roots.len());
+        for root in &self.allowed_roots {
+            let canonical = root
+                .canonicalize()
+                .map_err(|source| BuildError::AllowedRoot {
+                    path: root.clone(),
+                    source,
+                })?;
+            roots.push(canonical);
+        }
+        if let Some(dir) = &self.data_dir {
+            std::fs::create_dir_all(dir).map_err(|source| BuildError::DataDir {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let engine = engine::build(&self.engine)?;
+        engine::start_epoch_ticker(&engine, self.engine.epoch_tick);
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .and_then(|()| fs_guard::add_to_linker(&mut linker))
+            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
+            .and_then(|()| host_api::add_to_linker(&mut linker))
+            .map_err(|e| BuildError::Engine(e.into_boxed_dyn_error()))?;
+        let artifact_dir = self
+            .artifact_dir
+            .clone()
+            .or_else(|| self.data_dir.as_ref().map(|d| d.join("artifacts")));
+        let cache = ComponentCache::new(&engine, artifact_dir);
+        let store: Arc<dyn Store> = match &self.data_dir {
+            Some(dir) => Arc::new(RedbStore::open(
+                &dir.join("journal.redb"),
+                self.group_commit,
+            )?),
+            None => Arc::new(RedbStore::in_memory()?),
+        };
+        let scratch =
+            ScratchRoot::open(self.data_dir.as_deref()).map_err(|source| BuildError::DataDir {
+                path: self.data_dir.clone().unwrap_or_else(std::env::temp_dir),
+                source,
+            })?;
+        let scratch_root = scratch.path().to_owned();
+        Ok(Host {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                cache,
+                roots,
+                limits: self.limits,
+                price: self.price,
+                max_memory_bytes: self.engine.max_memory_bytes,
+                scratch_root,
+                _scratch: scratch,
+                data_dir: self.data_dir.clone(),
+                data_dir_canonical: self.data_dir.as_ref().and_then(|d| d.canonicalize().ok()),
+                max_instances: self.engine.max_instances,
+                clock: self
+                    .clock
+                    .unwrap_or_else(|| Arc::new(SystemClock::default())),
+                jitter: Arc::new(match self.jitter_seed {
+                    Some(seed) => Jitter::seeded(seed),
+                    None => Jitter::from_entropy(),
+                }),
+                store,
+                budget_settled: tokio::sync::Notify::new(),
+                retention: self.retention,
+                last_reap_ms: AtomicU64::new(0),
+                tools: RwLock::new(HashMap::new()),
+                metrics: Metrics::default(),
+                tasks_running: Arc::default(),
+                wall_clock: self.wall_clock.unwrap_or_else(|| Arc::new(SystemWallClock)),
+                schedules: self.schedules,
+            }),
+        })
+    }
+}

@@ -1,0 +1,170 @@
+//! The execute stage: one attempt in a fresh (or warm) sandboxed instance,
+//! with the fuel its reservation paid for; its output checked.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::CallPlan;
+use super::attempts::Admitted;
+use super::budget::AttemptBudget;
+use crate::host::Host;
+use crate::model::units::unix_millis;
+use crate::resilience::breaker::BreakerState;
+use crate::resilience::classify::disposition;
+use crate::runtime::attempt::{Attempt, Execution, Export, Returned};
+use crate::runtime::bindings::cofferdam::tool::types as wit;
+use crate::runtime::net::HttpStats;
+use crate::{CallError, CallOutcome, ErrorClass, Fuel, Limits, Tokens, ToolName};
+
+/// An attempt that ran, before it is charged.
+pub(super) struct Ran {
+    pub result: Result<Succeeded, CallError>,
+    pub duration: Duration,
+    pub fuel_used: Fuel,
+    pub http: HttpStats,
+    pub started_ms: u64,
+    /// Whether the attempt was stopped after it may have acted, whatever
+    /// budget error it is reported as later.
+    pub stopped_mid_run: bool,
+}
+
+impl Host {
+    /// Runs one attempt under `budget`.
+    pub(super) async fn execute(
+        &self,
+        plan: &CallPlan<'_>,
+        call: &Admitted,
+        budget: &AttemptBudget,
+    ) -> Ran {
+        let (tool, request) = (plan.tool, plan.request);
+        let name = &tool.description.name;
+        let ctx = wit::CallContext {
+            call_id: plan.call_id.clone(),
+            task_id: request.task_id.clone(),
+            attempt: call.attempt,
+            deadline_ms: u64::try_from(budget.limits.timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        tool.invocations.fetch_add(1, Ordering::Relaxed);
+        let started_ms = unix_millis();
+        let execution = Attempt {
+            engine: &self.inner.engine,
+            pre: &tool.pre,
+            tool: name,
+            grants: &tool.grants,
+            limits: budget.limits,
+            price: self.inner.price,
+            scratch_root: &self.inner.scratch_root,
+            progress: request.progress.clone(),
+            cancel: request.cancel.as_ref(),
+            warm: tool.warm.as_deref(),
+        }
+        .execute(Export::Invoke {
+            ctx,
+            input: &request.input,
+        })
+        .await;
+        let (duration, fuel_used, http) = (
+            execution.duration,
+            execution.fuel_used,
+            execution.http.clone(),
+        );
+        tool.bulkhead.observe(duration);
+        let result = checked_output(name, &budget.limits, execution);
+        let stopped_mid_run = result
+            .as_ref()
+            .err()
+            .is_some_and(|e| disposition(e.class()).interrupted);
+        Ran {
+            result,
+            duration,
+            fuel_used,
+            http,
+            started_ms,
+            stopped_mid_run,
+        }
+    }
+}
+
+/// A successful attempt's results, before the call-level fields are added.
+pub(super) struct Succeeded {
+    pub output: String,
+    execution: Execution,
+}
+
+impl Succeeded {
+    #[expect(clippy::too_many_arguments, reason = "one private constructor")]
+    pub(super) fn into_outcome(
+        self,
+        tool: &ToolName,
+        call_id: String,
+        tokens: Tokens,
+        attempts: u32,
+        failed_attempts: Vec<ErrorClass>,
+        breaker: BreakerState,
+        waited: Duration,
+    ) -> CallOutcome {
+        let e = self.execution;
+        CallOutcome {
+            tool: tool.clone(),
+            call_id,
+            tokens,
+            output: self.output,
+            fuel_used: e.fuel_used,
+            duration: e.duration,
+            attempts,
+            failed_attempts,
+            breaker,
+            waited,
+            replayed: false,
+            fallback_used: None,
+            http: e.http,
+            logs: e.logs,
+            logs_dropped: e.logs_dropped,
+            stdout: String::from_utf8_lossy(&e.stdout).into_owned(),
+            stdout_truncated: e.stdout_dropped > 0,
+            stderr: String::from_utf8_lossy(&e.stderr).into_owned(),
+            stderr_truncated: e.stderr_dropped > 0,
+        }
+    }
+}
+
+/// Turns an attempt into its output or error, checking size and JSON.
+fn checked_output(
+    tool: &ToolName,
+    limits: &Limits,
+    mut execution: Execution,
+) -> Result<Succeeded, CallError> {
+    let result = std::mem::replace(
+        &mut execution.result,
+        Ok(Returned::Output(Ok(String::new()))),
+    );
+    let output = match result {
+        Ok(Returned::Output(Ok(output))) => output,
+        Ok(Returned::Output(Err(error))) => {
+            return Err(CallError::Tool {
+                tool: tool.clone(),
+                error: error.into(),
+            });
+        }
+        Ok(Returned::Info(_)) => unreachable!("invoke returns output"),
+        Err(error) => {
+            tracing::debug!(tool = %tool, class = error.class().as_str(),
+                stderr = %String::from_utf8_lossy(&execution.stderr), "attempt stopped");
+            return Err(error);
+        }
+    };
+    if output.len() > limits.max_output_bytes {
+        return Err(CallError::OutputTooLarge {
+            tool: tool.clone(),
+            size: output.len(),
+            limit: limits.max_output_bytes,
+        });
+    }
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&output) {
+        return Err(CallError::InvalidOutput {
+            tool: tool.clone(),
+            reason: e.to_string(),
+        });
+    }
+    Ok(Succeeded { output, execution })
+}

@@ -1,0 +1,370 @@
+//! [`Host`]: loads tools and calls them. The registry of loaded tools and the
+//! shared engine, linker and artifact cache live here; each call's work is in
+//! [`crate::runtime::attempt`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+
+use crate::budget::Budgets;
+use crate::model::error::JournalError;
+use crate::model::journal::{AttemptRecord, HistoryQuery, JournalEntry, totals};
+use crate::model::schedule::ScheduleConfig;
+use crate::model::units::unix_millis;
+use crate::resilience::breaker::Breaker;
+use crate::resilience::bulkhead::Bulkhead;
+use crate::resilience::clock::{Clock, Jitter, WallClock};
+use crate::resilience::retry::{RetryBudget, RetryConfig};
+use crate::runtime::bindings::ToolPre;
+use crate::runtime::component_cache::{ArtifactInfo, ComponentCache};
+use crate::runtime::sandbox::{CallState, Grants, ScratchRoot};
+use crate::runtime::warm::{WarmPool, WarmStats};
+use crate::store::Store;
+use crate::{
+    BreakerMode, BreakerSnapshot, CallError, Effect, ErrorClass, Limits, TokenPrice, Tokens,
+    ToolName,
+};
+
+mod builder;
+mod call;
+pub(crate) mod metrics;
+mod registry;
+mod request;
+
+pub use self::builder::HostBuilder;
+use self::metrics::{Metrics, ToolMetrics};
+pub use self::request::{CallOutcome, CallRequest, FallbackUsed};
+
+/// Runs tools. Cheap to clone; clones share the engine and loaded tools.
+///
+/// Calls must run inside a tokio runtime with the time driver enabled
+/// (`enable_time` or `enable_all`): deadlines, backoff and journal upkeep use
+/// it. Dropping the last clone waits for the journal to commit what it holds.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use cofferdam::{CallRequest, Host, ToolPolicy};
+/// let host = Host::builder().data_dir("/var/lib/cofferdam").build()?;
+/// let tool = host.load_file("hello.wasm".as_ref(), ToolPolicy::default()).await?;
+/// let outcome = host.call(CallRequest::new(tool.name.as_str(), r#"{"name":"Ada"}"#)).await?;
+/// println!("{} ({} fuel)", outcome.output, outcome.fuel_used.0);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Host {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<CallState>,
+    cache: ComponentCache,
+    roots: Vec<PathBuf>,
+    limits: Limits,
+    price: TokenPrice,
+    max_memory_bytes: u64,
+    scratch_root: PathBuf,
+    /// Keeps `scratch_root` locked (or, without a data dir, alive).
+    _scratch: ScratchRoot,
+    data_dir: Option<PathBuf>,
+    /// The data dir as a canonical path, for mount overlap checks.
+    data_dir_canonical: Option<PathBuf>,
+    max_instances: u32,
+    clock: Arc<dyn Clock>,
+    jitter: Arc<Jitter>,
+    /// Durable state: idempotency, budgets, audit, escalations, tasks, schedules.
+    store: Arc<dyn Store>,
+    /// Woken whenever this process settles a reservation, for calls waiting
+    /// on a budget that other calls hold.
+    budget_settled: tokio::sync::Notify,
+    retention: Duration,
+    last_reap_ms: AtomicU64,
+    tools: RwLock<HashMap<ToolName, Arc<LoadedTool>>>,
+    metrics: Metrics,
+    tasks_running: Arc<std::sync::Mutex<HashMap<String, CancellationToken>>>,
+    wall_clock: Arc<dyn WallClock>,
+    schedules: ScheduleConfig,
+}
+
+struct LoadedTool {
+    description: ToolDescription,
+    pre: ToolPre<CallState>,
+    grants: Grants,
+    limits: Limits,
+    breaker: Arc<Breaker>,
+    bulkhead: Bulkhead,
+    retry: RetryConfig,
+    retry_budget: RetryBudget,
+    invocations: AtomicU64,
+    /// The tool name's counters, shared with earlier and later versions.
+    metrics: Arc<ToolMetrics>,
+    /// Idle instances kept for the next calls (`[warm]`), if it reuses them.
+    warm: Option<Arc<WarmPool>>,
+}
+
+/// What a loaded tool is: its self-description plus what the host made of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolDescription {
+    /// Name it is called by.
+    pub name: ToolName,
+    /// The tool's version.
+    pub version: String,
+    /// What the tool does.
+    pub description: String,
+    /// JSON Schema of the input.
+    pub input_schema: serde_json::Value,
+    /// Effect class in force (the policy's override, else the declared one).
+    pub effect: Effect,
+    /// Effect class the tool declares.
+    pub declared_effect: Effect,
+    /// SHA-256 of the component, hex.
+    pub digest: String,
+    /// Interfaces the component imports.
+    pub imports: Vec<String>,
+    /// Where its native code came from and how long that took.
+    pub artifact: ArtifactInfo,
+    /// Background (scheduled) runs refuse it; see [`ToolPolicy::sensitive`].
+    pub sensitive: bool,
+    /// Tools tried in order when a call fails in a `fallback_on` class.
+    pub fallbacks: Vec<ToolName>,
+    /// The classes that send a call to the fallbacks.
+    pub fallback_on: Vec<ErrorClass>,
+    /// Tokens one call may spend at most, when capped by policy.
+    pub max_tokens_per_call: Option<Tokens>,
+}
+
+impl Host {
+    /// A builder with deny-by-default settings; see [`HostBuilder`].
+    pub fn builder() -> HostBuilder {
+        HostBuilder::new()
+    }
+
+    /// Reaps journal records past retention, at most once an hour.
+    fn reap_now_and_then(&self) {
+        let now = unix_millis();
+        let last = self.inner.last_reap_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < REAP_EVERY.as_millis() as u64 {
+            return;
+        }
+        if self
+            .inner
+            .last_reap_ms
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            let journal = self.inner.store.clone();
+            let before = now.saturating_sub(self.inner.retention.as_millis() as u64);
+            tokio::spawn(async move {
+                match journal.reap(before).await {
+                    Ok(n) if n > 0 => {
+                        tracing::info!(reaped = n, "journal records past retention removed")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot reap the journal"),
+                }
+            });
+        }
+    }
+
+    /// The durable store, for the orchestration handles.
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Tasks running in this process, by id, for [`crate::Tasks`].
+    pub(crate) fn tasks_running(
+        &self,
+    ) -> &Arc<std::sync::Mutex<HashMap<String, CancellationToken>>> {
+        &self.inner.tasks_running
+    }
+
+    /// The wall clock schedules fire by.
+    pub(crate) fn wall_clock(&self) -> &Arc<dyn WallClock> {
+        &self.inner.wall_clock
+    }
+
+    /// The rules every schedule follows.
+    pub(crate) fn schedule_config(&self) -> &ScheduleConfig {
+        &self.inner.schedules
+    }
+
+    /// The budget ledger: caps, outside charges, balances.
+    pub fn budgets(&self) -> Budgets {
+        Budgets {
+            store: self.inner.store.clone(),
+        }
+    }
+
+    /// Metrics in the Prometheus text format: calls by outcome, a latency
+    /// histogram, attempts, fuel, tokens and replays per tool (kept across
+    /// reloads), and bulkhead and breaker gauges of the loaded tools.
+    pub fn metrics_text(&self) -> String {
+        let loaded: Vec<ToolStats> = self
+            .tools()
+            .iter()
+            .filter_map(|t| self.stats(t.name.as_str()))
+            .collect();
+        self.inner.metrics.render(&loaded)
+    }
+
+    /// Attempts from the audit history, newest first.
+    pub fn history(&self, query: &HistoryQuery) -> Result<Vec<AttemptRecord>, JournalError> {
+        self.inner.store.history(query)
+    }
+
+    /// Tokens charged per scope over the attempts `query` selects.
+    pub fn totals(&self, query: &HistoryQuery) -> Result<BTreeMap<String, u64>, JournalError> {
+        Ok(totals(&self.history(query)?))
+    }
+
+    /// The idempotency records.
+    pub fn journal_entries(&self) -> Result<Vec<JournalEntry>, JournalError> {
+        self.inner.store.entries()
+    }
+
+    /// Deletes finished idempotency records older than `age`; returns how many.
+    pub async fn reap_journal(&self, age: Duration) -> Result<usize, JournalError> {
+        let before = unix_millis().saturating_sub(age.as_millis() as u64);
+        self.inner.store.reap(before).await
+    }
+
+    /// Counters and breaker state of one tool.
+    pub fn stats(&self, name: &str) -> Option<ToolStats> {
+        let tool = self.find(name)?;
+        Some(ToolStats {
+            name: tool.description.name.clone(),
+            invocations: tool.invocations.load(Ordering::Relaxed),
+            in_flight: tool.bulkhead.in_use(),
+            queued: tool.bulkhead.waiting(),
+            max_concurrent: tool.bulkhead.config().max_concurrent,
+            breaker: tool.breaker.snapshot(),
+            warm: tool.warm.as_ref().map(|pool| pool.stats()),
+        })
+    }
+
+    /// Sets a tool's breaker mode (force open, disable, metrics-only, or back
+    /// to normal). With a data directory the mode is remembered across
+    /// restarts, for hosts and CLI runs alike.
+    pub fn set_breaker_mode(&self, name: &str, mode: BreakerMode) -> Result<(), CallError> {
+        let tool = self.find(name).ok_or_else(|| CallError::UnknownTool {
+            tool: name.to_owned(),
+        })?;
+        tool.breaker.set_mode(mode);
+        if let Some(dir) = &self.inner.data_dir
+            && let Err(e) = Self::remember_breaker_mode(dir, tool.description.name.as_str(), mode)
+        {
+            tracing::warn!(error = %e, "cannot remember the breaker mode");
+        }
+        Ok(())
+    }
+
+    /// The breaker modes remembered in a data directory, by tool name.
+    pub fn remembered_breaker_modes(data_dir: &Path) -> BTreeMap<String, BreakerMode> {
+        breaker_modes::read(data_dir)
+    }
+
+    /// Remembers a breaker mode in a data directory without a running host;
+    /// hosts on that directory apply it when they load the tool.
+    pub fn remember_breaker_mode(
+        data_dir: &Path,
+        tool: &str,
+        mode: BreakerMode,
+    ) -> std::io::Result<()> {
+        std::fs::create_dir_all(data_dir)?;
+        let mut modes = breaker_modes::read(data_dir);
+        if mode == BreakerMode::Normal {
+            modes.remove(tool);
+        } else {
+            modes.insert(tool.to_owned(), mode);
+        }
+        breaker_modes::write(data_dir, &modes)
+    }
+
+    /// Closes a tool's breaker and clears its window.
+    pub fn reset_breaker(&self, name: &str) -> Result<(), CallError> {
+        let tool = self.find(name).ok_or_else(|| CallError::UnknownTool {
+            tool: name.to_owned(),
+        })?;
+        tool.breaker.reset();
+        Ok(())
+    }
+}
+
+/// How often finished journal records past retention are reaped.
+const REAP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Runs `work` unless `cancel` fires first (`None` then).
+async fn until_cancelled<T>(
+    cancel: Option<&CancellationToken>,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    match cancel {
+        Some(token) => token.run_until_cancelled(work).await,
+        None => Some(work.await),
+    }
+}
+
+/// Counters of one tool, for operators.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolStats {
+    /// The tool.
+    pub name: ToolName,
+    /// Attempts started since load (retries included).
+    pub invocations: u64,
+    /// Calls running now.
+    pub in_flight: u32,
+    /// Calls waiting for a slot now.
+    pub queued: u32,
+    /// The bulkhead's size.
+    pub max_concurrent: u32,
+    /// The breaker's state and counters.
+    pub breaker: BreakerSnapshot,
+    /// The warm pool's counters, when the tool reuses instances.
+    pub warm: Option<WarmStats>,
+}
+
+/// Breaker modes set by operators, remembered in `<data>/breaker-modes.json`.
+pub(crate) mod breaker_modes {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use crate::BreakerMode;
+
+    const FILE: &str = "breaker-modes.json";
+
+    /// The remembered modes; an unreadable file counts as none (and is logged).
+    pub(crate) fn read(dir: &Path) -> BTreeMap<String, BreakerMode> {
+        match std::fs::read(dir.join(FILE)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "ignoring unreadable {FILE}");
+                BTreeMap::new()
+            }),
+            Err(_) => BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn write(dir: &Path, modes: &BTreeMap<String, BreakerMode>) -> std::io::Result<()> {
+        let tmp = dir.join(format!(".{FILE}.tmp-{}", std::process::id()));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(modes)?)?;
+        std::fs::rename(&tmp, dir.join(FILE))
+    }
+}
+
+fn new_call_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!(
+        "call-{millis:x}-{:x}-{:x}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
