@@ -71,7 +71,9 @@ pub use host::{
 };
 pub use jiff::{Timestamp, ZonedDateTime};
 pub use model::budget::{BudgetCap, BudgetStatus, InvalidScope, ScopeId};
-pub use model::error::{BuildError, CallError, ErrorClass, JournalError, LoadError, ToolError};
+pub use model::error::{
+    BuildError, CallError, ErrorClass, JournalError, LoadError, StorageCause, ToolError,
+};
 pub use model::escalation::{
     Escalation, EscalationError, EscalationKey, EscalationReason, NewEscalation, Resolution,
     Resolved,

@@ -20,8 +20,8 @@ use cofferdam::{
 };
 
 use super::{
-    Dirs, EXIT_HOST, EXIT_STOPPED, EXIT_TOOL_ERROR, EXIT_UNAVAILABLE, EXIT_USAGE, parse_duration,
-    preview,
+    Dirs, EXIT_HOST, EXIT_STOPPED, EXIT_TOOL_ERROR, EXIT_UNAVAILABLE, EXIT_USAGE, chain,
+    parse_duration, preview,
 };
 
 #[derive(Args)]
@@ -322,7 +322,7 @@ fn report_call(
                     "error": {
                         "class": class,
                         "cause": error.cause_class(),
-                        "message": error.to_string(),
+                        "message": chain(&error),
                         "retry_after_ms": retry_after,
                         "replayed": error.is_replayed(),
                     },
@@ -332,7 +332,7 @@ fn report_call(
                     serde_json::to_string_pretty(&value).unwrap_or_default()
                 );
             } else {
-                eprintln!("error [{}]: {error}", class.as_str());
+                eprintln!("error [{}]: {}", class.as_str(), chain(&error));
             }
             ExitCode::from(exit_code(&error))
         }

@@ -22,7 +22,7 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use cofferdam::{CancellationToken, Host, HostConfig, HttpAccess, McpServer};
 
-use super::{Dirs, configured_host, parse_duration};
+use super::{Dirs, chain, configured_host, parse_duration};
 
 #[derive(Args)]
 pub(super) struct ServeArgs {
@@ -417,18 +417,6 @@ fn stamp(path: &Path, config: &HostConfig) -> Vec<Option<(SystemTime, u64)>> {
             Some((meta.modified().ok()?, meta.len()))
         })
         .collect()
-}
-
-/// An error and its causes on one line, as `{:#}` prints an anyhow chain.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

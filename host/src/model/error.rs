@@ -467,12 +467,13 @@ pub enum CallError {
         tool_error: Option<ToolError>,
     },
     /// The journal could not record the call; its outcome was not reported.
-    #[error("journal failed for tool `{tool}`: {reason}")]
+    #[error("journal failed for tool `{tool}`")]
     Journal {
         /// The tool.
         tool: ToolName,
         /// What failed.
-        reason: String,
+        #[source]
+        source: JournalError,
     },
     /// The caller cancelled the call (an MCP `notifications/cancelled`, a
     /// dropped HTTP request, [`CallRequest::cancel`](crate::CallRequest::cancel)).
@@ -624,12 +625,13 @@ impl CallError {
 pub enum JournalError {
     /// The file could not be opened: unreadable, corrupt, or locked in an
     /// incompatible way. It is left as it is.
-    #[error("cannot open journal {path}: {message}")]
+    #[error("cannot open journal {path}")]
     Open {
         /// The file.
         path: PathBuf,
-        /// What redb said.
-        message: String,
+        /// What the filesystem or the database said.
+        #[source]
+        source: StorageCause,
     },
     /// The file was written by a newer cofferdam.
     #[error(
@@ -644,21 +646,34 @@ pub enum JournalError {
         supported: u64,
     },
     /// A read or write failed.
-    #[error("journal storage failed: {0}")]
-    Storage(String),
+    #[error("journal storage failed")]
+    Storage(#[source] StorageCause),
     /// A stored record could not be decoded.
-    #[error("journal record `{key}` is unreadable: {message}")]
+    #[error("journal record `{key}` is unreadable")]
     BadRecord {
         /// The record's key.
         key: String,
-        /// Why.
-        message: String,
+        /// Why it cannot be decoded.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A record the operation needs is not there (the key was reaped, or
+    /// another process removed it).
+    #[error("journal record `{key}` is missing")]
+    Missing {
+        /// The record's key.
+        key: String,
     },
     /// The writer thread is gone (the host is shutting down).
     #[error("journal writer has stopped")]
     Stopped,
 }
 
-pub(crate) fn storage(e: impl std::fmt::Display) -> JournalError {
-    JournalError::Storage(e.to_string())
+/// What a storage backend reported, shared by every caller of a failed
+/// batch (the redb store answers a whole group commit with one error).
+pub type StorageCause = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+
+/// A backend's error as a [`JournalError::Storage`], its chain kept.
+pub(crate) fn storage(e: impl std::error::Error + Send + Sync + 'static) -> JournalError {
+    JournalError::Storage(std::sync::Arc::new(e))
 }

@@ -540,20 +540,34 @@ fn success(outcome: CallOutcome) -> CallToolResult {
     result
 }
 
+/// An error and its causes on one line (a journal failure names what the
+/// store said).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// A failed call as an MCP tool error the model can read and a client can
 /// act on: `structuredContent.error = {class, message, retryAfterMs}`.
 fn failure(error: &CallError) -> CallToolResult {
     let retry_after = error
         .retry_after()
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let mut result = CallToolResult::error(vec![ContentBlock::text(error.to_string())]);
+    let message = with_causes(error);
+    let mut result = CallToolResult::error(vec![ContentBlock::text(message.clone())]);
     result.structured_content = Some(json!({
         "error": {
             "class": error.class().as_str(),
             // Why the last attempt failed (`deadline-exceeded` under
             // `retries-exhausted`), so a client need not parse the message.
             "cause": error.cause_class().as_str(),
-            "message": error.to_string(),
+            "message": message,
             "retryAfterMs": retry_after,
         }
     }));

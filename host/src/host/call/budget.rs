@@ -130,7 +130,7 @@ impl Host {
                 Err(e) => {
                     return Err(CallError::Journal {
                         tool: name.clone(),
-                        reason: e.to_string(),
+                        source: e,
                     });
                 }
             }

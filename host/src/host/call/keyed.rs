@@ -27,9 +27,9 @@ impl Host {
         let (tool, request) = (plan.tool, plan.request);
         let name = &tool.description.name;
         let store = &self.inner.store;
-        let journal_error = |e: JournalError| CallError::Journal {
+        let journal_error = |source: JournalError| CallError::Journal {
             tool: name.clone(),
-            reason: e.to_string(),
+            source,
         };
         // What a human needs if this key's outcome becomes unknown.
         let context = || NewEscalation {

@@ -155,7 +155,7 @@ impl Host {
                 if let Err(e) = settled {
                     return Err(CallError::Journal {
                         tool: plan.tool.description.name.clone(),
-                        reason: e.to_string(),
+                        source: e,
                     });
                 }
             }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{IDEMPOTENCY, Op, RedbStore, SCHEDULES, TASKS};
 use crate::model::budget::{BudgetCap, BudgetStatus, ScopeId};
-pub use crate::model::error::JournalError;
+use crate::model::error::JournalError;
 use crate::model::escalation::{Escalation, EscalationError, NewEscalation, Resolution};
 pub use crate::model::journal::{AttemptRecord, HistoryQuery, JournalEntry, StoredOutcome};
 pub(crate) use crate::model::journal::{Claim, Fingerprint, JournalKey, Reservation, Reserved};

@@ -15,6 +15,7 @@
 //! it only through the traits of [`crate::store`].
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -23,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::model::budget::{BudgetCap, BudgetStatus};
-use crate::model::error::JournalError;
 use crate::model::error::storage;
+use crate::model::error::{JournalError, StorageCause};
 use crate::model::escalation::Escalation;
 use crate::model::journal::{AttemptRecord, HistoryQuery, Reservation};
 use crate::model::schedule::ScheduleRun;
@@ -150,22 +151,22 @@ impl Drop for WriterThread {
 impl RedbStore {
     /// Opens (or creates) the journal file at `path`.
     pub(crate) fn open(path: &Path, group_commit: bool) -> Result<Self, JournalError> {
-        let open_error = |e: &dyn std::fmt::Display| JournalError::Open {
+        let open_error = |source: StorageCause| JournalError::Open {
             path: path.to_owned(),
-            message: e.to_string(),
+            source,
         };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| open_error(&e))?;
+            std::fs::create_dir_all(dir).map_err(|e| open_error(Arc::new(e)))?;
         }
         if !path.exists() {
-            create_atomically(path).map_err(|e| open_error(&e))?;
+            create_atomically(path).map_err(open_error)?;
         }
         let db = Database::builder()
             .set_concurrency_mode(ConcurrencyMode::MultiWriter)
             .create(path)
-            .map_err(|e| open_error(&e))?;
+            .map_err(|e| open_error(Arc::new(e)))?;
         let live = Liveness::register(path.parent().unwrap_or(Path::new(".")))
-            .map_err(|e| open_error(&e))?;
+            .map_err(|e| open_error(Arc::new(e)))?;
         Self::start(db, path, group_commit, live)
     }
 
@@ -175,7 +176,7 @@ impl RedbStore {
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(|e| JournalError::Open {
                 path: "<memory>".into(),
-                message: e.to_string(),
+                source: Arc::new(e),
             })?;
         Self::start(db, Path::new("<memory>"), true, Liveness::in_memory())
     }
@@ -380,9 +381,9 @@ impl RedbStore {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, JournalError> {
-    serde_json::from_slice(bytes).map_err(|e| JournalError::BadRecord {
+    serde_json::from_slice(bytes).map_err(|source| JournalError::BadRecord {
         key: key.to_owned(),
-        message: e.to_string(),
+        source,
     })
 }
 
@@ -436,7 +437,7 @@ fn check_schema(db: &Database, path: &Path) -> Result<(), JournalError> {
 /// Creates a new journal file beside `path` and links it into place, so a
 /// process killed while redb writes the first header leaves no half-made
 /// file at `path` (one that could never be opened again).
-fn create_atomically(path: &Path) -> Result<(), String> {
+fn create_atomically(path: &Path) -> Result<(), StorageCause> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -445,12 +446,12 @@ fn create_atomically(path: &Path) -> Result<(), String> {
     let _ = std::fs::remove_file(&fresh);
     let db = Database::builder()
         .create(&fresh)
-        .map_err(|e| e.to_string())?;
-    check_schema(&db, &fresh).map_err(|e| e.to_string())?;
+        .map_err(|e| -> StorageCause { Arc::new(e) })?;
+    check_schema(&db, &fresh).map_err(|e| -> StorageCause { Arc::new(e) })?;
     drop(db);
     let linked = match std::fs::hard_link(&fresh, path) {
         // Another process created it first: theirs is as good.
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e.to_string()),
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(Arc::new(e) as StorageCause),
         _ => Ok(()),
     };
     let _ = std::fs::remove_file(&fresh);

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::model::budget::{BudgetCap, BudgetStatus, ScopeId};
 use crate::model::error::ErrorClass;
-pub use crate::model::error::JournalError;
+use crate::model::error::JournalError;
 use crate::model::error::storage;
 use crate::model::escalation::{
     Escalation, EscalationError, EscalationReason, NewEscalation, Resolution, Resolved,
@@ -261,10 +261,7 @@ pub(super) fn update(
         .map_err(storage)?
         .map(|v| v.value().to_vec())
     else {
-        return Err(JournalError::BadRecord {
-            key: encoded,
-            message: "no such record".into(),
-        });
+        return Err(JournalError::Missing { key: encoded });
     };
     let mut entry: JournalEntry = decode(&encoded, &bytes)?;
     change(&mut entry);

@@ -350,3 +350,18 @@ fn garbage_file_is_refused_with_a_clear_error() {
         b"definitely not a redb file, just text"
     );
 }
+
+#[test]
+fn storage_errors_keep_their_cause_as_a_source() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("journal.redb");
+    std::fs::write(&path, b"not redb").expect("write");
+    let error = RedbStore::open(&path, true).err().expect("refused");
+    // The file is named by the error, what redb said by its source.
+    assert!(error.to_string().contains("journal.redb"), "{error}");
+    let cause = std::error::Error::source(&error).expect("a source");
+    assert!(!cause.to_string().is_empty());
+    let stored = crate::model::error::storage(std::io::Error::other("disk on fire"));
+    let source = std::error::Error::source(&stored).expect("a source");
+    assert_eq!(source.to_string(), "disk on fire");
+}

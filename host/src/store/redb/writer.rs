@@ -1,15 +1,14 @@
 //! The writer thread: group commit of every queued request in one write
 //! transaction, answered only after the commit.
 
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::oneshot;
 
 use crate::model::budget::{BudgetCap, BudgetStatus, ScopeId};
-pub use crate::model::error::JournalError;
-use crate::model::error::storage;
+use crate::model::error::{JournalError, StorageCause, storage};
 use crate::model::escalation::{Escalation, EscalationError, NewEscalation, Resolution};
 pub use crate::model::journal::{AttemptRecord, KeyState, StoredOutcome};
 pub(crate) use crate::model::journal::{Claim, Fingerprint, JournalKey, Reservation, Reserved};
@@ -199,7 +198,7 @@ pub(super) fn writer(
             Ok(answers) => answers,
             Err((answers, error)) => {
                 for answer in answers {
-                    answer(Err(JournalError::Storage(error.clone())));
+                    answer(Err(JournalError::Storage(Arc::clone(&error))));
                 }
                 continue;
             }
@@ -217,13 +216,13 @@ pub(super) fn apply(
     batch: Vec<Op>,
     durable: bool,
     live: &Liveness,
-) -> Result<Vec<Answer>, (Vec<Answer>, String)> {
+) -> Result<Vec<Answer>, (Vec<Answer>, StorageCause)> {
     let mut txn = match db.begin_write() {
         Ok(txn) => txn,
         Err(e) => {
             return Err((
                 batch.into_iter().filter_map(drop_answer).collect(),
-                e.to_string(),
+                Arc::new(e),
             ));
         }
     };
@@ -237,7 +236,7 @@ pub(super) fn apply(
         .collect();
     match txn.commit() {
         Ok(()) => Ok(answers),
-        Err(e) => Err((answers, e.to_string())),
+        Err(e) => Err((answers, Arc::new(e))),
     }
 }
 
