@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 /// `budget.rs` are the core, between the store and orchestration).
 const LAYERS: &[&str] = &[
     "model",
-    "policy",
     "resilience",
     "runtime",
+    "policy",
     "store",
     "core",
     "orchestration",

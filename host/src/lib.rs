@@ -66,6 +66,7 @@ mod store;
 mod surfaces;
 
 pub use budget::{BudgetError, Budgets};
+pub use host::config::{ConfigError, ConfigProblem, HostConfig, ReloadReport, ScheduleTable};
 pub use host::{
     CallOutcome, CallRequest, FallbackUsed, Host, HostBuilder, ToolDescription, ToolStats,
 };
@@ -80,6 +81,7 @@ pub use model::escalation::{
 };
 pub use model::journal::{AttemptRecord, HistoryQuery, JournalEntry, KeyState, StoredOutcome};
 pub use model::limits::{Limits, LimitsSpec};
+pub use model::policy::{BreakerState, Mount, MountMode, NetPolicyError, PolicyError};
 pub use model::schedule::{
     CatchUp, NextRun, RunStatus, RunningSlot, Schedule, ScheduleConfig, ScheduleRun, ScheduleSpec,
     ScheduleStatus, ScheduleTarget,
@@ -94,12 +96,10 @@ pub use orchestration::cron::{Cron, CronError, CronField};
 pub use orchestration::escalation::Escalations;
 pub use orchestration::schedule::{Reconciled, Runner, ScheduleError, Schedules, Tick};
 pub use orchestration::task::{TaskError, Tasks};
-pub use policy::config::{ConfigError, ConfigProblem, HostConfig, ReloadReport, ScheduleTable};
 pub use policy::tool::{
-    BreakerSpec, BudgetSpec, DEFAULT_FALLBACK_ON, Mount, MountMode, PolicyError, PoolSpec,
-    RetrySpec, ToolPolicy, WarmSpec,
+    BreakerSpec, BudgetSpec, DEFAULT_FALLBACK_ON, PoolSpec, RetrySpec, ToolPolicy, WarmSpec,
 };
-pub use resilience::breaker::{BreakerConfig, BreakerMode, BreakerSnapshot, BreakerState, Window};
+pub use resilience::breaker::{BreakerConfig, BreakerMode, BreakerSnapshot, Window};
 pub use resilience::bulkhead::BulkheadConfig;
 pub use resilience::clock::{
     Clock, Jitter, ManualClock, ManualWallClock, SystemClock, SystemWallClock, WallClock,
@@ -108,7 +108,7 @@ pub use resilience::retry::RetryConfig;
 pub use runtime::component_cache::{ArtifactInfo, ArtifactSource};
 pub use runtime::fs_guard::{DEFAULT_SCRATCH_MAX_BYTES, FilesystemSpec, SymlinkPolicy};
 pub use runtime::host_api::{LogLevel, LogRecord, Progress, ProgressSink};
-pub use runtime::net::{HttpSpec, HttpStats, NetPolicyError};
+pub use runtime::net::{HttpSpec, HttpStats};
 pub use runtime::warm::WarmStats;
 pub use surfaces::mcp::{HttpAccess, McpServer, ServeError};
 pub use tokio_util::sync::CancellationToken;

@@ -34,6 +34,7 @@ use crate::{
 
 mod builder;
 mod call;
+pub(crate) mod config;
 pub(crate) mod metrics;
 mod registry;
 mod request;

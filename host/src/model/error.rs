@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BreakerState, Fuel, PolicyError, Tokens, ToolName};
+use crate::model::policy::{BreakerState, PolicyError};
+use crate::model::units::{Fuel, Tokens, ToolName};
 
 fn retry_hint(retry_after: &Option<Duration>) -> String {
     match retry_after {

@@ -5,6 +5,7 @@ pub(crate) mod error;
 pub(crate) mod escalation;
 pub(crate) mod journal;
 pub(crate) mod limits;
+pub(crate) mod policy;
 pub(crate) mod schedule;
 pub(crate) mod task;
 pub(crate) mod units;

@@ -1,4 +1,3 @@
-//! What a tool may do (`ToolPolicy`, a manifest) and what a host is (`HostConfig`, `cofferdam.toml`).
+//! What a tool may do: `ToolPolicy` and its manifest, composed from the resilience and runtime settings it names.
 
-pub(crate) mod config;
 pub(crate) mod tool;

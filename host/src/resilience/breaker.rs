@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::model::policy::BreakerState;
 use crate::resilience::clock::{Clock, Jitter};
 
 /// How an operator has set a breaker.
@@ -29,48 +30,6 @@ pub enum BreakerMode {
     /// Every call is let through; outcomes are recorded and would-be
     /// transitions logged (shadow mode for new tools).
     MetricsOnly,
-}
-
-/// The state a breaker is in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BreakerState {
-    /// Calls flow; outcomes are counted.
-    Closed,
-    /// Calls are refused until the open period ends.
-    Open,
-    /// A few probe calls are let through to test recovery.
-    HalfOpen,
-    /// Operator mode: everything let through, nothing recorded.
-    Disabled,
-    /// Operator mode: everything refused.
-    ForcedOpen,
-    /// Operator mode: everything let through, outcomes recorded.
-    MetricsOnly,
-}
-
-impl BreakerState {
-    /// Every state, in declaration order.
-    pub const ALL: [Self; 6] = [
-        Self::Closed,
-        Self::Open,
-        Self::HalfOpen,
-        Self::Disabled,
-        Self::ForcedOpen,
-        Self::MetricsOnly,
-    ];
-
-    /// Kebab-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Closed => "closed",
-            Self::Open => "open",
-            Self::HalfOpen => "half-open",
-            Self::Disabled => "disabled",
-            Self::ForcedOpen => "forced-open",
-            Self::MetricsOnly => "metrics-only",
-        }
-    }
 }
 
 /// Which recent calls the failure and slow-call rates are computed over.

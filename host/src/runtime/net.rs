@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
+pub use crate::model::policy::NetPolicyError;
 use bytes::Bytes;
 use http::uri::Scheme;
 use http_body::{Body, Frame};
@@ -79,18 +80,6 @@ pub struct HttpSpec {
     pub max_response_bytes: Option<u64>,
     /// Time for one request, connection to last byte [default 30 s].
     pub timeout_ms: Option<u64>,
-}
-
-/// A policy's `[http]` that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum NetPolicyError {
-    /// An `allow` entry is not `scheme://host[:port]`.
-    #[error("`http.allow` entry `{0}` is not scheme://host[:port] with scheme http or https")]
-    BadOrigin(String),
-    /// An `allow_private` entry is not a CIDR range.
-    #[error("`http.allow_private` entry `{0}` is not a CIDR range such as 127.0.0.0/8")]
-    BadRange(String),
 }
 
 /// A resolved `[http]`: the origin patterns, ranges and limits in force.

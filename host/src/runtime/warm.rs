@@ -12,13 +12,21 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
 use std::time::Instant;
 
 use wasmtime::Store;
 
-use crate::policy::tool::WarmConfig;
 use crate::runtime::bindings::Tool;
 use crate::runtime::sandbox::{CallState, Sandbox};
+
+/// Warm reuse as configured: `None` when off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WarmConfig {
+    pub instances: usize,
+    pub max_invocations: u32,
+    pub idle: Duration,
+}
 
 /// An instance between calls.
 pub(crate) struct WarmInstance {
