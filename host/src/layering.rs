@@ -52,11 +52,9 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
 
 /// Library files over the size limit today.
 const KNOWN_LONG: &[&str] = &[
-    "bench.rs",
     "host.rs",
     "orchestration/schedule.rs",
     "orchestration/task.rs",
-    "runtime/fs_guard.rs",
     "store/journal.rs",
 ];
 
