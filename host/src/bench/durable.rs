@@ -1,0 +1,76 @@
+//! Durable keyed calls: the journal commits each call's claim and result
+//! before the caller hears back, one commit per write against group commit.
+//!
+//! It measures the journal through `Host::call`, not the store on its own.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{BenchError, BenchOptions, BenchReport, Unit, host_error, load_pooled};
+use crate::{CallRequest, Host, PoolSpec};
+
+pub(super) async fn durable(
+    options: &BenchOptions,
+    report: &mut BenchReport,
+) -> Result<(), BenchError> {
+    let single = durable_calls_per_sec(options, false).await?;
+    let grouped = durable_calls_per_sec(options, true).await?;
+    let group = "durable keyed calls, 64 in flight (journal fsync'd before answering)";
+    report.push(
+        group,
+        "one commit per write",
+        single,
+        Unit::CallsPerSecond,
+        Some(1.0),
+    );
+    report.push(
+        group,
+        "group commit",
+        grouped,
+        Unit::CallsPerSecond,
+        Some(grouped / single),
+    );
+    report.target(">= 10x", grouped / single >= 10.0);
+    Ok(())
+}
+
+/// Throughput of keyed calls whose claims and results are committed to disk
+/// before each caller hears back.
+async fn durable_calls_per_sec(
+    options: &BenchOptions,
+    group_commit: bool,
+) -> Result<f64, BenchError> {
+    let data = tempfile::tempdir().map_err(host_error)?;
+    let host = Host::builder()
+        .data_dir(data.path())
+        .group_commit(group_commit)
+        .build()
+        .map_err(host_error)?;
+    let pool = PoolSpec {
+        max_concurrent: Some(64),
+        max_queue: Some(u32::MAX),
+        max_wait_ms: Some(600_000),
+    };
+    let name = load_pooled(&host, options, pool).await?;
+    let calls = (options.calls / 2).max(1);
+    let limit = Arc::new(tokio::sync::Semaphore::new(64));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..calls)
+        .map(|i| {
+            let (host, limit, name) = (host.clone(), Arc::clone(&limit), name.clone());
+            let input = options.input.clone();
+            tokio::spawn(async move {
+                let _permit = limit.acquire().await.expect("semaphore");
+                let request = CallRequest {
+                    idempotency_key: Some(format!("key-{i}")),
+                    ..CallRequest::new(&name, input)
+                };
+                host.call(request).await.map(drop)
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.map_err(host_error)?.map_err(host_error)?;
+    }
+    Ok(f64::from(calls) / start.elapsed().as_secs_f64())
+}
