@@ -1,6 +1,7 @@
 //! Keeps the folders of `host/src` a layered architecture: a module imports
-//! only from its own layer or layers below it (DESIGN §2), and no library
-//! file grows past ~800 lines. Modelled on rust-analyzer's tidy tests: it
+//! only from its own layer or layers below it (DESIGN §2), no two modules
+//! import each other (directly or round a cycle), and no library file grows
+//! past ~800 lines. Modelled on rust-analyzer's tidy tests: it
 //! reads the sources as text, so it runs with the unit tests and names the
 //! file and the import at fault.
 //!
@@ -199,4 +200,123 @@ fn library_files_stay_short() {
         gone.is_empty(),
         "now short, take them off KNOWN_LONG: {gone:?}"
     );
+}
+
+/// A file's module path: `runtime/fs_guard/mod.rs` is `runtime::fs_guard`.
+fn module_of(file: &str) -> String {
+    let path = file.trim_end_matches(".rs");
+    let path = path.strip_suffix("/mod").unwrap_or(path);
+    path.replace('/', "::")
+}
+
+/// The modules a file's code names through `crate::`: the longest prefix of
+/// each path that is a module, or the module a root re-export comes from.
+fn imported_modules(text: &str, modules: &BTreeSet<String>, lib: &str) -> BTreeSet<String> {
+    let code: String = without_tests(text)
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut paths = Vec::new();
+    for (at, _) in code.match_indices("crate::") {
+        let rest = &code[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let group = &group[..group.find('}').unwrap_or(group.len())];
+            paths.extend(group.split(',').map(|p| p.trim().to_owned()));
+        } else {
+            let path: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                .collect();
+            paths.push(path);
+        }
+    }
+    let mut out = BTreeSet::new();
+    for path in paths {
+        let parts: Vec<&str> = path.split("::").filter(|p| !p.is_empty()).collect();
+        let found = (1..=parts.len())
+            .rev()
+            .map(|k| parts[..k].join("::"))
+            .find(|m| modules.contains(m));
+        match found {
+            Some(module) => {
+                out.insert(module);
+            }
+            // A root re-export (`crate::CallError`): the module it names.
+            None => {
+                let Some(name) = parts.first() else { continue };
+                let from = lib.split("pub use ").skip(1).find_map(|item| {
+                    let item = &item[..item.find(';').unwrap_or(item.len())];
+                    let listed = item
+                        .split(|c: char| c == ',' || c == '{' || c == '}' || c.is_whitespace())
+                        .any(|n| n == *name || n.ends_with(&format!("::{name}")));
+                    listed.then(|| item.split("::{").next().unwrap_or(item).to_owned())
+                });
+                if let Some(from) = from {
+                    let parts: Vec<&str> = from.split("::").collect();
+                    if let Some(module) = (1..=parts.len())
+                        .rev()
+                        .map(|k| parts[..k].join("::"))
+                        .find(|m| modules.contains(m))
+                    {
+                        out.insert(module);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn modules_form_no_cycle() {
+    let lib = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs"))
+        .expect("lib.rs");
+    let files = library_files();
+    let modules: BTreeSet<String> = files.iter().map(|(f, _)| module_of(f)).collect();
+    let mut edges: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for (file, text) in &files {
+        let me = module_of(file);
+        let targets = imported_modules(text, &modules, &lib)
+            .into_iter()
+            // A module and its own submodules are one unit.
+            .filter(|m| *m != me && !m.starts_with(&format!("{me}::")))
+            .filter(|m| !me.starts_with(&format!("{m}::")))
+            .collect();
+        edges.insert(me, targets);
+    }
+    // Depth-first search; a back edge is a cycle, reported as its path.
+    fn visit(
+        module: &str,
+        edges: &std::collections::BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|m| m == module) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(module.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(module) {
+            return None;
+        }
+        path.push(module.to_owned());
+        for next in edges.get(module).into_iter().flatten() {
+            if let Some(cycle) = visit(next, edges, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(module.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for module in edges.keys() {
+        let cycle = visit(module, &edges, &mut Vec::new(), &mut done);
+        assert!(
+            cycle.is_none(),
+            "modules import each other: {}",
+            cycle.unwrap_or_default().join(" -> ")
+        );
+    }
 }

@@ -14,9 +14,7 @@ use crate::model::schedule::ScheduleConfig;
 use crate::resilience::clock::{Clock, Jitter, SystemClock, SystemWallClock, WallClock};
 use crate::runtime::component_cache::ComponentCache;
 use crate::runtime::engine::{self, EngineSettings};
-use crate::runtime::fs_guard::{self};
-use crate::runtime::host_api::{self};
-use crate::runtime::sandbox::ScratchRoot;
+use crate::runtime::sandbox::{self, ScratchRoot};
 use crate::store::Store;
 use crate::store::redb::RedbStore;
 use crate::{BuildError, Limits, TokenPrice};
@@ -211,10 +209,7 @@ impl HostBuilder {
         let engine = engine::build(&self.engine)?;
         engine::start_epoch_ticker(&engine, self.engine.epoch_tick);
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .and_then(|()| fs_guard::add_to_linker(&mut linker))
-            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
-            .and_then(|()| host_api::add_to_linker(&mut linker))
+        sandbox::add_to_linker(&mut linker)
             .map_err(|e| BuildError::Engine(e.into_boxed_dyn_error()))?;
         let artifact_dir = self
             .artifact_dir

@@ -12,7 +12,6 @@ use wasmtime::StoreContextMut;
 use wasmtime::component::Linker;
 
 use crate::runtime::bindings::cofferdam::tool::types::Level;
-use crate::runtime::sandbox::CallState;
 use crate::{Fuel, TokenPrice, ToolName};
 
 /// Longest log message kept, in bytes; longer ones are cut at a char boundary.
@@ -120,31 +119,36 @@ fn truncate_at_char_boundary(s: &mut String, max: usize) {
     }
 }
 
-/// Adds `cofferdam:tool/host@0.1.0` to `linker`.
-pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+/// Adds `cofferdam:tool/host@0.1.0` to `linker`; `services` finds the
+/// call's [`GuestServices`] in the store data (the wasmtime way: the
+/// interface does not know the store's type).
+pub(crate) fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    services: fn(&mut T) -> &mut GuestServices,
+) -> wasmtime::Result<()> {
     // A types-only interface: nothing to provide, but the name must resolve.
     linker.instance("cofferdam:tool/types@0.1.0")?;
     let mut host = linker.instance("cofferdam:tool/host@0.1.0")?;
     host.func_wrap(
         "log",
-        |mut store: StoreContextMut<'_, CallState>, (level, message): (Level, String)| {
-            store.data_mut().services.log(level, message);
+        move |mut store: StoreContextMut<'_, T>, (level, message): (Level, String)| {
+            services(store.data_mut()).log(level, message);
             Ok(())
         },
     )?;
     host.func_wrap(
         "progress",
-        |store: StoreContextMut<'_, CallState>,
-         (done, total, message): (u64, Option<u64>, String)| {
-            store.data().services.progress(done, total, message);
+        move |mut store: StoreContextMut<'_, T>,
+              (done, total, message): (u64, Option<u64>, String)| {
+            services(store.data_mut()).progress(done, total, message);
             Ok(())
         },
     )?;
     host.func_wrap(
         "remaining-budget",
-        |store: StoreContextMut<'_, CallState>, (): ()| {
+        move |mut store: StoreContextMut<'_, T>, (): ()| {
             let fuel = Fuel(store.get_fuel()?);
-            Ok((store.data().services.price.tokens_for(fuel).0,))
+            Ok((services(store.data_mut()).price.tokens_for(fuel).0,))
         },
     )?;
     Ok(())

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
 use wasmtime::ResourceLimiter;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
@@ -22,12 +22,9 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::MountMode;
-use crate::runtime::fs_guard::{FsGuard, FsRules, FsView};
-use crate::runtime::host_api::GuestServices;
+use crate::runtime::fs_guard::{self, FsGuard, FsRules, FsView, SCRATCH_GUEST_PATH};
+use crate::runtime::host_api::{self, GuestServices};
 use crate::runtime::net::{self, NetPolicy};
-
-/// Guest path of the per-call scratch directory.
-pub(crate) const SCRATCH_GUEST_PATH: &str = "/scratch";
 
 /// A mount after load-time resolution: canonical host path, checked guest
 /// path, and the directory itself, pinned.
@@ -205,7 +202,7 @@ impl CallState {
     }
 
     /// What the guarded `wasi:filesystem` bindings see ([`crate::runtime::fs_guard`]).
-    pub(crate) fn fs_view(&mut self) -> FsView<'_> {
+    fn fs_view(&mut self) -> FsView<'_> {
         FsView {
             fs: WasiFilesystemCtxView {
                 ctx: self.wasi.filesystem(),
@@ -535,6 +532,15 @@ impl AsyncWrite for CapturedOutput {
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
     }
+}
+
+/// Links everything a call's guest may import into `linker`: WASI p2, the
+/// guarded filesystem over it, outbound HTTP, and `cofferdam:tool/host`.
+pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    fs_guard::add_to_linker(linker, CallState::fs_view)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+    host_api::add_to_linker(linker, |state: &mut CallState| &mut state.services)
 }
 
 #[cfg(test)]

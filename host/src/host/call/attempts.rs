@@ -9,7 +9,7 @@ use super::CallPlan;
 use super::settle::Settled;
 use crate::host::{Host, until_cancelled};
 use crate::resilience::breaker::{Permit, Refused, Verdict};
-use crate::resilience::classify::{disposition, may_retry};
+use crate::resilience::classify::{Disposition, disposition, may_retry};
 use crate::{CallError, CallOutcome, Effect, ErrorClass, ToolName};
 
 /// Attempts get at least this long, however little of the total deadline is left.
@@ -36,7 +36,7 @@ pub(super) struct Admitted {
 
 /// What the decide stage makes of an attempt.
 enum Next {
-    Done(Result<CallOutcome, CallError>),
+    Done(Box<Result<CallOutcome, CallError>>),
     Retry,
 }
 
@@ -59,7 +59,7 @@ impl Host {
             let ran = self.execute(plan, &call, &budget).await;
             let settled = self.settle(plan, &mut call, budget, ran).await?;
             match self.decide(plan, &mut call, settled, started).await? {
-                Next::Done(result) => return result,
+                Next::Done(result) => return *result,
                 Next::Retry => {}
             }
         }
@@ -114,7 +114,7 @@ impl Host {
                 if let Some(permit) = call.permit.take() {
                     permit.record(Verdict::Success, duration);
                 }
-                return Ok(Next::Done(Ok(parts.into_outcome(
+                let outcome = parts.into_outcome(
                     name,
                     plan.call_id.clone(),
                     crate::Tokens(charged),
@@ -122,27 +122,13 @@ impl Host {
                     std::mem::take(&mut call.failed),
                     tool.breaker.state(),
                     call.waited,
-                ))));
+                );
+                return Ok(Next::Done(Box::new(Ok(outcome))));
             }
             Err(error) => error,
         };
         let class = error.class();
-        let mut row = disposition(class);
-        // A budget error of an attempt that was stopped mid-run (out of the
-        // fuel its budget paid for) is still an interruption.
-        row.interrupted |= stopped_mid_run;
-        // A guest stopped at its deadline while running its own code (a
-        // loop, not a wait in a host call) would run out of time again:
-        // retrying only triples the CPU it burns.
-        if matches!(
-            error,
-            CallError::DeadlineExceeded {
-                in_guest_code: true,
-                ..
-            }
-        ) {
-            row.retryable = false;
-        }
+        let row = judge(&error, stopped_mid_run);
         if let Some(permit) = call.permit.take() {
             permit.record(row.verdict, duration);
         }
@@ -154,23 +140,34 @@ impl Host {
             "attempt failed"
         );
         if row.interrupted && tool.description.effect == Effect::SideEffecting {
-            return Ok(Next::Done(Err(CallError::UnknownOutcome {
+            let error = CallError::UnknownOutcome {
                 tool: name.clone(),
                 cause: Box::new(error),
-            })));
+            };
+            return Ok(Next::Done(Box::new(Err(error))));
         }
         call.failed.push(class);
-        let give_up = !row.retryable
-            || !may_retry(tool.description.effect, plan.key.is_some())
-            || call.attempt >= tool.retry.max_attempts;
-        if give_up {
-            let failed = std::mem::take(&mut call.failed);
-            return Ok(Next::Done(Err(exhausted(
-                name,
-                call.attempt,
-                failed,
-                error,
-            ))));
+        let retryable = row.retryable
+            && may_retry(tool.description.effect, plan.key.is_some())
+            && call.attempt < tool.retry.max_attempts;
+        self.retry_or_end(plan, call, retryable, error, started)
+            .await
+    }
+
+    /// Backs off and takes a new breaker permit for the next attempt, or
+    /// ends the call when it may not retry, has no time left for one, or the
+    /// tool's retry budget is spent.
+    async fn retry_or_end(
+        &self,
+        plan: &CallPlan<'_>,
+        call: &mut Admitted,
+        retryable: bool,
+        error: CallError,
+        started: Duration,
+    ) -> Result<Next, CallError> {
+        let (tool, name) = (plan.tool, &plan.tool.description.name);
+        if !retryable {
+            return Ok(end(name, call, error));
         }
         let clock = &*self.inner.clock;
         let backoff = tool
@@ -180,13 +177,7 @@ impl Host {
         if elapsed + backoff + MIN_ATTEMPT_TIME > tool.retry.total_timeout
             || !tool.retry_budget.try_withdraw(clock.now())
         {
-            let failed = std::mem::take(&mut call.failed);
-            return Ok(Next::Done(Err(exhausted(
-                name,
-                call.attempt,
-                failed,
-                error,
-            ))));
+            return Ok(end(name, call, error));
         }
         until_cancelled(plan.request.cancel.as_ref(), clock.sleep(backoff))
             .await
@@ -200,6 +191,33 @@ impl Host {
         call.attempt += 1;
         Ok(Next::Retry)
     }
+}
+
+/// How the error-class table treats a failed attempt's error.
+fn judge(error: &CallError, stopped_mid_run: bool) -> Disposition {
+    let mut row = disposition(error.class());
+    // A budget error of an attempt that was stopped mid-run (out of the
+    // fuel its budget paid for) is still an interruption.
+    row.interrupted |= stopped_mid_run;
+    // A guest stopped at its deadline while running its own code (a loop,
+    // not a wait in a host call) would run out of time again: retrying only
+    // triples the CPU it burns.
+    if matches!(
+        error,
+        CallError::DeadlineExceeded {
+            in_guest_code: true,
+            ..
+        }
+    ) {
+        row.retryable = false;
+    }
+    row
+}
+
+/// The call ends with its last attempt's error.
+fn end(name: &ToolName, call: &mut Admitted, error: CallError) -> Next {
+    let failed = std::mem::take(&mut call.failed);
+    Next::Done(Box::new(Err(exhausted(name, call.attempt, failed, error))))
 }
 
 /// The breaker refused the call (after `attempts` attempts).

@@ -9,7 +9,7 @@ use super::CallPlan;
 use crate::host::Host;
 use crate::model::error::JournalError;
 use crate::model::escalation::{EscalationReason, NewEscalation};
-use crate::model::journal::{AttemptRecord, Claim, Fingerprint, StoredOutcome};
+use crate::model::journal::{AttemptRecord, Claim, Fingerprint, JournalKey, StoredOutcome};
 use crate::model::units::unix_millis;
 use crate::resilience::classify::disposition;
 use crate::runtime::net::HttpStats;
@@ -24,61 +24,61 @@ impl Host {
         let Some(key) = &plan.key else {
             return self.attempts(plan).await;
         };
-        let (tool, request) = (plan.tool, plan.request);
-        let name = &tool.description.name;
-        let store = &self.inner.store;
-        let journal_error = |source: JournalError| CallError::Journal {
-            tool: name.clone(),
-            source,
-        };
-        // What a human needs if this key's outcome becomes unknown.
-        let context = || NewEscalation {
-            reason: Some(EscalationReason::UnknownOutcome),
-            tool: Some(name.to_string()),
-            key: Some(key.escalation_key()),
-            task: request.task_id.clone(),
-            agent: request.agent.clone(),
-            call_id: Some(plan.call_id.clone()),
-            input: Some(request.input.clone()),
-            ..NewEscalation::default()
-        };
+        if let Some(answer) = self.claim(plan, key).await? {
+            return answer;
+        }
+        let mut result = self.attempts(plan).await;
+        self.record(plan, key, &mut result).await?;
+        result
+    }
+
+    /// Claims `key` for this call; `Some` answer when the call must not run
+    /// (a stored outcome to replay, another input, a holder, an unknown).
+    async fn claim(
+        &self,
+        plan: &CallPlan<'_>,
+        key: &JournalKey,
+    ) -> Result<Option<Result<CallOutcome, CallError>>, CallError> {
+        let (tool, name) = (plan.tool, &plan.tool.description.name);
         let side_effecting = tool.description.effect == Effect::SideEffecting;
         let lease = tool.retry.total_timeout + LEASE_MARGIN;
-        let fingerprint = fingerprint(&tool.description.digest, &request.input);
-        let claim = store.claim(
+        let fingerprint = fingerprint(&tool.description.digest, &plan.request.input);
+        let claim = self.inner.store.claim(
             key.clone(),
             fingerprint,
             tool.description.effect,
             lease,
-            side_effecting.then(context),
+            side_effecting.then(|| unknown_outcome(plan, key)),
         );
-        match claim.await.map_err(journal_error)? {
-            Claim::Claimed => {}
-            Claim::Replay(stored) => return self.replay(plan, stored),
-            Claim::Mismatch => {
-                return Err(CallError::IdempotencyMismatch {
-                    tool: name.clone(),
-                    key: key.key.clone(),
-                });
-            }
-            Claim::InProgress { retry_after } => {
-                return Err(CallError::InProgress {
-                    tool: name.clone(),
-                    key: key.key.clone(),
+        let key = key.key.clone();
+        let tool = name.clone();
+        Ok(Some(Err(
+            match claim.await.map_err(|source| journal_error(plan, source))? {
+                Claim::Claimed => return Ok(None),
+                Claim::Replay(stored) => return Ok(Some(self.replay(plan, stored))),
+                Claim::Mismatch => CallError::IdempotencyMismatch { tool, key },
+                Claim::InProgress { retry_after } => CallError::InProgress {
+                    tool,
+                    key,
                     retry_after,
-                });
-            }
-            Claim::Unknown { reason } => {
-                return Err(CallError::KeyUnknown {
-                    tool: name.clone(),
-                    key: key.key.clone(),
-                    reason,
-                });
-            }
-        }
-        let mut result = self.attempts(plan).await;
-        let key = key.clone();
-        let recorded = match &mut result {
+                },
+                Claim::Unknown { reason } => CallError::KeyUnknown { tool, key, reason },
+            },
+        )))
+    }
+
+    /// Stores what the attempts ended in under `key`: an output or a final
+    /// error to replay, an unknown outcome (escalated), or nothing (the key
+    /// is released for a later try). Nothing is reported before its record
+    /// is committed.
+    async fn record(
+        &self,
+        plan: &CallPlan<'_>,
+        key: &JournalKey,
+        result: &mut Result<CallOutcome, CallError>,
+    ) -> Result<(), CallError> {
+        let (store, key) = (&self.inner.store, key.clone());
+        let recorded = match result {
             // The tool finished: its outcome is final even though the budget
             // could not pay for the output. Storing it keeps the key from
             // running the tool (and its side effect) a second time.
@@ -103,7 +103,8 @@ impl Host {
                 store.complete(key, stored).await
             }
             Err(error @ CallError::UnknownOutcome { .. }) => {
-                store.mark_unknown(key, error.to_string(), context()).await
+                let context = unknown_outcome(plan, &key);
+                store.mark_unknown(key, error.to_string(), context).await
             }
             Err(error) if is_terminal(error) => {
                 let tool_error = match error.last_attempt_error() {
@@ -119,9 +120,7 @@ impl Host {
             }
             Err(_) => store.release(key).await,
         };
-        // Nothing is reported before its record is committed.
-        recorded.map_err(journal_error)?;
-        result
+        recorded.map_err(|source| journal_error(plan, source))
     }
 
     /// Answers a keyed call from its stored outcome: no execution, no charge.
@@ -186,6 +185,29 @@ impl Host {
                 tool_error,
             }),
         }
+    }
+}
+
+/// What a human needs if this key's outcome becomes unknown.
+fn unknown_outcome(plan: &CallPlan<'_>, key: &JournalKey) -> NewEscalation {
+    let request = plan.request;
+    NewEscalation {
+        reason: Some(EscalationReason::UnknownOutcome),
+        tool: Some(plan.tool.description.name.to_string()),
+        key: Some(key.escalation_key()),
+        task: request.task_id.clone(),
+        agent: request.agent.clone(),
+        call_id: Some(plan.call_id.clone()),
+        input: Some(request.input.clone()),
+        ..NewEscalation::default()
+    }
+}
+
+/// The journal failed: the call's outcome is not reported.
+fn journal_error(plan: &CallPlan<'_>, source: JournalError) -> CallError {
+    CallError::Journal {
+        tool: plan.tool.description.name.clone(),
+        source,
     }
 }
 

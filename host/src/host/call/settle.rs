@@ -10,7 +10,7 @@ use super::execute::{Ran, Succeeded};
 use crate::host::Host;
 use crate::model::journal::{AttemptRecord, Reservation};
 use crate::model::units::unix_millis;
-use crate::{CallError, Tokens};
+use crate::{CallError, Fuel, Tokens};
 
 /// An attempt charged and recorded, for the decide stage.
 pub(super) struct Settled {
@@ -32,13 +32,67 @@ impl Host {
     ) -> Result<Settled, CallError> {
         let name = &plan.tool.description.name;
         let Ran {
-            mut result,
+            result,
             duration,
             fuel_used,
             http,
             started_ms,
             stopped_mid_run,
         } = ran;
+        let (result, charged) = self.bill(plan, call, budget, result, fuel_used).await?;
+        let request = plan.request;
+        self.inner.store.audit(AttemptRecord {
+            v: 1,
+            tool: name.to_string(),
+            digest: plan.tool.description.digest.clone(),
+            call_id: plan.call_id.clone(),
+            task: request.task_id.clone(),
+            agent: request.agent.clone(),
+            tenant: request.tenant.clone(),
+            attempt: call.attempt,
+            started_ms,
+            ended_ms: unix_millis(),
+            status: match &result {
+                Ok(_) => "ok".to_owned(),
+                Err(e) => e.class().as_str().to_owned(),
+            },
+            fuel: fuel_used.0,
+            tokens: charged,
+            error: result.as_ref().err().map(ToString::to_string),
+            replayed: false,
+            http_requests: http.requests,
+            http_bytes_in: http.bytes_in,
+            http_bytes_out: http.bytes_out,
+        });
+        plan.tool.metrics.attempt(fuel_used.0, charged);
+        call.total_fuel += fuel_used.0;
+        call.total_tokens += charged;
+        let span = tracing::Span::current();
+        span.record("attempts", call.attempt);
+        span.record("fuel", call.total_fuel);
+        span.record("tokens", call.total_tokens);
+        Ok(Settled {
+            result,
+            duration,
+            charged,
+            fuel: fuel_used.0,
+            stopped_mid_run,
+        })
+    }
+
+    /// What the attempt costs and may be charged: never past its
+    /// reservations and the call's cap. An output the budget cannot pay for
+    /// is withheld; running out of the fuel a budget paid for is that
+    /// budget's exhaustion. Settles the reservations.
+    async fn bill(
+        &self,
+        plan: &CallPlan<'_>,
+        call: &mut Admitted,
+        budget: AttemptBudget,
+        mut result: Result<Succeeded, CallError>,
+        fuel_used: Fuel,
+    ) -> Result<(Result<Succeeded, CallError>, u64), CallError> {
+        let name = &plan.tool.description.name;
         let price = self.inner.price;
         let charge = match &result {
             Ok(parts) => price.charge(fuel_used, parts.output.len()).0,
@@ -95,44 +149,7 @@ impl Host {
         }
         self.give_back(plan, budget.reservation, extra, charged)
             .await?;
-        let request = plan.request;
-        self.inner.store.audit(AttemptRecord {
-            v: 1,
-            tool: name.to_string(),
-            digest: plan.tool.description.digest.clone(),
-            call_id: plan.call_id.clone(),
-            task: request.task_id.clone(),
-            agent: request.agent.clone(),
-            tenant: request.tenant.clone(),
-            attempt: call.attempt,
-            started_ms,
-            ended_ms: unix_millis(),
-            status: match &result {
-                Ok(_) => "ok".to_owned(),
-                Err(e) => e.class().as_str().to_owned(),
-            },
-            fuel: fuel_used.0,
-            tokens: charged,
-            error: result.as_ref().err().map(ToString::to_string),
-            replayed: false,
-            http_requests: http.requests,
-            http_bytes_in: http.bytes_in,
-            http_bytes_out: http.bytes_out,
-        });
-        plan.tool.metrics.attempt(fuel_used.0, charged);
-        call.total_fuel += fuel_used.0;
-        call.total_tokens += charged;
-        let span = tracing::Span::current();
-        span.record("attempts", call.attempt);
-        span.record("fuel", call.total_fuel);
-        span.record("tokens", call.total_tokens);
-        Ok(Settled {
-            result,
-            duration,
-            charged,
-            fuel: fuel_used.0,
-            stopped_mid_run,
-        })
+        Ok((result, charged))
     }
 
     /// Turns the attempt's reservations into spending of `charged` tokens

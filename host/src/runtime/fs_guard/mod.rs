@@ -51,7 +51,6 @@ use wasmtime_wasi::p2::bindings::filesystem::preopens;
 use wasmtime_wasi::p2::bindings::filesystem::types::{self, ErrorCode};
 
 use crate::model::policy::{Mount, MountMode, PolicyError};
-use crate::runtime::sandbox::{CallState, SCRATCH_GUEST_PATH};
 
 mod filesystem;
 mod quota;
@@ -167,7 +166,7 @@ struct GuardedMount {
 }
 
 /// A call's filesystem guard: per-mount quotas and which mount each open
-/// descriptor belongs to. Lives in the store data ([`CallState`]).
+/// descriptor belongs to. Lives in the store data (the sandbox's `CallState`).
 pub(crate) struct FsGuard {
     symlinks: SymlinkPolicy,
     mounts: Vec<GuardedMount>,
@@ -265,12 +264,19 @@ impl HasData for GuardedFs {
     type Data<'a> = FsView<'a>;
 }
 
+/// Where the scratch directory appears in the guest.
+pub(crate) const SCRATCH_GUEST_PATH: &str = "/scratch";
+
 /// Links `wasi:filesystem/types` and `wasi:filesystem/preopens` over the ones
-/// [`wasmtime_wasi::p2::add_to_linker_async`] added (call it first).
-pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+/// [`wasmtime_wasi::p2::add_to_linker_async`] added (call it first); `view`
+/// finds the guarded filesystem in the store data.
+pub(crate) fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> FsView<'_>,
+) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
-    let linked = preopens::add_to_linker::<CallState, GuardedFs>(linker, CallState::fs_view)
-        .and_then(|()| types::add_to_linker::<CallState, GuardedFs>(linker, CallState::fs_view));
+    let linked = preopens::add_to_linker::<T, GuardedFs>(linker, view)
+        .and_then(|()| types::add_to_linker::<T, GuardedFs>(linker, view));
     linker.allow_shadowing(false);
     linked
 }
