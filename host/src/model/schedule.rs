@@ -560,3 +560,32 @@ impl Schedule {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_name_the_slot_in_utc() {
+        let slot: Timestamp = "2026-11-26T08:00:00Z".parse().unwrap();
+        assert_eq!(run_task_id("digest", slot), "digest-20261126T0800Z");
+    }
+
+    #[test]
+    fn specs_read_from_json_with_defaults() {
+        let spec: ScheduleSpec = serde_json::from_str(
+            r#"{"name":"d","owner":"o","cron":"0 9 * * *",
+                "target":{"kind":"tool","tool":"hello"}}"#,
+        )
+        .unwrap();
+        assert_eq!(spec.zone, "UTC");
+        assert_eq!(spec.catch_up, CatchUp::Skip);
+        assert_eq!(spec.tools(), ["hello"]);
+        let err = serde_json::from_str::<ScheduleSpec>(
+            r#"{"name":"d","owner":"o","cron":"0 9 * * *","budjet":5,
+                "target":{"kind":"tool","tool":"hello"}}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("budjet"), "{err}");
+    }
+}

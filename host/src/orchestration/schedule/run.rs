@@ -1,0 +1,198 @@
+//! One run of a schedule: checks its tools against the host's policies,
+//! runs the slot's tool call or task under the run's budget scope and
+//! timeout, and records its end in the journal.
+//!
+//! It does not choose which slot runs or claim it; that is the runner's job
+//! (`runner.rs`).
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::{
+    RunStatus, Schedule, ScheduleError, ScheduleRun, ScheduleSpec, ScheduleTarget, Schedules,
+};
+use crate::model::schedule::{RunEnd, RunOutcome};
+use crate::orchestration::task::{TaskSpec, TaskState};
+use crate::{BudgetCap, CallRequest, CancellationToken, ErrorClass, Host, ScopeId, Tokens};
+
+/// Why a run cannot start.
+pub(super) enum Blocked {
+    /// A tool it calls is not loaded.
+    Missing(String),
+    /// A tool it may call (fallbacks included) is marked sensitive.
+    Sensitive(String),
+}
+
+/// Checks every tool a run of `spec` may call against the host's policies.
+pub(super) fn blocked(host: &Host, spec: &ScheduleSpec) -> Option<Blocked> {
+    for tool in spec.tools() {
+        let Some(description) = host.tool(tool) else {
+            return Some(Blocked::Missing(tool.into()));
+        };
+        let sensitive = std::iter::once(description.name.as_str())
+            .chain(description.fallbacks.iter().map(|f| f.as_str()))
+            .find(|t| host.tool(t).is_some_and(|d| d.sensitive));
+        if let Some(tool) = sensitive {
+            return Some(Blocked::Sensitive(tool.into()));
+        }
+    }
+    None
+}
+
+/// Runs one slot under its budget scope and timeout.
+pub(super) async fn execute(
+    schedules: &Schedules,
+    schedule: &Schedule,
+    slot: Timestamp,
+    cancel: CancellationToken,
+) -> RunOutcome {
+    let host = &schedules.host;
+    let spec = &schedule.spec;
+    let failed = |error: String, class: Option<ErrorClass>| RunOutcome {
+        status: RunStatus::Failed,
+        tokens: Tokens(0),
+        fuel: 0,
+        error: Some(error),
+        class,
+    };
+    // Policies change on reload: check again at every run.
+    match blocked(host, spec) {
+        Some(Blocked::Missing(tool)) => {
+            return failed(
+                format!("no tool `{tool}` is loaded"),
+                Some(ErrorClass::UnknownTool),
+            );
+        }
+        Some(Blocked::Sensitive(tool)) => {
+            return RunOutcome {
+                status: RunStatus::Refused,
+                tokens: Tokens(0),
+                fuel: 0,
+                error: Some(format!(
+                    "tool `{tool}` is marked sensitive and cannot run in the background"
+                )),
+                class: None,
+            };
+        }
+        None => {}
+    }
+    let run_id = schedule.run_id(slot);
+    let budget = spec.budget.unwrap_or(schedules.config.max_run_budget);
+    let scope = ScopeId::Task(run_id.clone());
+    if let Err(e) = host.budgets().set_cap(&scope, BudgetCap::new(budget)).await {
+        return failed(format!("cannot set the run budget: {e}"), None);
+    }
+    let timeout = spec
+        .timeout_ms
+        .map_or(schedules.config.default_timeout, Duration::from_millis);
+    let tasks = host.tasks();
+    let work = async {
+        match &spec.target {
+            ScheduleTarget::Tool { tool, input } => {
+                let request = CallRequest {
+                    task_id: Some(run_id.clone()),
+                    agent: Some(spec.owner.clone()),
+                    idempotency_key: Some(format!("schedule/{}/{}", spec.name, slot)),
+                    max_tokens: Some(budget),
+                    cancel: Some(cancel.clone()),
+                    ..CallRequest::new(tool, input.to_string())
+                };
+                match host.call(request).await {
+                    Ok(outcome) => Ok(outcome.fuel_used.0),
+                    Err(e) => Err((e.to_string(), Some(e.class()))),
+                }
+            }
+            ScheduleTarget::Task { task } => {
+                let spec = TaskSpec {
+                    id: run_id.clone(),
+                    agent: task.agent.clone().or_else(|| Some(spec.owner.clone())),
+                    ..task.clone()
+                };
+                match tasks.run(spec).await {
+                    Ok(record) if record.state == TaskState::Completed => Ok(0),
+                    Ok(record) => {
+                        let why = record
+                            .steps
+                            .iter()
+                            .rev()
+                            .find_map(|s| s.error.clone())
+                            .unwrap_or_default();
+                        let class = record.steps.iter().rev().find_map(|s| s.class);
+                        Err((
+                            format!("task ended {}: {why}", record.state.as_str()),
+                            class,
+                        ))
+                    }
+                    Err(e) => Err((e.to_string(), None)),
+                }
+            }
+        }
+    };
+    tokio::pin!(work);
+    let mut timed_out = false;
+    let result = tokio::select! {
+        result = &mut work => result,
+        () = tokio::time::sleep(timeout) => {
+            timed_out = true;
+            cancel.cancel();
+            if matches!(spec.target, ScheduleTarget::Task { .. }) {
+                let _ = tasks.cancel(&run_id).await;
+            }
+            work.await
+        }
+    };
+    let tokens = host
+        .budgets()
+        .get(&scope)
+        .ok()
+        .flatten()
+        .map_or(Tokens(0), |b| b.spent);
+    match result {
+        Ok(fuel) => RunOutcome {
+            status: RunStatus::Succeeded,
+            tokens,
+            fuel,
+            error: None,
+            class: None,
+        },
+        Err((error, class)) => RunOutcome {
+            status: if timed_out {
+                RunStatus::TimedOut
+            } else {
+                RunStatus::Failed
+            },
+            tokens,
+            fuel: 0,
+            error: Some(if timed_out {
+                format!(
+                    "stopped after the run timeout of {} ms: {error}",
+                    timeout.as_millis()
+                )
+            } else {
+                error
+            }),
+            class,
+        },
+    }
+}
+
+/// Records a run's end and its effect on the schedule (counters, the
+/// failure streak, auto-pause and escalation) in one transaction. `None`
+/// when the schedule is gone or the run was recorded already.
+pub(super) async fn finish(
+    schedules: &Schedules,
+    name: &str,
+    slot: Timestamp,
+    outcome: RunOutcome,
+    now: Timestamp,
+) -> Result<Option<ScheduleRun>, ScheduleError> {
+    let end = RunEnd {
+        name: name.to_owned(),
+        slot,
+        outcome,
+        now,
+        threshold: schedules.config.failures_before_pause,
+    };
+    Ok(schedules.host.store().finish_run(end).await?)
+}
