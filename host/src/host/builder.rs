@@ -240,7 +240,6 @@ impl HostBuilder {
                 max_memory_bytes: self.engine.max_memory_bytes,
                 scratch_root,
                 _scratch: scratch,
-                data_dir: self.data_dir.clone(),
                 data_dir_canonical: self.data_dir.as_ref().and_then(|d| d.canonicalize().ok()),
                 max_instances: self.engine.max_instances,
                 clock: self

@@ -36,6 +36,8 @@ mod builder;
 mod call;
 pub(crate) mod config;
 pub(crate) mod metrics;
+
+use crate::store::redb::breaker_modes;
 mod registry;
 mod request;
 
@@ -74,7 +76,6 @@ struct Inner {
     scratch_root: PathBuf,
     /// Keeps `scratch_root` locked (or, without a data dir, alive).
     _scratch: ScratchRoot,
-    data_dir: Option<PathBuf>,
     /// The data dir as a canonical path, for mount overlap checks.
     data_dir_canonical: Option<PathBuf>,
     max_instances: u32,
@@ -258,15 +259,18 @@ impl Host {
             tool: name.to_owned(),
         })?;
         tool.breaker.set_mode(mode);
-        if let Some(dir) = &self.inner.data_dir
-            && let Err(e) = Self::remember_breaker_mode(dir, tool.description.name.as_str(), mode)
+        if let Err(e) = self
+            .inner
+            .store
+            .set_breaker_mode(tool.description.name.as_str(), mode)
         {
             tracing::warn!(error = %e, "cannot remember the breaker mode");
         }
         Ok(())
     }
 
-    /// The breaker modes remembered in a data directory, by tool name.
+    /// The breaker modes remembered in a data directory (the embedded
+    /// store's), by tool name.
     pub fn remembered_breaker_modes(data_dir: &Path) -> BTreeMap<String, BreakerMode> {
         breaker_modes::read(data_dir)
     }
@@ -278,14 +282,7 @@ impl Host {
         tool: &str,
         mode: BreakerMode,
     ) -> std::io::Result<()> {
-        std::fs::create_dir_all(data_dir)?;
-        let mut modes = breaker_modes::read(data_dir);
-        if mode == BreakerMode::Normal {
-            modes.remove(tool);
-        } else {
-            modes.insert(tool.to_owned(), mode);
-        }
-        breaker_modes::write(data_dir, &modes)
+        breaker_modes::remember(data_dir, tool, mode)
     }
 
     /// Closes a tool's breaker and clears its window.
@@ -329,33 +326,6 @@ pub struct ToolStats {
     pub breaker: BreakerSnapshot,
     /// The warm pool's counters, when the tool reuses instances.
     pub warm: Option<WarmStats>,
-}
-
-/// Breaker modes set by operators, remembered in `<data>/breaker-modes.json`.
-pub(crate) mod breaker_modes {
-    use std::collections::BTreeMap;
-    use std::path::Path;
-
-    use crate::BreakerMode;
-
-    const FILE: &str = "breaker-modes.json";
-
-    /// The remembered modes; an unreadable file counts as none (and is logged).
-    pub(crate) fn read(dir: &Path) -> BTreeMap<String, BreakerMode> {
-        match std::fs::read(dir.join(FILE)) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "ignoring unreadable {FILE}");
-                BTreeMap::new()
-            }),
-            Err(_) => BTreeMap::new(),
-        }
-    }
-
-    pub(crate) fn write(dir: &Path, modes: &BTreeMap<String, BreakerMode>) -> std::io::Result<()> {
-        let tmp = dir.join(format!(".{FILE}.tmp-{}", std::process::id()));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(modes)?)?;
-        std::fs::rename(&tmp, dir.join(FILE))
-    }
 }
 
 fn new_call_id() -> String {

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use super::{Host, LoadedTool, ToolDescription, breaker_modes};
+use super::{Host, LoadedTool, ToolDescription};
 use crate::policy::tool::{DEFAULT_FALLBACK_ON, GrantedMount, check_overlaps, resolve_mount};
 use crate::resilience::breaker::Breaker;
 use crate::resilience::bulkhead::Bulkhead;
@@ -183,9 +183,7 @@ impl Host {
             .into());
         }
         let mut breaker = policy.breaker.apply(limits.timeout);
-        if let Some(dir) = &inner.data_dir
-            && let Some(mode) = breaker_modes::read(dir).get(description.name.as_str())
-        {
+        if let Some(mode) = inner.store.breaker_modes().get(description.name.as_str()) {
             breaker.mode = *mode;
         }
         let bulkhead = policy.pool.apply();

@@ -10,6 +10,7 @@
 //! its own transaction. Writes are async (the redb store group-commits them
 //! on a writer thread); reads are short and synchronous.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -24,6 +25,7 @@ use crate::model::journal::{
 use crate::model::schedule::{Created, RunEnd, Schedule, ScheduleChange, ScheduleRun, SlotClaim};
 use crate::model::task::TaskRecord;
 use crate::model::units::Effect;
+use crate::resilience::breaker::BreakerMode;
 
 pub(crate) mod owner;
 pub(crate) mod redb;
@@ -142,6 +144,15 @@ pub(crate) trait ScheduleStore {
     fn schedule_runs(&self, name: &str) -> Result<Vec<ScheduleRun>, JournalError>;
 }
 
+/// Breaker modes operators set, applied when a tool is loaded.
+pub(crate) trait BreakerModeStore {
+    /// The remembered modes, by tool name (an unreadable record counts as
+    /// none, and is logged).
+    fn breaker_modes(&self) -> BTreeMap<String, BreakerMode>;
+    /// Remembers `mode` for `tool` (`Normal` forgets it).
+    fn set_breaker_mode(&self, tool: &str, mode: BreakerMode) -> Result<(), JournalError>;
+}
+
 /// Everything the host keeps durably, and who holds it.
 pub(crate) trait Store:
     IdempotencyStore
@@ -150,6 +161,7 @@ pub(crate) trait Store:
     + EscalationStore
     + TaskStore
     + ScheduleStore
+    + BreakerModeStore
     + Send
     + Sync
 {

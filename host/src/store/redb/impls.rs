@@ -1,11 +1,12 @@
 //! The store traits, implemented by requests to the writer thread (writes)
 //! and read transactions (reads).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{IDEMPOTENCY, Op, RedbStore, SCHEDULES, TASKS};
+use super::{IDEMPOTENCY, Op, RedbStore, SCHEDULES, TASKS, breaker_modes};
 use crate::model::budget::{BudgetCap, BudgetStatus, ScopeId};
-use crate::model::error::JournalError;
+use crate::model::error::{JournalError, storage};
 use crate::model::escalation::{Escalation, EscalationError, NewEscalation, Resolution};
 pub use crate::model::journal::{AttemptRecord, HistoryQuery, JournalEntry, StoredOutcome};
 pub(crate) use crate::model::journal::{Claim, Fingerprint, JournalKey, Reservation, Reserved};
@@ -14,9 +15,10 @@ use crate::model::schedule::{
 };
 use crate::model::task::TaskRecord;
 use crate::model::units::Effect;
+use crate::resilience::breaker::BreakerMode;
 use crate::store::{
-    AuditLog, BudgetLedger, EscalationStore, IdempotencyStore, ScheduleStore, Store, StoreFuture,
-    TaskStore,
+    AuditLog, BreakerModeStore, BudgetLedger, EscalationStore, IdempotencyStore, ScheduleStore,
+    Store, StoreFuture, TaskStore,
 };
 
 impl IdempotencyStore for RedbStore {
@@ -255,6 +257,23 @@ impl ScheduleStore for RedbStore {
 
     fn schedule_runs(&self, name: &str) -> Result<Vec<ScheduleRun>, JournalError> {
         self.read_schedule_runs(name)
+    }
+}
+
+impl BreakerModeStore for RedbStore {
+    fn breaker_modes(&self) -> BTreeMap<String, BreakerMode> {
+        self.dir
+            .as_deref()
+            .map(breaker_modes::read)
+            .unwrap_or_default()
+    }
+
+    fn set_breaker_mode(&self, tool: &str, mode: BreakerMode) -> Result<(), JournalError> {
+        match &self.dir {
+            Some(dir) => breaker_modes::remember(dir, tool, mode).map_err(storage),
+            // A host without a data directory remembers nothing.
+            None => Ok(()),
+        }
     }
 }
 

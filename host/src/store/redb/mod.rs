@@ -14,7 +14,7 @@
 //! and a newer or unreadable file is refused, never rewritten. The host sees
 //! it only through the traits of [`crate::store`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -34,6 +34,7 @@ use crate::model::units::Tokens;
 use crate::model::units::unix_millis;
 use crate::store::owner::Liveness;
 
+pub(crate) mod breaker_modes;
 mod impls;
 mod ops;
 mod writer;
@@ -129,6 +130,9 @@ pub(crate) struct RedbStore {
     audit: std::sync::Arc<AuditBuffer>,
     /// Answers whether the owner of a record is alive.
     live: Liveness,
+    /// The directory of the journal file, where breaker modes are kept
+    /// (`None` in memory).
+    dir: Option<PathBuf>,
     _writer: std::sync::Arc<WriterThread>,
 }
 
@@ -200,11 +204,14 @@ impl RedbStore {
             .spawn(move || writer(&writer_db, &rx, &writer_audit, group_commit, &writer_live))
             .map_err(storage)?;
         let writer = std::sync::Arc::new(WriterThread(std::sync::Mutex::new(Some(handle))));
+        let dir = (path != Path::new("<memory>"))
+            .then(|| path.parent().unwrap_or(Path::new(".")).to_owned());
         Ok(Self {
             db,
             tx,
             audit,
             live,
+            dir,
             _writer: writer,
         })
     }
