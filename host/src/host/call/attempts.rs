@@ -116,7 +116,7 @@ impl Host {
                 }
                 let outcome = parts.into_outcome(
                     name,
-                    plan.call_id.clone(),
+                    plan.call_id().to_owned(),
                     crate::Tokens(charged),
                     call.attempt,
                     std::mem::take(&mut call.failed),

@@ -39,7 +39,7 @@ impl Host {
         let (tool, request) = (plan.tool, plan.request);
         let name = &tool.description.name;
         let ctx = wit::CallContext {
-            call_id: plan.call_id.clone(),
+            call_id: plan.call_id().to_owned(),
             task_id: request.task_id.clone(),
             attempt: call.attempt,
             deadline_ms: u64::try_from(budget.limits.timeout.as_millis()).unwrap_or(u64::MAX),

@@ -136,7 +136,7 @@ impl Host {
             v: 1,
             tool: name.to_string(),
             digest: tool.description.digest.clone(),
-            call_id: plan.call_id.clone(),
+            call_id: plan.call_id().to_owned(),
             task: request.task_id.clone(),
             agent: request.agent.clone(),
             tenant: request.tenant.clone(),
@@ -155,7 +155,7 @@ impl Host {
         match stored {
             StoredOutcome::Output { output, .. } => Ok(CallOutcome {
                 tool: name.clone(),
-                call_id: plan.call_id.clone(),
+                call_id: plan.call_id().to_owned(),
                 output,
                 fuel_used: Fuel(0),
                 tokens: Tokens(0),
@@ -197,7 +197,7 @@ fn unknown_outcome(plan: &CallPlan<'_>, key: &JournalKey) -> NewEscalation {
         key: Some(key.escalation_key()),
         task: request.task_id.clone(),
         agent: request.agent.clone(),
-        call_id: Some(plan.call_id.clone()),
+        call_id: Some(plan.call_id().to_owned()),
         input: Some(request.input.clone()),
         ..NewEscalation::default()
     }

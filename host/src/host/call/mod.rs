@@ -11,6 +11,7 @@
 //! 5. the journal stage stores the outcome; the **fallback** stage (here)
 //!    tries the policy's fallbacks when the call failed in a class it names.
 
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use tracing::Instrument as _;
@@ -30,8 +31,9 @@ mod settle;
 struct CallPlan<'a> {
     tool: &'a LoadedTool,
     request: &'a CallRequest,
-    /// The call's id, the same for every attempt, replay and escalation.
-    call_id: String,
+    /// The call's id, the same for every attempt, replay and escalation;
+    /// made when first needed (a call refused at admission needs none).
+    call_id: OnceLock<String>,
     /// A keyed call's journal key: it runs at most once.
     key: Option<JournalKey>,
     /// The tool's limits narrowed by the request's.
@@ -82,16 +84,25 @@ impl<'a> CallPlan<'a> {
             (Some(asked), Some(cap)) => Some(asked.0.min(cap.0)),
             (asked, cap) => asked.or(cap).map(|t| t.0),
         };
-        let call_id = request.call_id.clone().unwrap_or_else(new_call_id);
-        tracing::Span::current().record("call_id", call_id.as_str());
         Ok(Self {
             tool,
             request,
-            call_id,
+            call_id: OnceLock::new(),
             key,
             limits,
             scopes: request.scopes(),
             call_cap,
+        })
+    }
+}
+
+impl CallPlan<'_> {
+    /// The call's id: the request's, or a new one (recorded on the call's span).
+    fn call_id(&self) -> &str {
+        self.call_id.get_or_init(|| {
+            let id = self.request.call_id.clone().unwrap_or_else(new_call_id);
+            tracing::Span::current().record("call_id", id.as_str());
+            id
         })
     }
 }

@@ -45,7 +45,7 @@ impl Host {
             v: 1,
             tool: name.to_string(),
             digest: plan.tool.description.digest.clone(),
-            call_id: plan.call_id.clone(),
+            call_id: plan.call_id().to_owned(),
             task: request.task_id.clone(),
             agent: request.agent.clone(),
             tenant: request.tenant.clone(),
