@@ -37,7 +37,9 @@ fn main() {
     print!("{}", report.table());
 
     let (rounds, batch) = (options.rounds, options.batch);
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // A server's runtime: a worker per core, so the CPU lanes can keep one
+    // free for short calls while neighbours spin.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("rt");

@@ -108,6 +108,7 @@ pub use resilience::retry::RetryConfig;
 pub use runtime::component_cache::{ArtifactInfo, ArtifactSource};
 pub use runtime::fs_guard::{DEFAULT_SCRATCH_MAX_BYTES, FilesystemSpec, SymlinkPolicy};
 pub use runtime::host_api::{LogLevel, LogRecord, Progress, ProgressSink};
+pub use runtime::lanes::LaneStats;
 pub use runtime::net::{HttpSpec, HttpStats};
 pub use runtime::warm::WarmStats;
 pub use surfaces::mcp::{HttpAccess, McpServer, ServeError};

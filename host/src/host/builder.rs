@@ -14,6 +14,7 @@ use crate::model::schedule::ScheduleConfig;
 use crate::resilience::clock::{Clock, Jitter, SystemClock, SystemWallClock, WallClock};
 use crate::runtime::component_cache::ComponentCache;
 use crate::runtime::engine::{self, EngineSettings};
+use crate::runtime::lanes::{LaneConfig, Lanes};
 use crate::runtime::sandbox::{self, ScratchRoot};
 use crate::store::Store;
 use crate::store::redb::RedbStore;
@@ -38,6 +39,8 @@ use crate::{BuildError, Limits, TokenPrice};
 /// | [`wall_clock`](Self::wall_clock) | the system calendar clock (schedules) |
 /// | [`schedule_config`](Self::schedule_config) | [`ScheduleConfig::default()`] (60 min apart, 50 per owner, 3 failures pause…) |
 /// | [`jitter_seed`](Self::jitter_seed) | seeded from the time |
+/// | [`batch_threads`](Self::batch_threads) | all cores but one (at least one) compute demoted calls at once |
+/// | [`cpu_quantum`](Self::cpu_quantum) | one epoch tick of guest computing before a call is demoted to the batch lane |
 ///
 /// Each tool also gets a bulkhead (4 concurrent calls, 16 more queued for up
 /// to 1 s), a circuit
@@ -60,6 +63,8 @@ pub struct HostBuilder {
     retention: Duration,
     wall_clock: Option<Arc<dyn WallClock>>,
     schedules: ScheduleConfig,
+    batch_threads: Option<u32>,
+    cpu_quantum: Option<Duration>,
 }
 
 impl Default for HostBuilder {
@@ -80,6 +85,8 @@ impl Default for HostBuilder {
             artifact_dir: None,
             group_commit: true,
             retention: Duration::from_secs(24 * 3600),
+            batch_threads: None,
+            cpu_quantum: None,
             wall_clock: None,
             schedules: ScheduleConfig::default(),
         }
@@ -188,6 +195,22 @@ impl HostBuilder {
         self
     }
 
+    /// How many calls demoted to the batch lane (they computed past the
+    /// [`cpu_quantum`](Self::cpu_quantum)) may compute at once. Keep it
+    /// below the threads that run calls, so a short call always finds one.
+    pub fn batch_threads(mut self, threads: u32) -> Self {
+        self.batch_threads = Some(threads.max(1));
+        self
+    }
+
+    /// Guest computing time after which a call moves to the batch lane
+    /// (measured in epoch ticks, so at [`epoch_tick`](Self::epoch_tick)
+    /// granularity).
+    pub fn cpu_quantum(mut self, quantum: Duration) -> Self {
+        self.cpu_quantum = Some(quantum);
+        self
+    }
+
     /// Builds the host: engine, epoch ticker, linker, artifact cache.
     pub fn build(self) -> Result<Host, BuildError> {
         let mut roots = Vec::with_capacity(self.allowed_roots.len());
@@ -208,6 +231,14 @@ impl HostBuilder {
         }
         let engine = engine::build(&self.engine)?;
         engine::start_epoch_ticker(&engine, self.engine.epoch_tick);
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let tick = self.engine.epoch_tick;
+        let lanes = Lanes::new(LaneConfig::new(
+            threads,
+            self.batch_threads,
+            self.cpu_quantum.unwrap_or(tick),
+            tick,
+        ));
         let mut linker = Linker::new(&engine);
         sandbox::add_to_linker(&mut linker)
             .map_err(|e| BuildError::Engine(e.into_boxed_dyn_error()))?;
@@ -258,6 +289,7 @@ impl HostBuilder {
                 tasks_running: Arc::default(),
                 wall_clock: self.wall_clock.unwrap_or_else(|| Arc::new(SystemWallClock)),
                 schedules: self.schedules,
+                lanes,
             }),
         })
     }

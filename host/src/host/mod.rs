@@ -44,6 +44,7 @@ mod request;
 pub use self::builder::HostBuilder;
 use self::metrics::{Metrics, ToolMetrics};
 pub use self::request::{CallOutcome, CallRequest, FallbackUsed};
+use crate::runtime::lanes::{LaneStats, Lanes};
 
 /// Runs tools. Cheap to clone; clones share the engine and loaded tools.
 ///
@@ -93,6 +94,8 @@ struct Inner {
     tasks_running: Arc<std::sync::Mutex<HashMap<String, CancellationToken>>>,
     wall_clock: Arc<dyn WallClock>,
     schedules: ScheduleConfig,
+    /// The CPU lanes every attempt runs in.
+    lanes: Lanes,
 }
 
 struct LoadedTool {
@@ -283,6 +286,12 @@ impl Host {
         mode: BreakerMode,
     ) -> std::io::Result<()> {
         breaker_modes::remember(data_dir, tool, mode)
+    }
+
+    /// What the CPU lanes are doing: demoted calls computing and parked,
+    /// demotions and permit waits since start.
+    pub fn lane_stats(&self) -> LaneStats {
+        self.inner.lanes.stats()
     }
 
     /// Closes a tool's breaker and clears its window.

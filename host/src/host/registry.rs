@@ -166,6 +166,7 @@ impl Host {
             progress: None,
             cancel: None,
             warm: None,
+            lanes: &inner.lanes,
         }
         .execute(Export::Describe)
         .await;

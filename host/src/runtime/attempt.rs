@@ -18,6 +18,7 @@ use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use crate::runtime::bindings::ToolPre;
 use crate::runtime::bindings::cofferdam::tool::types as wit;
 use crate::runtime::host_api::{GuestServices, LogRecord, ProgressSink};
+use crate::runtime::lanes::Lanes;
 use crate::runtime::net::HttpStats;
 use crate::runtime::sandbox::{self, CallState, Grants, MemoryLimitHit};
 use crate::runtime::warm::{WarmInstance, WarmPool};
@@ -77,6 +78,8 @@ pub(crate) struct Attempt<'a> {
     pub cancel: Option<&'a CancellationToken>,
     /// The tool's warm instances, when it reuses them.
     pub warm: Option<&'a WarmPool>,
+    /// The CPU lanes: a long computation moves to the batch lane.
+    pub lanes: &'a Lanes,
 }
 
 impl Attempt<'_> {
@@ -147,17 +150,21 @@ impl Attempt<'_> {
         // own code, not waiting in a host call.
         let computing = Arc::new(AtomicBool::new(false));
         let parked = Arc::clone(&computing);
+        let lane = self.lanes.enter();
+        let ticking = lane.clone();
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {
                 Err(DeadlineHit.into())
             } else {
-                // Yield at every tick so a busy guest never starves the executor.
+                // Yield at every tick so a busy guest never starves the
+                // executor; once demoted, wait for a batch-lane permit.
                 parked.store(true, Ordering::Relaxed);
                 let parked = Arc::clone(&parked);
+                let park = ticking.tick();
                 Ok(UpdateDeadline::YieldCustom(
                     1,
                     Box::pin(async move {
-                        tokio::task::yield_now().await;
+                        park.await;
                         parked.store(false, Ordering::Relaxed);
                     }),
                 ))
@@ -200,6 +207,8 @@ impl Attempt<'_> {
             },
         };
 
+        // Every ending (return, trap, deadline, cancel) gives the permit back.
+        lane.leave();
         let fuel_used = Fuel(limits.fuel.0.saturating_sub(store.get_fuel().unwrap_or(0)));
         let http = sandbox.http.snapshot();
         let (stdout, stdout_dropped) = sandbox.stdout.take();

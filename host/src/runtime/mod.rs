@@ -7,6 +7,7 @@ pub(crate) mod component_cache;
 pub(crate) mod engine;
 pub(crate) mod fs_guard;
 pub(crate) mod host_api;
+pub(crate) mod lanes;
 pub(crate) mod net;
 pub(crate) mod sandbox;
 pub(crate) mod warm;

@@ -8,6 +8,7 @@ mod crash;
 mod escalations;
 mod http;
 mod journal;
+mod lanes;
 mod lifecycle;
 mod limits;
 mod mcp;

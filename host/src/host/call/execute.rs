@@ -57,6 +57,7 @@ impl Host {
             progress: request.progress.clone(),
             cancel: request.cancel.as_ref(),
             warm: tool.warm.as_deref(),
+            lanes: &self.inner.lanes,
         }
         .execute(Export::Invoke {
             ctx,

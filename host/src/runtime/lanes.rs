@@ -1,0 +1,237 @@
+//! CPU lanes: long computations never hold every core.
+//!
+//! Every call starts in the interactive lane, which has no limit. A call
+//! whose guest has computed past a quantum (counted in epoch ticks seen while
+//! it runs its own code, not while it waits in a host call) is demoted to the
+//! batch lane: from then on it runs only while it holds one of the batch
+//! lane's permits, of which there are fewer than compute threads (default:
+//! all but one). A demoted call without a permit parks at its next epoch
+//! yield, off the executor, until one is free; so however many calls spin,
+//! a thread stays free for short calls. Time spent parked counts against
+//! the call's deadline like any other: a parked call is stopped at its
+//! deadline (`deadline-exceeded`, in guest code) or on cancel, and its
+//! permit, if it held one, is returned on every ending.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// How the batch lane is sized and when a call is demoted to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LaneConfig {
+    /// Batch-lane permits: how many demoted calls compute at once.
+    pub batch_threads: u32,
+    /// Epoch ticks a call's guest must be seen computing before it is
+    /// demoted (at least 2: the first tick may come a moment after it
+    /// started).
+    pub quantum_ticks: u32,
+}
+
+impl LaneConfig {
+    /// The batch lane for `threads` compute threads (all but one, at least
+    /// one), demoting after `quantum` of guest time at `tick` granularity.
+    pub(crate) fn new(
+        threads: usize,
+        batch_threads: Option<u32>,
+        quantum: Duration,
+        tick: Duration,
+    ) -> Self {
+        let all_but_one = u32::try_from(threads.saturating_sub(1)).unwrap_or(u32::MAX);
+        let ticks = quantum.as_nanos().div_ceil(tick.as_nanos().max(1));
+        Self {
+            batch_threads: batch_threads.unwrap_or(all_but_one).max(1),
+            quantum_ticks: u32::try_from(ticks)
+                .unwrap_or(u32::MAX)
+                .saturating_add(1)
+                .max(2),
+        }
+    }
+}
+
+/// The lanes of a host.
+pub(crate) struct Lanes {
+    config: LaneConfig,
+    batch: Arc<Semaphore>,
+    counters: Arc<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    demotions: AtomicU64,
+    permit_waits: AtomicU64,
+    waiting: AtomicU64,
+}
+
+/// What the lanes are doing, for operators and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LaneStats {
+    /// Batch-lane permits (demoted calls computing at once, at most).
+    pub batch_threads: u32,
+    /// Demoted calls computing now (holding a permit).
+    pub batch_running: u32,
+    /// Demoted calls parked for a permit now.
+    pub batch_waiting: u64,
+    /// Calls demoted since the host started.
+    pub demotions: u64,
+    /// Times a demoted call had to park for a permit.
+    pub permit_waits: u64,
+}
+
+impl Lanes {
+    pub(crate) fn new(config: LaneConfig) -> Self {
+        Self {
+            config,
+            batch: Arc::new(Semaphore::new(config.batch_threads as usize)),
+            counters: Arc::default(),
+        }
+    }
+
+    /// A new call's place in the lanes (interactive until demoted).
+    pub(crate) fn enter(&self) -> CallLane {
+        CallLane {
+            quantum_ticks: self.config.quantum_ticks,
+            batch: Arc::clone(&self.batch),
+            counters: Arc::clone(&self.counters),
+            state: Arc::default(),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> LaneStats {
+        let available = u32::try_from(self.batch.available_permits()).unwrap_or(u32::MAX);
+        LaneStats {
+            batch_threads: self.config.batch_threads,
+            batch_running: self.config.batch_threads.saturating_sub(available),
+            batch_waiting: self.counters.waiting.load(Ordering::Relaxed),
+            demotions: self.counters.demotions.load(Ordering::Relaxed),
+            permit_waits: self.counters.permit_waits.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Default)]
+struct LaneState {
+    ticks: u32,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// One call's lane: shared by its epoch callback and the attempt that ends
+/// it ([`CallLane::leave`] returns the permit).
+#[derive(Clone)]
+pub(crate) struct CallLane {
+    quantum_ticks: u32,
+    batch: Arc<Semaphore>,
+    counters: Arc<Counters>,
+    state: Arc<Mutex<LaneState>>,
+}
+
+/// What the guest waits for at an epoch yield.
+pub(crate) type Park = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl CallLane {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LaneState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Called at each epoch tick the guest is seen computing: what to wait
+    /// for before it goes on (a yield, or a batch permit once demoted).
+    pub(crate) fn tick(&self) -> Park {
+        let mut state = self.lock();
+        state.ticks = state.ticks.saturating_add(1);
+        if state.ticks < self.quantum_ticks || state.permit.is_some() {
+            return Box::pin(tokio::task::yield_now());
+        }
+        if state.ticks == self.quantum_ticks {
+            self.counters.demotions.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Ok(permit) = Arc::clone(&self.batch).try_acquire_owned() {
+            state.permit = Some(permit);
+            return Box::pin(tokio::task::yield_now());
+        }
+        self.counters.permit_waits.fetch_add(1, Ordering::Relaxed);
+        let lane = self.clone();
+        Box::pin(async move {
+            let waiting = Waiting::new(&lane.counters);
+            if let Ok(permit) = Arc::clone(&lane.batch).acquire_owned().await {
+                lane.lock().permit = Some(permit);
+            }
+            drop(waiting);
+        })
+    }
+
+    /// The call's attempt ended: its permit goes back.
+    pub(crate) fn leave(&self) {
+        self.lock().permit = None;
+    }
+}
+
+/// Counts a parked call for as long as it waits (also when it is dropped
+/// waiting: deadline, cancel).
+struct Waiting(Arc<Counters>);
+
+impl Waiting {
+    fn new(counters: &Arc<Counters>) -> Self {
+        counters.waiting.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(counters))
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_batch_lane_keeps_a_thread_for_short_calls() {
+        let tick = Duration::from_millis(10);
+        let two = LaneConfig::new(2, None, tick, tick);
+        assert_eq!(two.batch_threads, 1, "all but one of 2 threads");
+        assert_eq!(
+            LaneConfig::new(1, None, tick, tick).batch_threads,
+            1,
+            "at least one"
+        );
+        assert_eq!(LaneConfig::new(8, Some(3), tick, tick).batch_threads, 3);
+        // A quantum of one tick needs two ticks seen: the first may come
+        // right after the call started.
+        assert_eq!(two.quantum_ticks, 2);
+        assert_eq!(
+            LaneConfig::new(2, None, Duration::from_millis(25), tick).quantum_ticks,
+            4
+        );
+    }
+
+    #[tokio::test]
+    async fn a_demoted_call_waits_for_a_permit_and_returns_it() {
+        let lanes = Lanes::new(LaneConfig {
+            batch_threads: 1,
+            quantum_ticks: 2,
+        });
+        let (a, b) = (lanes.enter(), lanes.enter());
+        for lane in [&a, &b] {
+            lane.tick().await; // interactive
+        }
+        a.tick().await; // demoted, takes the permit
+        assert_eq!(lanes.stats().batch_running, 1);
+        let parked = tokio::spawn(b.tick()); // demoted, no permit: parks
+        tokio::task::yield_now().await;
+        assert!(!parked.is_finished());
+        assert_eq!(lanes.stats().batch_waiting, 1);
+        a.leave();
+        parked.await.expect("gets the permit once it is free");
+        let stats = lanes.stats();
+        assert_eq!((stats.batch_running, stats.batch_waiting), (1, 0));
+        assert_eq!((stats.demotions, stats.permit_waits), (2, 1));
+        b.leave();
+        assert_eq!(lanes.stats().batch_running, 0);
+    }
+}

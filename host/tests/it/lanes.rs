@@ -1,0 +1,118 @@
+//! CPU lanes: spinning tools are demoted to the batch lane, which never
+//! holds every thread, so a short call still runs; a demoted call still
+//! stops at its deadline or on cancel, and gives its permit back.
+
+use std::time::Duration;
+
+use cofferdam::{CallError, CallRequest, CancellationToken, Host, LaneStats, LimitsSpec};
+use cofferdam_test_artifacts as artifacts;
+
+use crate::common::{self, load, policy_with};
+
+/// A host whose batch lane has one thread, demoting after 2 ms of guest time.
+async fn host_with_spinner(timeout_ms: u64) -> Host {
+    let host = common::builder()
+        .epoch_tick(Duration::from_millis(2))
+        .cpu_quantum(Duration::from_millis(2))
+        .batch_threads(1)
+        .build()
+        .expect("host");
+    let policy = policy_with(LimitsSpec {
+        timeout_ms: Some(timeout_ms),
+        fuel: Some(u64::MAX / 4),
+        ..LimitsSpec::default()
+    });
+    load(&host, artifacts::LOOP_FOREVER, policy).await;
+    load(&host, artifacts::HELLO, cofferdam::ToolPolicy::default()).await;
+    host
+}
+
+/// Waits (polling, bounded) until the lanes show what `ready` asks for.
+async fn lanes_reach(host: &Host, ready: impl Fn(&LaneStats) -> bool) -> LaneStats {
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let stats = host.lane_stats();
+        if ready(&stats) {
+            return stats;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "lanes never got there: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn assert_stopped_at_deadline(result: Result<cofferdam::CallOutcome, CallError>) {
+    match result {
+        Err(CallError::DeadlineExceeded { in_guest_code, .. }) => assert!(in_guest_code),
+        other => panic!("expected deadline-exceeded, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_spinners_take_turns_in_the_batch_lane_and_a_short_call_still_runs() {
+    let host = host_with_spinner(1_500).await;
+    let spinners: Vec<_> = (0..2)
+        .map(|_| {
+            let host = host.clone();
+            tokio::spawn(async move { host.call(CallRequest::new("loop-forever", "{}")).await })
+        })
+        .collect();
+    // Both computed past the quantum: one holds the only permit, the other
+    // is parked for it (never two computing at once).
+    let stats = lanes_reach(&host, |s| s.demotions == 2 && s.batch_waiting == 1).await;
+    assert_eq!(stats.batch_running, 1, "{stats:?}");
+    // While both spin, a short call finds a thread.
+    let outcome = host
+        .call(CallRequest::new("hello", r#"{"name":"lanes"}"#))
+        .await
+        .expect("a short call runs next to two spinners");
+    assert_eq!(outcome.output_json()["greeting"], "Hello, lanes!");
+    assert!(host.lane_stats().batch_running <= 1);
+    // Demoted calls still stop at their deadline, parked or computing.
+    for spinner in spinners {
+        assert_stopped_at_deadline(spinner.await.expect("joined"));
+    }
+    let stats = host.lane_stats();
+    assert_eq!(
+        (stats.batch_running, stats.batch_waiting),
+        (0, 0),
+        "permits returned: {stats:?}"
+    );
+    assert!(stats.permit_waits >= 1, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_demoted_call_ends_promptly_on_cancel_and_frees_its_place() {
+    let host = host_with_spinner(10_000).await;
+    let first = {
+        let host = host.clone();
+        tokio::spawn(async move { host.call(CallRequest::new("loop-forever", "{}")).await })
+    };
+    lanes_reach(&host, |s| s.batch_running == 1).await;
+    let cancel = CancellationToken::new();
+    let second = {
+        let host = host.clone();
+        let request = CallRequest {
+            cancel: Some(cancel.clone()),
+            ..CallRequest::new("loop-forever", "{}")
+        };
+        tokio::spawn(async move { host.call(request).await })
+    };
+    lanes_reach(&host, |s| s.batch_waiting == 1).await;
+    let asked = tokio::time::Instant::now();
+    cancel.cancel();
+    let result = second.await.expect("joined");
+    assert!(
+        matches!(result, Err(CallError::Cancelled { .. })),
+        "{result:?}"
+    );
+    assert!(asked.elapsed() < Duration::from_secs(2), "ended promptly");
+    assert_eq!(host.lane_stats().batch_waiting, 0);
+    // The running one keeps its permit until it ends; then it is free.
+    first.abort();
+    let _ = first.await;
+    lanes_reach(&host, |s| s.batch_running == 0).await;
+    common::assert_host_still_serves(&host).await;
+}
