@@ -48,25 +48,42 @@ fn main() {
         host.load_file(Path::new(artifacts::HELLO), ToolPolicy::default())
             .await
             .expect("load");
-        let alone = hello_us(&host, rounds, batch).await;
+        let calls = rounds * batch;
+        let alone = hello_percentiles(&host, calls).await;
         let hung = with_neighbours(
             &host,
             artifacts::SLEEPY,
             r#"{"millis":600000}"#,
-            rounds,
-            batch,
+            calls,
         )
         .await;
-        let spinning = with_neighbours(&host, artifacts::LOOP_FOREVER, "{}", rounds, batch).await;
-        println!("hello next to a neighbour with its whole bulkhead (4 calls) busy");
-        println!("  alone                                            1.00x {alone:>10.1} µs/call");
+        let spinning = with_neighbours(&host, artifacts::LOOP_FOREVER, "{}", calls).await;
+        // The same with a batch lane as wide as the neighbours: what it was
+        // before the CPU lanes.
+        let unlaned = Host::builder().batch_threads(1024).build().expect("host");
+        unlaned
+            .load_file(Path::new(artifacts::HELLO), ToolPolicy::default())
+            .await
+            .expect("load");
+        let unlaned_alone = hello_percentiles(&unlaned, calls).await;
+        let unlaned_spinning =
+            with_neighbours(&unlaned, artifacts::LOOP_FOREVER, "{}", calls).await;
+        let lanes = host.lane_stats();
+        println!("hello next to a neighbour with its whole bulkhead (4 calls) busy (p50 / p99 per call)");
+        let row = |what: &str, (p50, p99): (f64, f64), (base50, base99): (f64, f64)| {
+            println!(
+                "  {what:<46} {:>5.2}x / {:>5.2}x {p50:>8.1} / {p99:>8.1} µs",
+                p50 / base50,
+                p99 / base99
+            );
+        };
+        row("alone", alone, alone);
+        row("neighbour hung in a host call", hung, alone);
+        row("neighbour spinning on the CPU (lanes)", spinning, alone);
+        row("neighbour spinning, batch lane unlimited", unlaned_spinning, unlaned_alone);
         println!(
-            "  neighbour hung in a host call                   {:>5.2}x {hung:>10.1} µs/call",
-            hung / alone
-        );
-        println!(
-            "  neighbour spinning on the CPU                   {:>5.2}x {spinning:>10.1} µs/call",
-            spinning / alone
+            "  lanes: {} batch thread(s), {} demotions, {} permit waits",
+            lanes.batch_threads, lanes.demotions, lanes.permit_waits
         );
         let (solo, outage, weather_requests) = cascade(rounds, batch / 4 + 1).await;
         println!("flights (HTTP to a local API) while weather's API answers 503 to everything");
@@ -184,20 +201,21 @@ fn rss_kib() -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn hello_us(host: &Host, rounds: u32, batch: u32) -> f64 {
-    let mut samples = Vec::new();
-    for _ in 0..rounds {
+/// `hello`'s p50 and p99 latency (µs) over `calls` sequential calls.
+async fn hello_percentiles(host: &Host, calls: u32) -> (f64, f64) {
+    let mut samples: Vec<f64> = (0..calls.max(1)).map(|_| 0.0).collect();
+    for sample in &mut samples {
         let start = Instant::now();
-        for _ in 0..batch {
-            black_box(
-                host.call(CallRequest::new("hello", INPUT))
-                    .await
-                    .expect("call"),
-            );
-        }
-        samples.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(batch));
+        black_box(
+            host.call(CallRequest::new("hello", INPUT))
+                .await
+                .expect("call"),
+        );
+        *sample = start.elapsed().as_secs_f64() * 1e6;
     }
-    median(samples)
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    (at(0.50), at(0.99))
 }
 
 /// `hello`'s latency while four calls of `neighbour` occupy its bulkhead.
@@ -205,9 +223,8 @@ async fn with_neighbours(
     host: &Host,
     neighbour: &str,
     input: &'static str,
-    rounds: u32,
-    batch: u32,
-) -> f64 {
+    calls: u32,
+) -> (f64, f64) {
     let policy = ToolPolicy {
         limits: LimitsSpec {
             fuel: Some(u64::MAX / 2),
@@ -239,7 +256,7 @@ async fn with_neighbours(
         .await
         .expect_err("bulkhead full");
     assert_eq!(refused.class(), cofferdam::ErrorClass::BulkheadFull);
-    let latency = hello_us(host, rounds, batch).await;
+    let latency = hello_percentiles(host, calls).await;
     for call in &busy {
         call.abort();
     }
