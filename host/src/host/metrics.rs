@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::runtime::lanes::LaneStats;
 use crate::{BreakerState, CallError, CallOutcome, ToolName, ToolStats};
 
 /// Upper bounds of the latency buckets, in seconds.
@@ -233,6 +234,45 @@ impl Metrics {
 
 /// A metric family: name, help, and how to read one tool's value.
 type Family<T> = (&'static str, &'static str, fn(&T) -> u64);
+
+/// The CPU lanes' gauges and counters, host-wide.
+pub(crate) fn render_lanes(out: &mut String, lanes: &LaneStats) {
+    for (name, kind, help, value) in [
+        (
+            "cofferdam_batch_lane_threads",
+            "gauge",
+            "Calls demoted to the batch lane that may compute at once.",
+            u64::from(lanes.batch_threads),
+        ),
+        (
+            "cofferdam_batch_lane_running",
+            "gauge",
+            "Demoted calls computing now.",
+            u64::from(lanes.batch_running),
+        ),
+        (
+            "cofferdam_batch_lane_waiting",
+            "gauge",
+            "Demoted calls parked for a batch-lane permit now.",
+            lanes.batch_waiting,
+        ),
+        (
+            "cofferdam_lane_demotions_total",
+            "counter",
+            "Calls demoted to the batch lane after computing past the quantum.",
+            lanes.demotions,
+        ),
+        (
+            "cofferdam_lane_permit_waits_total",
+            "counter",
+            "Times a demoted call parked for a batch-lane permit.",
+            lanes.permit_waits,
+        ),
+    ] {
+        header(out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+}
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");

@@ -216,7 +216,9 @@ impl Host {
             .iter()
             .filter_map(|t| self.stats(t.name.as_str()))
             .collect();
-        self.inner.metrics.render(&loaded)
+        let mut text = self.inner.metrics.render(&loaded);
+        metrics::render_lanes(&mut text, &self.inner.lanes.stats());
+        text
     }
 
     /// Attempts from the audit history, newest first.

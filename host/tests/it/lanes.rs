@@ -81,6 +81,13 @@ async fn two_spinners_take_turns_in_the_batch_lane_and_a_short_call_still_runs()
         "permits returned: {stats:?}"
     );
     assert!(stats.permit_waits >= 1, "{stats:?}");
+    let metrics = host.metrics_text();
+    for line in [
+        "cofferdam_batch_lane_running 0".to_owned(),
+        format!("cofferdam_lane_demotions_total {}", stats.demotions),
+    ] {
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
