@@ -6,6 +6,7 @@
 //! data_dir = "data"
 //! allowed_roots = ["shared"]
 //! max_instances = 256
+//! batch_threads = 1     # long computations on at most this many threads
 //!
 //! [defaults]            # limits for tools that do not set them
 //! timeout_ms = 10000
@@ -54,6 +55,12 @@ pub struct HostConfig {
     pub max_instances: Option<u32>,
     /// Largest memory any tool may have, in MiB.
     pub max_memory_mib: Option<u64>,
+    /// Calls demoted to the batch lane that may compute at once (default:
+    /// all cores but one); see [`HostBuilder::batch_threads`].
+    pub batch_threads: Option<u32>,
+    /// Guest computing time, in milliseconds, after which a call is demoted
+    /// to the batch lane (default one epoch tick, 10 ms).
+    pub cpu_quantum_ms: Option<u64>,
     /// Limits for tools that do not set them.
     #[serde(default)]
     pub defaults: LimitsSpec,
@@ -301,6 +308,12 @@ impl HostConfig {
         if let Some(mib) = self.max_memory_mib {
             builder = builder.max_memory_bytes(mib << 20);
         }
+        if let Some(threads) = self.batch_threads {
+            builder = builder.batch_threads(threads);
+        }
+        if let Some(ms) = self.cpu_quantum_ms {
+            builder = builder.cpu_quantum(std::time::Duration::from_millis(ms));
+        }
         builder.schedule_config(self.schedules.apply(ScheduleConfig::default()))
     }
 
@@ -339,6 +352,14 @@ impl HostConfig {
             (
                 "max_memory_mib",
                 self.max_memory_mib != previous.max_memory_mib,
+            ),
+            (
+                "batch_threads",
+                self.batch_threads != previous.batch_threads,
+            ),
+            (
+                "cpu_quantum_ms",
+                self.cpu_quantum_ms != previous.cpu_quantum_ms,
             ),
             ("defaults", self.defaults != previous.defaults),
             ("schedules", self.schedules != previous.schedules),
@@ -461,6 +482,23 @@ mod tests {
         assert_eq!(config.tools["grep"].mounts[0].host, dir.path().join("docs"));
         assert_eq!(config.defaults.timeout_ms, Some(5000));
         assert_eq!(config.check(), Vec::new());
+    }
+
+    #[test]
+    fn the_batch_lane_is_sized_from_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = write(
+            dir.path(),
+            "cofferdam.toml",
+            "batch_threads = 3\ncpu_quantum_ms = 5\n",
+        );
+        let config = HostConfig::from_file(&file).expect("valid");
+        assert_eq!(
+            (config.batch_threads, config.cpu_quantum_ms),
+            (Some(3), Some(5))
+        );
+        let host = config.builder().build().expect("host");
+        assert_eq!(host.lane_stats().batch_threads, 3);
     }
 
     #[test]
