@@ -97,7 +97,8 @@ pub use orchestration::escalation::Escalations;
 pub use orchestration::schedule::{Reconciled, Runner, ScheduleError, Schedules, Tick};
 pub use orchestration::task::{TaskError, Tasks};
 pub use policy::tool::{
-    BreakerSpec, BudgetSpec, DEFAULT_FALLBACK_ON, PoolSpec, RetrySpec, ToolPolicy, WarmSpec,
+    BreakerSpec, BudgetSpec, CpuSpec, DEFAULT_FALLBACK_ON, PoolSpec, RetrySpec, ToolPolicy,
+    WarmSpec,
 };
 pub use resilience::breaker::{BreakerConfig, BreakerMode, BreakerSnapshot, Window};
 pub use resilience::bulkhead::BulkheadConfig;

@@ -112,6 +112,8 @@ struct LoadedTool {
     metrics: Arc<ToolMetrics>,
     /// Idle instances kept for the next calls (`[warm]`), if it reuses them.
     warm: Option<Arc<WarmPool>>,
+    /// Its demoted calls computing at once, at most (`[cpu] max_threads`).
+    cpu: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// What a loaded tool is: its self-description plus what the host made of it.

@@ -23,6 +23,7 @@ use crate::runtime::net::NetPolicy;
 use crate::runtime::sandbox::{Grants, PinnedDir, ResolvedMount};
 use crate::runtime::warm::WarmPool;
 use crate::{Effect, Fuel, Limits, LoadError, PolicyError, Tokens, ToolName, ToolPolicy};
+use tokio::sync::Semaphore;
 
 impl Host {
     /// Loads the component at `path` under `policy` (whose `component` is ignored).
@@ -167,6 +168,7 @@ impl Host {
             cancel: None,
             warm: None,
             lanes: &inner.lanes,
+            cpu: None,
         }
         .execute(Export::Describe)
         .await;
@@ -206,6 +208,10 @@ impl Host {
             invocations: AtomicU64::new(0),
             metrics: inner.metrics.for_tool(&description.name),
             warm: policy.warm.config().map(WarmPool::start),
+            cpu: policy
+                .cpu
+                .max_threads
+                .map(|n| Arc::new(Semaphore::new(n.max(1) as usize))),
         });
         let mut tools = inner.tools.write().unwrap_or_else(|e| e.into_inner());
         if mode == Install::New && tools.contains_key(&description.name) {

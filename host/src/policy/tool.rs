@@ -89,6 +89,9 @@ pub struct ToolPolicy {
     /// between calls, or whose state is harmless.
     #[serde(default)]
     pub warm: WarmSpec,
+    /// CPU share of long computations (`[cpu]`).
+    #[serde(default)]
+    pub cpu: CpuSpec,
     /// Circuit breaker settings.
     #[serde(default)]
     pub breaker: BreakerSpec,
@@ -148,6 +151,17 @@ pub struct PoolSpec {
     pub max_queue: Option<u32>,
     /// Longest wait in the queue, in milliseconds.
     pub max_wait_ms: Option<u64>,
+}
+
+/// `[cpu]`: how much of the batch lane (calls that computed past the host's
+/// CPU quantum) a tool may take. Short calls are not limited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CpuSpec {
+    /// Demoted calls of this tool computing at once (default: as many as
+    /// the batch lane lets in). Fewer than its bulkhead keeps a tool's long
+    /// calls from taking the whole batch lane from other tools.
+    pub max_threads: Option<u32>,
 }
 
 /// `[warm]`: keep instances of this tool between calls instead of a fresh

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 
 use tokio_util::sync::CancellationToken;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
@@ -80,6 +81,8 @@ pub(crate) struct Attempt<'a> {
     pub warm: Option<&'a WarmPool>,
     /// The CPU lanes: a long computation moves to the batch lane.
     pub lanes: &'a Lanes,
+    /// The tool's limit on its demoted calls (`[cpu] max_threads`).
+    pub cpu: Option<&'a Arc<Semaphore>>,
 }
 
 impl Attempt<'_> {
@@ -150,7 +153,7 @@ impl Attempt<'_> {
         // own code, not waiting in a host call.
         let computing = Arc::new(AtomicBool::new(false));
         let parked = Arc::clone(&computing);
-        let lane = self.lanes.enter();
+        let lane = self.lanes.enter(self.cpu);
         let ticking = lane.clone();
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {

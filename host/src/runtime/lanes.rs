@@ -91,11 +91,13 @@ impl Lanes {
         }
     }
 
-    /// A new call's place in the lanes (interactive until demoted).
-    pub(crate) fn enter(&self) -> CallLane {
+    /// A new call's place in the lanes (interactive until demoted); `tool`
+    /// limits how many of its tool's demoted calls compute at once.
+    pub(crate) fn enter(&self, tool: Option<&Arc<Semaphore>>) -> CallLane {
         CallLane {
             quantum_ticks: self.config.quantum_ticks,
             batch: Arc::clone(&self.batch),
+            tool: tool.map(Arc::clone),
             counters: Arc::clone(&self.counters),
             state: Arc::default(),
         }
@@ -116,7 +118,8 @@ impl Lanes {
 #[derive(Default)]
 struct LaneState {
     ticks: u32,
-    permit: Option<OwnedSemaphorePermit>,
+    /// The tool's permit, then the batch lane's: held together.
+    permit: Option<(Option<OwnedSemaphorePermit>, OwnedSemaphorePermit)>,
 }
 
 /// One call's lane: shared by its epoch callback and the attempt that ends
@@ -125,6 +128,8 @@ struct LaneState {
 pub(crate) struct CallLane {
     quantum_ticks: u32,
     batch: Arc<Semaphore>,
+    /// The tool's own limit on demoted calls (`[cpu] max_threads`).
+    tool: Option<Arc<Semaphore>>,
     counters: Arc<Counters>,
     state: Arc<Mutex<LaneState>>,
 }
@@ -148,19 +153,34 @@ impl CallLane {
         if state.ticks == self.quantum_ticks {
             self.counters.demotions.fetch_add(1, Ordering::Relaxed);
         }
-        if let Ok(permit) = Arc::clone(&self.batch).try_acquire_owned() {
-            state.permit = Some(permit);
+        if let Some(permits) = self.try_permits() {
+            state.permit = Some(permits);
             return Box::pin(tokio::task::yield_now());
         }
         self.counters.permit_waits.fetch_add(1, Ordering::Relaxed);
         let lane = self.clone();
         Box::pin(async move {
             let waiting = Waiting::new(&lane.counters);
-            if let Ok(permit) = Arc::clone(&lane.batch).acquire_owned().await {
-                lane.lock().permit = Some(permit);
+            // The tool's permit first, then the lane's: one order, no deadlock.
+            let tool = match &lane.tool {
+                Some(tool) => Arc::clone(tool).acquire_owned().await.ok(),
+                None => None,
+            };
+            if let Ok(batch) = Arc::clone(&lane.batch).acquire_owned().await {
+                lane.lock().permit = Some((tool, batch));
             }
             drop(waiting);
         })
+    }
+
+    /// Both permits at once, or neither.
+    fn try_permits(&self) -> Option<(Option<OwnedSemaphorePermit>, OwnedSemaphorePermit)> {
+        let tool = match &self.tool {
+            Some(tool) => Some(Arc::clone(tool).try_acquire_owned().ok()?),
+            None => None,
+        };
+        let batch = Arc::clone(&self.batch).try_acquire_owned().ok()?;
+        Some((tool, batch))
     }
 
     /// The call's attempt ended: its permit goes back.
@@ -216,7 +236,7 @@ mod tests {
             batch_threads: 1,
             quantum_ticks: 2,
         });
-        let (a, b) = (lanes.enter(), lanes.enter());
+        let (a, b) = (lanes.enter(None), lanes.enter(None));
         for lane in [&a, &b] {
             lane.tick().await; // interactive
         }

@@ -123,3 +123,42 @@ async fn a_parked_demoted_call_ends_promptly_on_cancel_and_frees_its_place() {
     lanes_reach(&host, |s| s.batch_running == 0).await;
     common::assert_host_still_serves(&host).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tools_cpu_limit_holds_its_long_calls_below_the_batch_lane() {
+    let host = common::builder()
+        .epoch_tick(Duration::from_millis(2))
+        .cpu_quantum(Duration::from_millis(2))
+        .batch_threads(2)
+        .build()
+        .expect("host");
+    let policy = cofferdam::ToolPolicy {
+        cpu: cofferdam::CpuSpec {
+            max_threads: Some(1),
+        },
+        ..policy_with(LimitsSpec {
+            timeout_ms: Some(1_000),
+            fuel: Some(u64::MAX / 4),
+            ..LimitsSpec::default()
+        })
+    };
+    load(&host, artifacts::LOOP_FOREVER, policy).await;
+    let spinners: Vec<_> = (0..2)
+        .map(|_| {
+            let host = host.clone();
+            tokio::spawn(async move { host.call(CallRequest::new("loop-forever", "{}")).await })
+        })
+        .collect();
+    // The lane has room for both; the tool's own limit lets one compute.
+    let stats = lanes_reach(&host, |s| s.demotions == 2 && s.batch_waiting == 1).await;
+    assert_eq!(stats.batch_running, 1, "{stats:?}");
+    for spinner in spinners {
+        assert_stopped_at_deadline(spinner.await.expect("joined"));
+    }
+    let stats = host.lane_stats();
+    assert_eq!(
+        (stats.batch_running, stats.batch_waiting),
+        (0, 0),
+        "{stats:?}"
+    );
+}

@@ -58,6 +58,7 @@ impl Host {
             cancel: request.cancel.as_ref(),
             warm: tool.warm.as_deref(),
             lanes: &self.inner.lanes,
+            cpu: tool.cpu.as_ref(),
         }
         .execute(Export::Invoke {
             ctx,
