@@ -34,12 +34,6 @@ pub(super) struct Admitted {
     pub total_tokens: u64,
 }
 
-/// What the decide stage makes of an attempt.
-enum Next {
-    Done(Box<Result<CallOutcome, CallError>>),
-    Retry,
-}
-
 impl Host {
     /// Admits the call, then runs attempts until one decides the outcome.
     pub(super) async fn attempts(&self, plan: &CallPlan<'_>) -> Result<CallOutcome, CallError> {
@@ -58,9 +52,9 @@ impl Host {
             let budget = self.reserve(plan, &call, remaining).await?;
             let ran = self.execute(plan, &call, &budget).await;
             let settled = self.settle(plan, &mut call, budget, ran).await?;
-            match self.decide(plan, &mut call, settled, started).await? {
-                Next::Done(result) => return *result,
-                Next::Retry => {}
+            // The call ends with an outcome or an error; `None` retries.
+            if let Some(outcome) = self.decide(plan, &mut call, settled, started).await? {
+                return Ok(outcome);
             }
         }
     }
@@ -94,13 +88,14 @@ impl Host {
 
     /// The decide stage: the error-class table says whether a failed
     /// attempt is retried, counted by the breaker, or an unknown outcome.
+    /// `Some` outcome or an error ends the call; `None` runs another attempt.
     async fn decide(
         &self,
         plan: &CallPlan<'_>,
         call: &mut Admitted,
         settled: Settled,
         started: Duration,
-    ) -> Result<Next, CallError> {
+    ) -> Result<Option<CallOutcome>, CallError> {
         let (tool, name) = (plan.tool, &plan.tool.description.name);
         let Settled {
             result,
@@ -123,7 +118,7 @@ impl Host {
                     tool.breaker.state(),
                     call.waited,
                 );
-                return Ok(Next::Done(Box::new(Ok(outcome))));
+                return Ok(Some(outcome));
             }
             Err(error) => error,
         };
@@ -144,7 +139,7 @@ impl Host {
                 tool: name.clone(),
                 cause: Box::new(error),
             };
-            return Ok(Next::Done(Box::new(Err(error))));
+            return Err(error);
         }
         call.failed.push(class);
         let retryable = row.retryable
@@ -164,10 +159,10 @@ impl Host {
         retryable: bool,
         error: CallError,
         started: Duration,
-    ) -> Result<Next, CallError> {
+    ) -> Result<Option<CallOutcome>, CallError> {
         let (tool, name) = (plan.tool, &plan.tool.description.name);
         if !retryable {
-            return Ok(end(name, call, error));
+            return Err(end(name, call, error));
         }
         let clock = &*self.inner.clock;
         let backoff = tool
@@ -177,7 +172,7 @@ impl Host {
         if elapsed + backoff + MIN_ATTEMPT_TIME > tool.retry.total_timeout
             || !tool.retry_budget.try_withdraw(clock.now())
         {
-            return Ok(end(name, call, error));
+            return Err(end(name, call, error));
         }
         until_cancelled(plan.request.cancel.as_ref(), clock.sleep(backoff))
             .await
@@ -189,7 +184,7 @@ impl Host {
                 .map_err(|r| refused(name, r, call.attempt))?,
         );
         call.attempt += 1;
-        Ok(Next::Retry)
+        Ok(None)
     }
 }
 
@@ -215,9 +210,9 @@ fn judge(error: &CallError, stopped_mid_run: bool) -> Disposition {
 }
 
 /// The call ends with its last attempt's error.
-fn end(name: &ToolName, call: &mut Admitted, error: CallError) -> Next {
+fn end(name: &ToolName, call: &mut Admitted, error: CallError) -> CallError {
     let failed = std::mem::take(&mut call.failed);
-    Next::Done(Box::new(Err(exhausted(name, call.attempt, failed, error))))
+    exhausted(name, call.attempt, failed, error)
 }
 
 /// The breaker refused the call (after `attempts` attempts).

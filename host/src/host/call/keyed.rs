@@ -19,30 +19,33 @@ use crate::{CallError, CallOutcome, Effect, Fuel, Tokens};
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 impl Host {
-    /// Claims the plan's key, runs the attempts, stores their outcome.
-    pub(super) async fn call_keyed(&self, plan: &CallPlan<'_>) -> Result<CallOutcome, CallError> {
-        let Some(key) = &plan.key else {
-            return self.attempts(plan).await;
-        };
-        if let Some(answer) = self.claim(plan, key).await? {
-            return answer;
+    /// Claims `key`, runs the attempts, stores their outcome.
+    pub(super) async fn call_keyed(
+        &self,
+        plan: &CallPlan<'_>,
+        key: &JournalKey,
+        fingerprint: Fingerprint,
+    ) -> Result<CallOutcome, CallError> {
+        if let Some(replayed) = self.claim(plan, key, fingerprint).await? {
+            return Ok(replayed);
         }
         let mut result = self.attempts(plan).await;
         self.record(plan, key, &mut result).await?;
         result
     }
 
-    /// Claims `key` for this call; `Some` answer when the call must not run
-    /// (a stored outcome to replay, another input, a holder, an unknown).
+    /// Claims `key` for this call: `None` when it is this call's to run, a
+    /// replayed outcome, or why it must not run (a stored error, another
+    /// input, a holder, an unknown outcome).
     async fn claim(
         &self,
         plan: &CallPlan<'_>,
         key: &JournalKey,
-    ) -> Result<Option<Result<CallOutcome, CallError>>, CallError> {
+        fingerprint: Fingerprint,
+    ) -> Result<Option<CallOutcome>, CallError> {
         let (tool, name) = (plan.tool, &plan.tool.description.name);
         let side_effecting = tool.description.effect == Effect::SideEffecting;
         let lease = tool.retry.total_timeout + LEASE_MARGIN;
-        let fingerprint = fingerprint(&tool.description.digest, &plan.request.input);
         let claim = self.inner.store.claim(
             key.clone(),
             fingerprint,
@@ -50,21 +53,18 @@ impl Host {
             lease,
             side_effecting.then(|| unknown_outcome(plan, key)),
         );
-        let key = key.key.clone();
-        let tool = name.clone();
-        Ok(Some(Err(
-            match claim.await.map_err(|source| journal_error(plan, source))? {
-                Claim::Claimed => return Ok(None),
-                Claim::Replay(stored) => return Ok(Some(self.replay(plan, stored))),
-                Claim::Mismatch => CallError::IdempotencyMismatch { tool, key },
-                Claim::InProgress { retry_after } => CallError::InProgress {
-                    tool,
-                    key,
-                    retry_after,
-                },
-                Claim::Unknown { reason } => CallError::KeyUnknown { tool, key, reason },
-            },
-        )))
+        let (tool, key) = (name.clone(), key.key.clone());
+        match claim.await.map_err(|source| journal_error(plan, source))? {
+            Claim::Claimed => Ok(None),
+            Claim::Replay(stored) => self.replay(plan, stored).map(Some),
+            Claim::Mismatch => Err(CallError::IdempotencyMismatch { tool, key }),
+            Claim::InProgress { retry_after } => Err(CallError::InProgress {
+                tool,
+                key,
+                retry_after,
+            }),
+            Claim::Unknown { reason } => Err(CallError::KeyUnknown { tool, key, reason }),
+        }
     }
 
     /// Stores what the attempts ended in under `key`: an output or a final
@@ -215,10 +215,8 @@ fn journal_error(plan: &CallPlan<'_>, source: JournalError) -> CallError {
 /// whitespace) only. The tool is part of the key already; its digest is not
 /// part of the request, so a reload of the same tool (a new build, a new
 /// custom section) neither breaks replays nor turns them into mismatches.
-fn fingerprint(digest: &str, input: &str) -> Fingerprint {
-    let canonical = serde_json::from_str::<serde_json::Value>(input)
-        .map(|v| v.to_string())
-        .unwrap_or_else(|_| input.to_owned());
+/// `canonical` is the input parsed once and printed back (see `CallPlan`).
+pub(super) fn fingerprint(digest: &str, canonical: String) -> Fingerprint {
     Fingerprint {
         current: format!("v2:{}", hex::encode(Sha256::digest(canonical.as_bytes()))),
         legacy: Some((digest.to_owned(), canonical)),

@@ -18,7 +18,7 @@ use tracing::Instrument as _;
 
 use super::{Host, LoadedTool, new_call_id};
 use crate::model::budget::ScopeId;
-use crate::model::journal::JournalKey;
+use crate::model::journal::{Fingerprint, JournalKey};
 use crate::{CallError, CallOutcome, CallRequest, FallbackUsed, Limits, MAX_IDEMPOTENCY_KEY_LEN};
 
 mod attempts;
@@ -36,6 +36,8 @@ struct CallPlan<'a> {
     call_id: OnceLock<String>,
     /// A keyed call's journal key: it runs at most once.
     key: Option<JournalKey>,
+    /// A keyed call's input fingerprint, until the journal stage takes it.
+    fingerprint: Option<Fingerprint>,
     /// The tool's limits narrowed by the request's.
     limits: Limits,
     /// The budget scopes the call is charged to, outermost first.
@@ -48,12 +50,26 @@ impl<'a> CallPlan<'a> {
     /// Checks the input and the key, and fixes what every stage reads.
     fn new(tool: &'a LoadedTool, request: &'a CallRequest) -> Result<Self, CallError> {
         let name = &tool.description.name;
-        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&request.input) {
-            return Err(CallError::InvalidInput {
-                tool: name.clone(),
-                reason: e.to_string(),
-            });
-        }
+        let invalid = |e: serde_json::Error| CallError::InvalidInput {
+            tool: name.clone(),
+            reason: e.to_string(),
+        };
+        // The input is parsed once: a keyed call's fingerprint is its
+        // canonical form, any other call's only needs to be JSON.
+        let fingerprint = match &request.idempotency_key {
+            Some(_) => {
+                let value: serde_json::Value =
+                    serde_json::from_str(&request.input).map_err(invalid)?;
+                Some(keyed::fingerprint(
+                    &tool.description.digest,
+                    value.to_string(),
+                ))
+            }
+            None => {
+                serde_json::from_str::<serde::de::IgnoredAny>(&request.input).map_err(invalid)?;
+                None
+            }
+        };
         let key = match &request.idempotency_key {
             Some(key) if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN => {
                 return Err(CallError::InvalidKey {
@@ -89,6 +105,7 @@ impl<'a> CallPlan<'a> {
             request,
             call_id: OnceLock::new(),
             key,
+            fingerprint,
             limits,
             scopes: request.scopes(),
             call_cap,
@@ -206,12 +223,11 @@ impl Host {
         tool: &LoadedTool,
         request: &CallRequest,
     ) -> Result<CallOutcome, CallError> {
-        let plan = CallPlan::new(tool, request)?;
+        let mut plan = CallPlan::new(tool, request)?;
         self.reap_now_and_then();
-        if plan.key.is_some() {
-            self.call_keyed(&plan).await
-        } else {
-            self.attempts(&plan).await
+        match (plan.fingerprint.take(), &plan.key) {
+            (Some(fingerprint), Some(key)) => self.call_keyed(&plan, key, fingerprint).await,
+            _ => self.attempts(&plan).await,
         }
     }
 }
