@@ -233,12 +233,12 @@ impl HostBuilder {
         engine::start_epoch_ticker(&engine, self.engine.epoch_tick);
         let threads = std::thread::available_parallelism().map_or(1, usize::from);
         let tick = self.engine.epoch_tick;
-        let lanes = Lanes::new(LaneConfig::new(
+        let lanes = Arc::new(Lanes::new(LaneConfig::new(
             threads,
             self.batch_threads,
             self.cpu_quantum.unwrap_or(tick),
             tick,
-        ));
+        )));
         let mut linker = Linker::new(&engine);
         sandbox::add_to_linker(&mut linker)
             .map_err(|e| BuildError::Engine(e.into_boxed_dyn_error()))?;

@@ -95,7 +95,7 @@ struct Inner {
     wall_clock: Arc<dyn WallClock>,
     schedules: ScheduleConfig,
     /// The CPU lanes every attempt runs in.
-    lanes: Lanes,
+    lanes: Arc<Lanes>,
 }
 
 struct LoadedTool {

@@ -80,7 +80,7 @@ pub(crate) struct Attempt<'a> {
     /// The tool's warm instances, when it reuses them.
     pub warm: Option<&'a WarmPool>,
     /// The CPU lanes: a long computation moves to the batch lane.
-    pub lanes: &'a Lanes,
+    pub lanes: &'a Arc<Lanes>,
     /// The tool's limit on its demoted calls (`[cpu] max_threads`).
     pub cpu: Option<&'a Arc<Semaphore>>,
 }
@@ -153,9 +153,9 @@ impl Attempt<'_> {
         // own code, not waiting in a host call.
         let computing = Arc::new(AtomicBool::new(false));
         let parked = Arc::clone(&computing);
-        let lane = self.lanes.enter(self.cpu);
-        let ticking = lane.clone();
-        store.epoch_deadline_callback(move |_| {
+        let lanes = Arc::clone(self.lanes);
+        let cpu = self.cpu.cloned();
+        store.epoch_deadline_callback(move |mut store| {
             if Instant::now() >= deadline {
                 Err(DeadlineHit.into())
             } else {
@@ -163,7 +163,7 @@ impl Attempt<'_> {
                 // executor; once demoted, wait for a batch-lane permit.
                 parked.store(true, Ordering::Relaxed);
                 let parked = Arc::clone(&parked);
-                let park = ticking.tick();
+                let park = lanes.tick(&mut store.data_mut().lane, cpu.as_ref());
                 Ok(UpdateDeadline::YieldCustom(
                     1,
                     Box::pin(async move {
@@ -211,7 +211,7 @@ impl Attempt<'_> {
         };
 
         // Every ending (return, trap, deadline, cancel) gives the permit back.
-        lane.leave();
+        store.data_mut().lane.leave();
         let fuel_used = Fuel(limits.fuel.0.saturating_sub(store.get_fuel().unwrap_or(0)));
         let http = sandbox.http.snapshot();
         let (stdout, stdout_dropped) = sandbox.stdout.take();

@@ -91,18 +91,6 @@ impl Lanes {
         }
     }
 
-    /// A new call's place in the lanes (interactive until demoted); `tool`
-    /// limits how many of its tool's demoted calls compute at once.
-    pub(crate) fn enter(&self, tool: Option<&Arc<Semaphore>>) -> CallLane {
-        CallLane {
-            quantum_ticks: self.config.quantum_ticks,
-            batch: Arc::clone(&self.batch),
-            tool: tool.map(Arc::clone),
-            counters: Arc::clone(&self.counters),
-            state: Arc::default(),
-        }
-    }
-
     pub(crate) fn stats(&self) -> LaneStats {
         let available = u32::try_from(self.batch.available_permits()).unwrap_or(u32::MAX);
         LaneStats {
@@ -113,79 +101,83 @@ impl Lanes {
             permit_waits: self.counters.permit_waits.load(Ordering::Relaxed),
         }
     }
-}
 
-#[derive(Default)]
-struct LaneState {
-    ticks: u32,
-    /// The tool's permit, then the batch lane's: held together.
-    permit: Option<(Option<OwnedSemaphorePermit>, OwnedSemaphorePermit)>,
-}
-
-/// One call's lane: shared by its epoch callback and the attempt that ends
-/// it ([`CallLane::leave`] returns the permit).
-#[derive(Clone)]
-pub(crate) struct CallLane {
-    quantum_ticks: u32,
-    batch: Arc<Semaphore>,
-    /// The tool's own limit on demoted calls (`[cpu] max_threads`).
-    tool: Option<Arc<Semaphore>>,
-    counters: Arc<Counters>,
-    state: Arc<Mutex<LaneState>>,
-}
-
-/// What the guest waits for at an epoch yield.
-pub(crate) type Park = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-impl CallLane {
-    fn lock(&self) -> std::sync::MutexGuard<'_, LaneState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Called at each epoch tick the guest is seen computing: what to wait
-    /// for before it goes on (a yield, or a batch permit once demoted).
-    pub(crate) fn tick(&self) -> Park {
-        let mut state = self.lock();
-        state.ticks = state.ticks.saturating_add(1);
-        if state.ticks < self.quantum_ticks || state.permit.is_some() {
+    /// Called at each epoch tick `lane`'s guest is seen computing: what to
+    /// wait for before it goes on (a yield, or a batch permit once demoted).
+    /// `tool` limits how many of its tool's demoted calls compute at once.
+    pub(crate) fn tick(&self, lane: &mut CallLane, tool: Option<&Arc<Semaphore>>) -> Park {
+        if let Some(arriving) = lane.arriving.take() {
+            lane.held = lock(&arriving).take();
+        }
+        lane.ticks = lane.ticks.saturating_add(1);
+        if lane.ticks < self.config.quantum_ticks || lane.held.is_some() {
             return Box::pin(tokio::task::yield_now());
         }
-        if state.ticks == self.quantum_ticks {
+        if lane.ticks == self.config.quantum_ticks {
             self.counters.demotions.fetch_add(1, Ordering::Relaxed);
         }
-        if let Some(permits) = self.try_permits() {
-            state.permit = Some(permits);
+        if let Some(permits) = self.try_permits(tool) {
+            lane.held = Some(permits);
             return Box::pin(tokio::task::yield_now());
         }
         self.counters.permit_waits.fetch_add(1, Ordering::Relaxed);
-        let lane = self.clone();
+        // Only a call that parks pays for a shared slot to be handed its
+        // permits in.
+        let arriving = Arc::<Mutex<Option<Permits>>>::default();
+        lane.arriving = Some(Arc::clone(&arriving));
+        let (batch, tool) = (Arc::clone(&self.batch), tool.map(Arc::clone));
+        let waiting = Waiting::new(&self.counters);
         Box::pin(async move {
-            let waiting = Waiting::new(&lane.counters);
             // The tool's permit first, then the lane's: one order, no deadlock.
-            let tool = match &lane.tool {
-                Some(tool) => Arc::clone(tool).acquire_owned().await.ok(),
+            let tool = match tool {
+                Some(tool) => tool.acquire_owned().await.ok(),
                 None => None,
             };
-            if let Ok(batch) = Arc::clone(&lane.batch).acquire_owned().await {
-                lane.lock().permit = Some((tool, batch));
+            if let Ok(batch) = batch.acquire_owned().await {
+                *lock(&arriving) = Some((tool, batch));
             }
             drop(waiting);
         })
     }
 
     /// Both permits at once, or neither.
-    fn try_permits(&self) -> Option<(Option<OwnedSemaphorePermit>, OwnedSemaphorePermit)> {
-        let tool = match &self.tool {
+    fn try_permits(&self, tool: Option<&Arc<Semaphore>>) -> Option<Permits> {
+        let tool = match tool {
             Some(tool) => Some(Arc::clone(tool).try_acquire_owned().ok()?),
             None => None,
         };
         let batch = Arc::clone(&self.batch).try_acquire_owned().ok()?;
         Some((tool, batch))
     }
+}
 
-    /// The call's attempt ended: its permit goes back.
-    pub(crate) fn leave(&self) {
-        self.lock().permit = None;
+/// The tool's permit (if it has a limit), then the batch lane's: held together.
+type Permits = (Option<OwnedSemaphorePermit>, OwnedSemaphorePermit);
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One call's place in the lanes, kept in its store data (so the epoch
+/// callback reaches it without a shared allocation per call).
+#[derive(Default)]
+pub(crate) struct CallLane {
+    /// Epoch ticks its guest was seen computing.
+    ticks: u32,
+    /// The permits it computes under, once demoted.
+    held: Option<Permits>,
+    /// Where a parked wait hands its permits in.
+    arriving: Option<Arc<Mutex<Option<Permits>>>>,
+}
+
+/// What the guest waits for at an epoch yield.
+pub(crate) type Park = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl CallLane {
+    /// The call's attempt ended (or a warm instance starts a new one): its
+    /// permits go back and its quantum starts again.
+    pub(crate) fn leave(&mut self) {
+        *self = Self::default();
     }
 }
 
@@ -236,13 +228,13 @@ mod tests {
             batch_threads: 1,
             quantum_ticks: 2,
         });
-        let (a, b) = (lanes.enter(None), lanes.enter(None));
-        for lane in [&a, &b] {
-            lane.tick().await; // interactive
+        let (mut a, mut b) = (CallLane::default(), CallLane::default());
+        for lane in [&mut a, &mut b] {
+            lanes.tick(lane, None).await; // interactive
         }
-        a.tick().await; // demoted, takes the permit
+        lanes.tick(&mut a, None).await; // demoted, takes the permit
         assert_eq!(lanes.stats().batch_running, 1);
-        let parked = tokio::spawn(b.tick()); // demoted, no permit: parks
+        let parked = tokio::spawn(lanes.tick(&mut b, None)); // demoted, no permit: parks
         tokio::task::yield_now().await;
         assert!(!parked.is_finished());
         assert_eq!(lanes.stats().batch_waiting, 1);

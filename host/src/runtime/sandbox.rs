@@ -24,6 +24,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use crate::MountMode;
 use crate::runtime::fs_guard::{self, FsGuard, FsRules, FsView, SCRATCH_GUEST_PATH};
 use crate::runtime::host_api::{self, GuestServices};
+use crate::runtime::lanes::CallLane;
 use crate::runtime::net::{self, NetPolicy};
 
 /// A mount after load-time resolution: canonical host path, checked guest
@@ -162,6 +163,8 @@ pub(crate) struct CallState {
     http_hooks: net::Hooks,
     pub memory: MemoryCap,
     pub services: GuestServices,
+    /// The call's place in the CPU lanes.
+    pub lane: CallLane,
     fs: FsGuard,
 }
 
@@ -277,6 +280,7 @@ pub(crate) fn prepare(
         },
         memory: MemoryCap::new(memory_limit),
         services,
+        lane: CallLane::default(),
         fs: FsGuard::new(
             &grants.fs,
             grants.mounts.iter().map(|m| m.guest.as_str()),
