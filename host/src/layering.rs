@@ -89,9 +89,10 @@ fn without_tests(text: &str) -> &str {
     text.find("#[cfg(test)]").map_or(text, |at| &text[..at])
 }
 
-/// Which layer each name `lib.rs` re-exports comes from, so that
-/// `use crate::{CallError, …}` counts as an import of `model`.
-fn reexports() -> Vec<(String, &'static str)> {
+/// The path each name `lib.rs` re-exports comes from (`CallError` →
+/// `model::error`), so that `use crate::{CallError, …}` counts as an import
+/// of that module.
+fn reexports() -> Vec<(String, String)> {
     let lib = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs"))
         .expect("lib.rs");
     let mut out = Vec::new();
@@ -104,55 +105,61 @@ fn reexports() -> Vec<(String, &'static str)> {
                 None => continue,
             },
         };
-        let layer = layer_of(&format!("{}.rs", path.split("::").next().unwrap_or(path)));
         if path.starts_with("jiff") || path.starts_with("tokio_util") {
             continue;
         }
         for name in names.split(|c: char| c == ',' || c == '}' || c.is_whitespace()) {
             if !name.is_empty() {
-                out.push((name.to_owned(), layer));
+                out.push((name.to_owned(), path.to_owned()));
             }
         }
     }
     out
 }
 
-/// Every layer a file's code names through `crate::`.
-fn imported_layers(text: &str, reexported: &[(String, &'static str)]) -> BTreeSet<&'static str> {
-    let mut layers = BTreeSet::new();
+/// Every path a file's code names through `crate::` (groups expanded, root
+/// re-exports replaced by where they come from), tests and comments left out.
+fn crate_paths(text: &str, reexported: &[(String, String)]) -> Vec<String> {
     // Code only: a doc link to a type above is not an import.
     let code: String = without_tests(text)
         .lines()
         .filter(|line| !line.trim_start().starts_with("//"))
         .collect::<Vec<_>>()
         .join("\n");
+    let mut paths = Vec::new();
     for (at, _) in code.match_indices("crate::") {
         let rest = &code[at + "crate::".len()..];
         if let Some(group) = rest.strip_prefix('{') {
-            // `crate::{A, b::C}`: the root's re-exports, or a layer path.
+            // `crate::{A, b::C}`: the root's re-exports, or module paths.
             let group = &group[..group.find('}').unwrap_or(group.len())];
-            for part in group.split(',') {
-                let part = part.trim();
-                let head = part.split("::").next().unwrap_or(part).trim();
-                if let Some((_, layer)) = reexported.iter().find(|(n, _)| n == head) {
-                    layers.insert(*layer);
-                } else if !head.is_empty() {
-                    layers.insert(layer_of(&format!("{head}.rs")));
-                }
-            }
-            continue;
-        }
-        let head: String = rest
-            .chars()
-            .take_while(|c| c.is_alphanumeric() || *c == '_')
-            .collect();
-        if let Some((_, layer)) = reexported.iter().find(|(n, _)| *n == head) {
-            layers.insert(*layer);
-        } else if !head.is_empty() {
-            layers.insert(layer_of(&format!("{head}.rs")));
+            paths.extend(group.split(',').map(|p| p.trim().to_owned()));
+        } else {
+            let path: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                .collect();
+            paths.push(path);
         }
     }
-    layers
+    paths
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .map(|path| {
+            let head = path.split("::").next().unwrap_or(&path);
+            match reexported.iter().find(|(name, _)| name == head) {
+                Some((_, from)) => format!("{from}::{path}"),
+                None => path,
+            }
+        })
+        .collect()
+}
+
+/// Every layer a file's code names through `crate::`.
+fn imported_layers(text: &str, reexported: &[(String, String)]) -> BTreeSet<&'static str> {
+    crate_paths(text, reexported)
+        .iter()
+        .map(|path| layer_of(&format!("{}.rs", path.split("::").next().unwrap_or(path))))
+        .collect()
 }
 
 #[test]
@@ -209,75 +216,34 @@ fn module_of(file: &str) -> String {
     path.replace('/', "::")
 }
 
-/// The modules a file's code names through `crate::`: the longest prefix of
-/// each path that is a module, or the module a root re-export comes from.
-fn imported_modules(text: &str, modules: &BTreeSet<String>, lib: &str) -> BTreeSet<String> {
-    let code: String = without_tests(text)
-        .lines()
-        .filter(|line| !line.trim_start().starts_with("//"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let mut paths = Vec::new();
-    for (at, _) in code.match_indices("crate::") {
-        let rest = &code[at + "crate::".len()..];
-        if let Some(group) = rest.strip_prefix('{') {
-            let group = &group[..group.find('}').unwrap_or(group.len())];
-            paths.extend(group.split(',').map(|p| p.trim().to_owned()));
-        } else {
-            let path: String = rest
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
-                .collect();
-            paths.push(path);
-        }
-    }
-    let mut out = BTreeSet::new();
-    for path in paths {
-        let parts: Vec<&str> = path.split("::").filter(|p| !p.is_empty()).collect();
-        let found = (1..=parts.len())
-            .rev()
-            .map(|k| parts[..k].join("::"))
-            .find(|m| modules.contains(m));
-        match found {
-            Some(module) => {
-                out.insert(module);
-            }
-            // A root re-export (`crate::CallError`): the module it names.
-            None => {
-                let Some(name) = parts.first() else { continue };
-                let from = lib.split("pub use ").skip(1).find_map(|item| {
-                    let item = &item[..item.find(';').unwrap_or(item.len())];
-                    let listed = item
-                        .split(|c: char| c == ',' || c == '{' || c == '}' || c.is_whitespace())
-                        .any(|n| n == *name || n.ends_with(&format!("::{name}")));
-                    listed.then(|| item.split("::{").next().unwrap_or(item).to_owned())
-                });
-                if let Some(from) = from {
-                    let parts: Vec<&str> = from.split("::").collect();
-                    if let Some(module) = (1..=parts.len())
-                        .rev()
-                        .map(|k| parts[..k].join("::"))
-                        .find(|m| modules.contains(m))
-                    {
-                        out.insert(module);
-                    }
-                }
-            }
-        }
-    }
-    out
+/// The modules a file's code names through `crate::`: the longest prefix
+/// of each path that is a module.
+fn imported_modules(
+    text: &str,
+    modules: &BTreeSet<String>,
+    reexported: &[(String, String)],
+) -> BTreeSet<String> {
+    crate_paths(text, reexported)
+        .iter()
+        .filter_map(|path| {
+            let parts: Vec<&str> = path.split("::").collect();
+            (1..=parts.len())
+                .rev()
+                .map(|k| parts[..k].join("::"))
+                .find(|m| modules.contains(m))
+        })
+        .collect()
 }
 
 #[test]
 fn modules_form_no_cycle() {
-    let lib = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs"))
-        .expect("lib.rs");
+    let reexported = reexports();
     let files = library_files();
     let modules: BTreeSet<String> = files.iter().map(|(f, _)| module_of(f)).collect();
     let mut edges: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
     for (file, text) in &files {
         let me = module_of(file);
-        let targets = imported_modules(text, &modules, &lib)
+        let targets = imported_modules(text, &modules, &reexported)
             .into_iter()
             // A module and its own submodules are one unit.
             .filter(|m| *m != me && !m.starts_with(&format!("{me}::")))

@@ -4,27 +4,44 @@
 
 use std::time::Duration;
 
-use cofferdam::{CallError, CallRequest, CancellationToken, Host, LaneStats, LimitsSpec};
+use cofferdam::{
+    CallError, CallOutcome, CallRequest, CancellationToken, CpuSpec, Host, LaneStats, LimitsSpec,
+    ToolPolicy,
+};
 use cofferdam_test_artifacts as artifacts;
 
 use crate::common::{self, load, policy_with};
 
-/// A host whose batch lane has one thread, demoting after 2 ms of guest time.
-async fn host_with_spinner(timeout_ms: u64) -> Host {
+/// A host whose batch lane has `batch_threads` threads, demoting after 2 ms
+/// of guest time, with `loop-forever` (under `cpu`) and `hello` loaded.
+async fn host_with_spinner(timeout_ms: u64, batch_threads: u32, cpu: CpuSpec) -> Host {
     let host = common::builder()
         .epoch_tick(Duration::from_millis(2))
         .cpu_quantum(Duration::from_millis(2))
-        .batch_threads(1)
+        .batch_threads(batch_threads)
         .build()
         .expect("host");
-    let policy = policy_with(LimitsSpec {
-        timeout_ms: Some(timeout_ms),
-        fuel: Some(u64::MAX / 4),
-        ..LimitsSpec::default()
-    });
+    let policy = ToolPolicy {
+        cpu,
+        ..policy_with(LimitsSpec {
+            timeout_ms: Some(timeout_ms),
+            fuel: Some(u64::MAX / 4),
+            ..LimitsSpec::default()
+        })
+    };
     load(&host, artifacts::LOOP_FOREVER, policy).await;
-    load(&host, artifacts::HELLO, cofferdam::ToolPolicy::default()).await;
+    load(&host, artifacts::HELLO, ToolPolicy::default()).await;
     host
+}
+
+/// `n` concurrent calls of `loop-forever`.
+fn spin(host: &Host, n: usize) -> Vec<tokio::task::JoinHandle<Result<CallOutcome, CallError>>> {
+    (0..n)
+        .map(|_| {
+            let host = host.clone();
+            tokio::spawn(async move { host.call(CallRequest::new("loop-forever", "{}")).await })
+        })
+        .collect()
 }
 
 /// Waits (polling, bounded) until the lanes show what `ready` asks for.
@@ -43,7 +60,7 @@ async fn lanes_reach(host: &Host, ready: impl Fn(&LaneStats) -> bool) -> LaneSta
     }
 }
 
-fn assert_stopped_at_deadline(result: Result<cofferdam::CallOutcome, CallError>) {
+fn assert_stopped_at_deadline(result: Result<CallOutcome, CallError>) {
     match result {
         Err(CallError::DeadlineExceeded { in_guest_code, .. }) => assert!(in_guest_code),
         other => panic!("expected deadline-exceeded, got {other:?}"),
@@ -52,13 +69,8 @@ fn assert_stopped_at_deadline(result: Result<cofferdam::CallOutcome, CallError>)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_spinners_take_turns_in_the_batch_lane_and_a_short_call_still_runs() {
-    let host = host_with_spinner(1_500).await;
-    let spinners: Vec<_> = (0..2)
-        .map(|_| {
-            let host = host.clone();
-            tokio::spawn(async move { host.call(CallRequest::new("loop-forever", "{}")).await })
-        })
-        .collect();
+    let host = host_with_spinner(1_500, 1, CpuSpec::default()).await;
+    let spinners = spin(&host, 2);
     // Both computed past the quantum: one holds the only permit, the other
     // is parked for it (never two computing at once).
     let stats = lanes_reach(&host, |s| s.demotions == 2 && s.batch_waiting == 1).await;
@@ -92,11 +104,8 @@ async fn two_spinners_take_turns_in_the_batch_lane_and_a_short_call_still_runs()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_demoted_call_ends_promptly_on_cancel_and_frees_its_place() {
-    let host = host_with_spinner(10_000).await;
-    let first = {
-        let host = host.clone();
-        tokio::spawn(async move { host.call(CallRequest::new("loop-forever", "{}")).await })
-    };
+    let host = host_with_spinner(10_000, 1, CpuSpec::default()).await;
+    let first = spin(&host, 1).remove(0);
     lanes_reach(&host, |s| s.batch_running == 1).await;
     let cancel = CancellationToken::new();
     let second = {
@@ -126,29 +135,11 @@ async fn a_parked_demoted_call_ends_promptly_on_cancel_and_frees_its_place() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tools_cpu_limit_holds_its_long_calls_below_the_batch_lane() {
-    let host = common::builder()
-        .epoch_tick(Duration::from_millis(2))
-        .cpu_quantum(Duration::from_millis(2))
-        .batch_threads(2)
-        .build()
-        .expect("host");
-    let policy = cofferdam::ToolPolicy {
-        cpu: cofferdam::CpuSpec {
-            max_threads: Some(1),
-        },
-        ..policy_with(LimitsSpec {
-            timeout_ms: Some(1_000),
-            fuel: Some(u64::MAX / 4),
-            ..LimitsSpec::default()
-        })
+    let cpu = CpuSpec {
+        max_threads: Some(1),
     };
-    load(&host, artifacts::LOOP_FOREVER, policy).await;
-    let spinners: Vec<_> = (0..2)
-        .map(|_| {
-            let host = host.clone();
-            tokio::spawn(async move { host.call(CallRequest::new("loop-forever", "{}")).await })
-        })
-        .collect();
+    let host = host_with_spinner(1_000, 2, cpu).await;
+    let spinners = spin(&host, 2);
     // The lane has room for both; the tool's own limit lets one compute.
     let stats = lanes_reach(&host, |s| s.demotions == 2 && s.batch_waiting == 1).await;
     assert_eq!(stats.batch_running, 1, "{stats:?}");

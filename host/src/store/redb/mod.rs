@@ -169,9 +169,9 @@ impl RedbStore {
             .set_concurrency_mode(ConcurrencyMode::MultiWriter)
             .create(path)
             .map_err(|e| open_error(Arc::new(e)))?;
-        let live = Liveness::register(path.parent().unwrap_or(Path::new(".")))
-            .map_err(|e| open_error(Arc::new(e)))?;
-        Self::start(db, path, group_commit, live)
+        let dir = path.parent().unwrap_or(Path::new(".")).to_owned();
+        let live = Liveness::register(&dir).map_err(|e| open_error(Arc::new(e)))?;
+        Self::start(db, path, Some(dir), group_commit, live)
     }
 
     /// A journal that lives in memory only, for hosts without a data directory.
@@ -182,12 +182,13 @@ impl RedbStore {
                 path: "<memory>".into(),
                 source: Arc::new(e),
             })?;
-        Self::start(db, Path::new("<memory>"), true, Liveness::in_memory())
+        Self::start(db, Path::new("<memory>"), None, true, Liveness::in_memory())
     }
 
     fn start(
         db: Database,
         path: &Path,
+        dir: Option<PathBuf>,
         group_commit: bool,
         live: Liveness,
     ) -> Result<Self, JournalError> {
@@ -204,8 +205,6 @@ impl RedbStore {
             .spawn(move || writer(&writer_db, &rx, &writer_audit, group_commit, &writer_live))
             .map_err(storage)?;
         let writer = std::sync::Arc::new(WriterThread(std::sync::Mutex::new(Some(handle))));
-        let dir = (path != Path::new("<memory>"))
-            .then(|| path.parent().unwrap_or(Path::new(".")).to_owned());
         Ok(Self {
             db,
             tx,
