@@ -53,17 +53,25 @@ impl Host {
             lease,
             side_effecting.then(|| unknown_outcome(plan, key)),
         );
-        let (tool, key) = (name.clone(), key.key.clone());
+        // Names are copied only into an error: the claimed path copies nothing.
+        let (tool, key) = (|| name.clone(), || key.key.clone());
         match claim.await.map_err(|source| journal_error(plan, source))? {
             Claim::Claimed => Ok(None),
             Claim::Replay(stored) => self.replay(plan, stored).map(Some),
-            Claim::Mismatch => Err(CallError::IdempotencyMismatch { tool, key }),
+            Claim::Mismatch => Err(CallError::IdempotencyMismatch {
+                tool: tool(),
+                key: key(),
+            }),
             Claim::InProgress { retry_after } => Err(CallError::InProgress {
-                tool,
-                key,
+                tool: tool(),
+                key: key(),
                 retry_after,
             }),
-            Claim::Unknown { reason } => Err(CallError::KeyUnknown { tool, key, reason }),
+            Claim::Unknown { reason } => Err(CallError::KeyUnknown {
+                tool: tool(),
+                key: key(),
+                reason,
+            }),
         }
     }
 
