@@ -13,6 +13,7 @@ use super::{Host, Inner};
 use crate::model::schedule::ScheduleConfig;
 use crate::resilience::clock::{Clock, Jitter, SystemClock, SystemWallClock, WallClock};
 use crate::runtime::component_cache::ComponentCache;
+use crate::runtime::compute::ComputePool;
 use crate::runtime::engine::{self, EngineSettings};
 use crate::runtime::lanes::{LaneConfig, Lanes};
 use crate::runtime::sandbox::{self, ScratchRoot};
@@ -41,6 +42,7 @@ use crate::{BuildError, Limits, TokenPrice};
 /// | [`jitter_seed`](Self::jitter_seed) | seeded from the time |
 /// | [`batch_threads`](Self::batch_threads) | all cores but one (at least one) compute demoted calls at once |
 /// | [`cpu_quantum`](Self::cpu_quantum) | one epoch tick of guest computing before a call is demoted to the batch lane |
+/// | [`compute_threads`](Self::compute_threads) | none: guests run on the caller's runtime |
 ///
 /// Each tool also gets a bulkhead (4 concurrent calls, 16 more queued for up
 /// to 1 s), a circuit
@@ -65,6 +67,7 @@ pub struct HostBuilder {
     schedules: ScheduleConfig,
     batch_threads: Option<u32>,
     cpu_quantum: Option<Duration>,
+    compute_threads: Option<usize>,
 }
 
 impl Default for HostBuilder {
@@ -87,6 +90,7 @@ impl Default for HostBuilder {
             retention: Duration::from_secs(24 * 3600),
             batch_threads: None,
             cpu_quantum: None,
+            compute_threads: None,
             wall_clock: None,
             schedules: ScheduleConfig::default(),
         }
@@ -211,6 +215,16 @@ impl HostBuilder {
         self
     }
 
+    /// Runs guest code on `threads` threads of the host's own instead of the
+    /// caller's runtime (0: on the caller's runtime, the default), so an
+    /// embedder's I/O never waits behind a computing guest. The batch lane
+    /// then defaults to all of these threads but one. Each attempt costs a
+    /// hand-off between threads (the README gives the figure).
+    pub fn compute_threads(mut self, threads: usize) -> Self {
+        self.compute_threads = (threads > 0).then_some(threads);
+        self
+    }
+
     /// Builds the host: engine, epoch ticker, linker, artifact cache.
     pub fn build(self) -> Result<Host, BuildError> {
         let mut roots = Vec::with_capacity(self.allowed_roots.len());
@@ -231,7 +245,15 @@ impl HostBuilder {
         }
         let engine = engine::build(&self.engine)?;
         engine::start_epoch_ticker(&engine, self.engine.epoch_tick);
-        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let compute = self
+            .compute_threads
+            .map(ComputePool::start)
+            .transpose()
+            .map_err(BuildError::ComputePool)?;
+        let threads = match &compute {
+            Some(pool) => pool.threads(),
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        };
         let tick = self.engine.epoch_tick;
         let lanes = Arc::new(Lanes::new(LaneConfig::new(
             threads,
@@ -290,6 +312,7 @@ impl HostBuilder {
                 wall_clock: self.wall_clock.unwrap_or_else(|| Arc::new(SystemWallClock)),
                 schedules: self.schedules,
                 lanes,
+                compute,
             }),
         })
     }

@@ -7,6 +7,7 @@
 //! allowed_roots = ["shared"]
 //! max_instances = 256
 //! batch_threads = 1     # long computations on at most this many threads
+//! compute_threads = 2   # guests on threads of their own, not the service's
 //!
 //! [defaults]            # limits for tools that do not set them
 //! timeout_ms = 10000
@@ -61,6 +62,9 @@ pub struct HostConfig {
     /// Guest computing time, in milliseconds, after which a call is demoted
     /// to the batch lane (default one epoch tick, 10 ms).
     pub cpu_quantum_ms: Option<u64>,
+    /// Threads of the host's own that run guest code (default: none, guests
+    /// run on the runtime that calls); see [`HostBuilder::compute_threads`].
+    pub compute_threads: Option<usize>,
     /// Limits for tools that do not set them.
     #[serde(default)]
     pub defaults: LimitsSpec,
@@ -314,6 +318,9 @@ impl HostConfig {
         if let Some(ms) = self.cpu_quantum_ms {
             builder = builder.cpu_quantum(std::time::Duration::from_millis(ms));
         }
+        if let Some(threads) = self.compute_threads {
+            builder = builder.compute_threads(threads);
+        }
         builder.schedule_config(self.schedules.apply(ScheduleConfig::default()))
     }
 
@@ -360,6 +367,10 @@ impl HostConfig {
             (
                 "cpu_quantum_ms",
                 self.cpu_quantum_ms != previous.cpu_quantum_ms,
+            ),
+            (
+                "compute_threads",
+                self.compute_threads != previous.compute_threads,
             ),
             ("defaults", self.defaults != previous.defaults),
             ("schedules", self.schedules != previous.schedules),
@@ -499,6 +510,17 @@ mod tests {
         );
         let host = config.builder().build().expect("host");
         assert_eq!(host.lane_stats().batch_threads, 3);
+    }
+
+    #[test]
+    fn compute_threads_size_the_batch_lane_when_it_is_not_set() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = write(dir.path(), "cofferdam.toml", "compute_threads = 3\n");
+        let config = HostConfig::from_file(&file).expect("valid");
+        assert_eq!(config.compute_threads, Some(3));
+        let host = config.builder().build().expect("host");
+        assert_eq!(host.compute_threads(), Some(3));
+        assert_eq!(host.lane_stats().batch_threads, 2);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::runtime::lanes::LaneStats;
+use crate::runtime::lanes::{LaneStats, LaneUsage};
 use crate::{BreakerState, CallError, CallOutcome, ToolName, ToolStats};
 
 /// Upper bounds of the latency buckets, in seconds.
@@ -30,6 +30,14 @@ struct Counts {
     replayed: u64,
     fuel: u64,
     tokens: u64,
+    /// Microseconds attempts spent in the interactive lane.
+    interactive_us: u64,
+    /// Microseconds attempts spent demoted to the batch lane.
+    batch_us: u64,
+    /// Microseconds demoted attempts spent parked for a permit.
+    parked_us: u64,
+    demotions: u64,
+    permit_waits: u64,
 }
 
 /// One tool name's counters. A loaded tool holds its handle, so recording
@@ -73,6 +81,18 @@ impl ToolMetrics {
             }
             m.latency_sum += seconds;
             m.replayed += u64::from(replayed);
+        });
+    }
+
+    /// Where one attempt's time went, by CPU lane.
+    pub(crate) fn lanes(&self, usage: &LaneUsage) {
+        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.with(|m| {
+            m.interactive_us = m.interactive_us.saturating_add(us(usage.interactive));
+            m.batch_us = m.batch_us.saturating_add(us(usage.batch));
+            m.parked_us = m.parked_us.saturating_add(us(usage.parked));
+            m.demotions += u64::from(usage.demoted);
+            m.permit_waits += u64::from(usage.permit_waits);
         });
     }
 
@@ -150,7 +170,7 @@ impl Metrics {
                 "cofferdam_call_duration_seconds_count{{tool=\"{t}\"}} {count}"
             );
         }
-        let counters: [Family<Counts>; 4] = [
+        let counters: [Family<Counts>; 6] = [
             (
                 "cofferdam_attempts_total",
                 "Attempts run in a sandbox.",
@@ -171,6 +191,16 @@ impl Metrics {
                 "Tokens charged to budgets for attempts.",
                 |m| m.tokens,
             ),
+            (
+                "cofferdam_tool_demotions_total",
+                "Attempts demoted to the batch lane after computing past the quantum.",
+                |m| m.demotions,
+            ),
+            (
+                "cofferdam_tool_permit_waits_total",
+                "Times a demoted attempt parked for a batch-lane permit.",
+                |m| m.permit_waits,
+            ),
         ];
         for (name, help, value) in counters {
             header(&mut out, name, "counter", help);
@@ -182,6 +212,36 @@ impl Metrics {
                     value(m)
                 );
             }
+        }
+        header(
+            &mut out,
+            "cofferdam_lane_seconds_total",
+            "counter",
+            "Time attempts spent in each CPU lane (batch: after demotion, parked time included).",
+        );
+        for (tool, m) in tools.iter() {
+            let t = label(tool.as_str());
+            for (lane, us) in [("interactive", m.interactive_us), ("batch", m.batch_us)] {
+                let _ = writeln!(
+                    out,
+                    "cofferdam_lane_seconds_total{{tool=\"{t}\",lane=\"{lane}\"}} {}",
+                    seconds(us)
+                );
+            }
+        }
+        header(
+            &mut out,
+            "cofferdam_lane_parked_seconds_total",
+            "counter",
+            "Time demoted attempts spent parked for a batch-lane permit.",
+        );
+        for (tool, m) in tools.iter() {
+            let _ = writeln!(
+                out,
+                "cofferdam_lane_parked_seconds_total{{tool=\"{}\"}} {}",
+                label(tool.as_str()),
+                seconds(m.parked_us)
+            );
         }
         let gauges: [Family<ToolStats>; 3] = [
             (
@@ -230,6 +290,11 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Microseconds as seconds, for a Prometheus sample.
+fn seconds(us: u64) -> f64 {
+    Duration::from_micros(us).as_secs_f64()
 }
 
 /// A metric family: name, help, and how to read one tool's value.

@@ -44,6 +44,7 @@ mod request;
 pub use self::builder::HostBuilder;
 use self::metrics::{Metrics, ToolMetrics};
 pub use self::request::{CallOutcome, CallRequest, FallbackUsed};
+use crate::runtime::compute::ComputePool;
 use crate::runtime::lanes::{LaneStats, Lanes};
 
 /// Runs tools. Cheap to clone; clones share the engine and loaded tools.
@@ -96,6 +97,8 @@ struct Inner {
     schedules: ScheduleConfig,
     /// The CPU lanes every attempt runs in.
     lanes: Arc<Lanes>,
+    /// Threads of the host's own for guest code, when the embedder asked.
+    compute: Option<ComputePool>,
 }
 
 struct LoadedTool {
@@ -296,6 +299,13 @@ impl Host {
     /// demotions and permit waits since start.
     pub fn lane_stats(&self) -> LaneStats {
         self.inner.lanes.stats()
+    }
+
+    /// How many threads of the host's own run guest code (`None`: guests
+    /// run on the caller's runtime); see
+    /// [`HostBuilder::compute_threads`](crate::HostBuilder::compute_threads).
+    pub fn compute_threads(&self) -> Option<usize> {
+        self.inner.compute.as_ref().map(ComputePool::threads)
     }
 
     /// Closes a tool's breaker and clears its window.

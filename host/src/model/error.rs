@@ -47,6 +47,9 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    /// The compute threads could not be started.
+    #[error("cannot start the compute threads")]
+    ComputePool(#[source] std::io::Error),
 }
 
 /// Loading a tool failed; nothing was registered.

@@ -19,10 +19,11 @@ use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use crate::runtime::bindings::ToolPre;
 use crate::runtime::bindings::cofferdam::tool::types as wit;
 use crate::runtime::host_api::{GuestServices, LogRecord, ProgressSink};
-use crate::runtime::lanes::Lanes;
+use crate::runtime::lanes::{LaneUsage, Lanes};
 use crate::runtime::net::HttpStats;
 use crate::runtime::sandbox::{self, CallState, Grants, MemoryLimitHit};
 use crate::runtime::warm::{WarmInstance, WarmPool};
+use crate::runtime::yielded::Yielded;
 use crate::{CallError, Fuel, Limits, TokenPrice, ToolError, ToolName};
 
 /// Which export to call.
@@ -52,7 +53,21 @@ pub(crate) struct Execution {
     pub logs: Vec<LogRecord>,
     pub logs_dropped: u64,
     pub http: HttpStats,
+    /// Where its time went, by CPU lane.
+    pub lane: LaneUsage,
 }
+
+/// Fuel a guest burns between two writes of its fuel counter to the store,
+/// at most (about a millisecond of computing; 10 tokens at the default
+/// price).
+///
+/// Compiled wasm keeps the counter in a register and writes it back only at
+/// calls, returns and fuel checks, not at the epoch check that stops a guest
+/// at its deadline: a loop without calls stopped there would look as if it
+/// had burned only what it used before the loop (a second of spinning showed
+/// ~1,200 fuel). An async yield every slice writes the counter back, so what
+/// a stopped guest is charged lags what it burned by less than one slice.
+const FUEL_SLICE: u64 = 1_000_000;
 
 /// How the guest's future ended.
 enum Stopped<T> {
@@ -139,7 +154,10 @@ impl Attempt<'_> {
                 (store, sandbox, None, 0)
             }
         };
-        if let Err(e) = store.set_fuel(limits.fuel.0) {
+        let fuel = store
+            .fuel_async_yield_interval(Some(FUEL_SLICE))
+            .and_then(|()| store.set_fuel(limits.fuel.0));
+        if let Err(e) = fuel {
             let error = CallError::Host {
                 tool: self.tool.clone(),
                 reason: e.to_string(),
@@ -201,17 +219,24 @@ impl Attempt<'_> {
                 None => std::future::pending().await,
             }
         };
-        let outcome = tokio::select! {
-            biased;
-            () = cancelled => Stopped::Cancelled,
-            outcome = tokio::time::timeout_at(deadline.into(), run) => match outcome {
-                Ok(result) => Stopped::Finished(result),
-                Err(_elapsed) => Stopped::Deadline,
-            },
+        let (outcome, yielded) = {
+            // A deadline that passes while the guest is suspended at a yield
+            // (a fuel slice) found it computing, as one at an epoch yield.
+            let run = std::pin::pin!(run);
+            let mut guest = Yielded::new(run);
+            let outcome = tokio::select! {
+                biased;
+                () = cancelled => Stopped::Cancelled,
+                outcome = tokio::time::timeout_at(deadline.into(), &mut guest) => match outcome {
+                    Ok(result) => Stopped::Finished(result),
+                    Err(_elapsed) => Stopped::Deadline,
+                },
+            };
+            (outcome, guest.last_was_yield())
         };
 
         // Every ending (return, trap, deadline, cancel) gives the permit back.
-        store.data_mut().lane.leave();
+        let lane = store.data_mut().lane.leave(start);
         let fuel_used = Fuel(limits.fuel.0.saturating_sub(store.get_fuel().unwrap_or(0)));
         let http = sandbox.http.snapshot();
         let (stdout, stdout_dropped) = sandbox.stdout.take();
@@ -221,7 +246,7 @@ impl Attempt<'_> {
                 Err(CallError::DeadlineExceeded {
                     tool: self.tool.clone(),
                     timeout: limits.timeout,
-                    in_guest_code: computing.load(Ordering::Relaxed),
+                    in_guest_code: yielded || computing.load(Ordering::Relaxed),
                 }),
                 None,
             ),
@@ -264,6 +289,7 @@ impl Attempt<'_> {
             logs,
             logs_dropped,
             http,
+            lane,
         }
     }
 }
@@ -281,6 +307,7 @@ impl Execution {
             logs: Vec::new(),
             logs_dropped: 0,
             http: HttpStats::default(),
+            lane: LaneUsage::default(),
         }
     }
 }

@@ -16,7 +16,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -106,8 +106,12 @@ impl Lanes {
     /// wait for before it goes on (a yield, or a batch permit once demoted).
     /// `tool` limits how many of its tool's demoted calls compute at once.
     pub(crate) fn tick(&self, lane: &mut CallLane, tool: Option<&Arc<Semaphore>>) -> Park {
-        if let Some(arriving) = lane.arriving.take() {
-            lane.held = lock(&arriving).take();
+        if let Some(arriving) = lane.arriving.take()
+            && let Some(arrived) = lock(&arriving).take()
+        {
+            lane.held = Some(arrived.permits);
+            let since = lane.parked_since.take().unwrap_or(arrived.at);
+            lane.parked += arrived.at.saturating_duration_since(since);
         }
         lane.ticks = lane.ticks.saturating_add(1);
         if lane.ticks < self.config.quantum_ticks || lane.held.is_some() {
@@ -115,15 +119,18 @@ impl Lanes {
         }
         if lane.ticks == self.config.quantum_ticks {
             self.counters.demotions.fetch_add(1, Ordering::Relaxed);
+            lane.demoted_at = Some(Instant::now());
         }
         if let Some(permits) = self.try_permits(tool) {
             lane.held = Some(permits);
             return Box::pin(tokio::task::yield_now());
         }
         self.counters.permit_waits.fetch_add(1, Ordering::Relaxed);
+        lane.permit_waits = lane.permit_waits.saturating_add(1);
+        lane.parked_since = Some(Instant::now());
         // Only a call that parks pays for a shared slot to be handed its
         // permits in.
-        let arriving = Arc::<Mutex<Option<Permits>>>::default();
+        let arriving = Arc::<Mutex<Option<Arrived>>>::default();
         lane.arriving = Some(Arc::clone(&arriving));
         let (batch, tool) = (Arc::clone(&self.batch), tool.map(Arc::clone));
         let waiting = Waiting::new(&self.counters);
@@ -134,7 +141,10 @@ impl Lanes {
                 None => None,
             };
             if let Ok(batch) = batch.acquire_owned().await {
-                *lock(&arriving) = Some((tool, batch));
+                *lock(&arriving) = Some(Arrived {
+                    permits: (tool, batch),
+                    at: Instant::now(),
+                });
             }
             drop(waiting);
         })
@@ -154,6 +164,12 @@ impl Lanes {
 /// The tool's permit (if it has a limit), then the batch lane's: held together.
 type Permits = (Option<OwnedSemaphorePermit>, OwnedSemaphorePermit);
 
+/// Permits handed to a parked call, and when.
+struct Arrived {
+    permits: Permits,
+    at: Instant,
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -167,17 +183,54 @@ pub(crate) struct CallLane {
     /// The permits it computes under, once demoted.
     held: Option<Permits>,
     /// Where a parked wait hands its permits in.
-    arriving: Option<Arc<Mutex<Option<Permits>>>>,
+    arriving: Option<Arc<Mutex<Option<Arrived>>>>,
+    /// When it was demoted.
+    demoted_at: Option<Instant>,
+    /// When it parked for permits it has not yet been handed.
+    parked_since: Option<Instant>,
+    /// Time spent parked for permits.
+    parked: Duration,
+    /// Times it parked.
+    permit_waits: u32,
+}
+
+/// Where an attempt spent its time, by lane.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LaneUsage {
+    /// From its start until its demotion (or its end).
+    pub interactive: Duration,
+    /// From its demotion until its end, parked time included.
+    pub batch: Duration,
+    /// Parked for batch permits.
+    pub parked: Duration,
+    /// Whether it was demoted.
+    pub demoted: bool,
+    /// Times it parked for permits.
+    pub permit_waits: u32,
 }
 
 /// What the guest waits for at an epoch yield.
 pub(crate) type Park = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl CallLane {
-    /// The call's attempt ended (or a warm instance starts a new one): its
-    /// permits go back and its quantum starts again.
-    pub(crate) fn leave(&mut self) {
+    /// The call's attempt, started at `started`, ended (or a warm instance
+    /// starts a new one): its permits go back, its quantum starts again, and
+    /// where its time went is returned.
+    pub(crate) fn leave(&mut self, started: Instant) -> LaneUsage {
+        let now = Instant::now();
+        let end_of_interactive = self.demoted_at.unwrap_or(now);
+        let still_parked = self
+            .parked_since
+            .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
+        let usage = LaneUsage {
+            interactive: end_of_interactive.saturating_duration_since(started),
+            batch: now.saturating_duration_since(end_of_interactive),
+            parked: self.parked + still_parked,
+            demoted: self.demoted_at.is_some(),
+            permit_waits: self.permit_waits,
+        };
         *self = Self::default();
+        usage
     }
 }
 
@@ -228,6 +281,7 @@ mod tests {
             batch_threads: 1,
             quantum_ticks: 2,
         });
+        let start = Instant::now();
         let (mut a, mut b) = (CallLane::default(), CallLane::default());
         for lane in [&mut a, &mut b] {
             lanes.tick(lane, None).await; // interactive
@@ -238,12 +292,16 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!parked.is_finished());
         assert_eq!(lanes.stats().batch_waiting, 1);
-        a.leave();
+        let used = a.leave(start);
+        assert!(used.demoted && used.permit_waits == 0 && used.parked.is_zero());
         parked.await.expect("gets the permit once it is free");
         let stats = lanes.stats();
         assert_eq!((stats.batch_running, stats.batch_waiting), (1, 0));
         assert_eq!((stats.demotions, stats.permit_waits), (2, 1));
-        b.leave();
+        lanes.tick(&mut b, None).await; // computes under the handed permit
+        let used = b.leave(start);
+        assert!(used.demoted && used.permit_waits == 1, "{used:?}");
+        assert!(used.parked <= used.batch, "{used:?}");
         assert_eq!(lanes.stats().batch_running, 0);
     }
 }

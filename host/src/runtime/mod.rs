@@ -4,6 +4,7 @@
 pub(crate) mod attempt;
 pub(crate) mod bindings;
 pub(crate) mod component_cache;
+pub(crate) mod compute;
 pub(crate) mod engine;
 pub(crate) mod fs_guard;
 pub(crate) mod host_api;
@@ -11,3 +12,4 @@ pub(crate) mod lanes;
 pub(crate) mod net;
 pub(crate) mod sandbox;
 pub(crate) mod warm;
+pub(crate) mod yielded;

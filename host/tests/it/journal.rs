@@ -5,11 +5,11 @@ use crate::common;
 use std::time::Duration;
 
 use cofferdam::{
-    BudgetCap, CallError, CallRequest, Effect, ErrorClass, HistoryQuery, Host, Jitter, RetrySpec,
-    ScopeId, Tokens, ToolPolicy,
+    BudgetCap, CallError, CallRequest, Effect, ErrorClass, HistoryQuery, Host, Jitter, LimitsSpec,
+    RetrySpec, ScopeId, Tokens, ToolPolicy,
 };
 use cofferdam_test_artifacts as artifacts;
-use common::load;
+use common::{load, policy_with};
 use serde_json::json;
 
 fn keyed(tool: &str, input: &str, key: &str) -> CallRequest {
@@ -219,6 +219,40 @@ async fn interrupted_side_effecting_keyed_call_stays_unknown() {
         matches!(entry.state, cofferdam::KeyState::Unknown { .. }),
         "{entry:?}"
     );
+}
+
+#[tokio::test]
+async fn a_loop_stopped_at_its_deadline_is_charged_for_what_it_burned() {
+    // Compiled wasm writes its fuel counter back only at calls and returns:
+    // a call-free loop stopped by the deadline used to be charged for almost
+    // nothing (~1,200 fuel after half a second of spinning).
+    let host = common::host();
+    let policy = ToolPolicy {
+        retry: single_attempt(),
+        ..policy_with(LimitsSpec {
+            timeout_ms: Some(300),
+            fuel: Some(u64::MAX / 4),
+            ..LimitsSpec::default()
+        })
+    };
+    load(&host, artifacts::LOOP_FOREVER, policy).await;
+    let agent = ScopeId::Agent("spender".into());
+    host.budgets()
+        .set_cap(&agent, BudgetCap::new(Tokens(u64::MAX / 2)))
+        .await
+        .expect("cap");
+    let request = CallRequest {
+        agent: Some("spender".into()),
+        ..CallRequest::new("loop-forever", "{}")
+    };
+    let error = host.call(request).await.expect_err("stopped");
+    assert_eq!(error.class(), ErrorClass::DeadlineExceeded, "{error:?}");
+    let status = host.budgets().get(&agent).expect("get").expect("capped");
+    // 300 ms of a tight loop is hundreds of millions of instructions on any
+    // machine; 20 million (200 tokens) is far below, and far above the
+    // ~1,200 fuel it was charged before.
+    assert!(status.spent >= Tokens(200), "{status:?}");
+    assert_eq!(status.reserved, Tokens(0));
 }
 
 #[tokio::test]

@@ -1,20 +1,23 @@
 //! The execute stage: one attempt in a fresh (or warm) sandboxed instance,
 //! with the fuel its reservation paid for; its output checked.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 use super::CallPlan;
 use super::attempts::Admitted;
 use super::budget::AttemptBudget;
-use crate::host::Host;
+use crate::host::{Host, LoadedTool};
 use crate::model::units::unix_millis;
 use crate::resilience::breaker::BreakerState;
 use crate::resilience::classify::disposition;
 use crate::runtime::attempt::{Attempt, Execution, Export, Returned};
 use crate::runtime::bindings::cofferdam::tool::types as wit;
 use crate::runtime::net::HttpStats;
-use crate::{CallError, CallOutcome, ErrorClass, Fuel, Limits, Tokens, ToolName};
+use crate::{CallError, CallOutcome, ErrorClass, Fuel, Limits, ProgressSink, Tokens, ToolName};
 
 /// An attempt that ran, before it is charged.
 pub(super) struct Ran {
@@ -29,7 +32,32 @@ pub(super) struct Ran {
 }
 
 impl Host {
-    /// Runs one attempt under `budget`.
+    /// An attempt of `tool` with `limits`.
+    fn attempt<'a>(
+        &'a self,
+        tool: &'a LoadedTool,
+        limits: Limits,
+        progress: Option<ProgressSink>,
+        cancel: Option<&'a CancellationToken>,
+    ) -> Attempt<'a> {
+        Attempt {
+            engine: &self.inner.engine,
+            pre: &tool.pre,
+            tool: &tool.description.name,
+            grants: &tool.grants,
+            limits,
+            price: self.inner.price,
+            scratch_root: &self.inner.scratch_root,
+            progress,
+            cancel,
+            warm: tool.warm.as_deref(),
+            lanes: &self.inner.lanes,
+            cpu: tool.cpu.as_ref(),
+        }
+    }
+
+    /// Runs one attempt under `budget`, on the compute pool if the host has
+    /// one.
     pub(super) async fn execute(
         &self,
         plan: &CallPlan<'_>,
@@ -46,31 +74,35 @@ impl Host {
         };
         tool.invocations.fetch_add(1, Ordering::Relaxed);
         let started_ms = unix_millis();
-        let execution = Attempt {
-            engine: &self.inner.engine,
-            pre: &tool.pre,
-            tool: name,
-            grants: &tool.grants,
-            limits: budget.limits,
-            price: self.inner.price,
-            scratch_root: &self.inner.scratch_root,
-            progress: request.progress.clone(),
-            cancel: request.cancel.as_ref(),
-            warm: tool.warm.as_deref(),
-            lanes: &self.inner.lanes,
-            cpu: tool.cpu.as_ref(),
-        }
-        .execute(Export::Invoke {
-            ctx,
-            input: &request.input,
-        })
-        .await;
+        let (limits, progress) = (budget.limits, request.progress.clone());
+        let execution = match &self.inner.compute {
+            None => {
+                self.attempt(tool, limits, progress, request.cancel.as_ref())
+                    .execute(Export::Invoke {
+                        ctx,
+                        input: &request.input,
+                    })
+                    .await
+            }
+            // On threads of its own: the attempt owns what it reads.
+            Some(pool) => {
+                let (host, tool) = (self.clone(), Arc::clone(tool));
+                let (input, cancel) = (request.input.clone(), request.cancel.clone());
+                pool.run(async move {
+                    host.attempt(&tool, limits, progress, cancel.as_ref())
+                        .execute(Export::Invoke { ctx, input: &input })
+                        .await
+                })
+                .await
+            }
+        };
         let (duration, fuel_used, http) = (
             execution.duration,
             execution.fuel_used,
             execution.http.clone(),
         );
         tool.bulkhead.observe(duration);
+        tool.metrics.lanes(&execution.lane);
         let result = checked_output(name, &budget.limits, execution);
         let stopped_mid_run = result
             .as_ref()

@@ -11,7 +11,7 @@
 //! 5. the journal stage stores the outcome; the **fallback** stage (here)
 //!    tries the policy's fallbacks when the call failed in a class it names.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use tracing::Instrument as _;
@@ -29,7 +29,7 @@ mod settle;
 
 /// What a call will do, fixed before its first stage runs.
 struct CallPlan<'a> {
-    tool: &'a LoadedTool,
+    tool: &'a Arc<LoadedTool>,
     request: &'a CallRequest,
     /// The call's id, the same for every attempt, replay and escalation;
     /// made when first needed (a call refused at admission needs none).
@@ -48,7 +48,7 @@ struct CallPlan<'a> {
 
 impl<'a> CallPlan<'a> {
     /// Checks the input and the key, and fixes what every stage reads.
-    fn new(tool: &'a LoadedTool, request: &'a CallRequest) -> Result<Self, CallError> {
+    fn new(tool: &'a Arc<LoadedTool>, request: &'a CallRequest) -> Result<Self, CallError> {
         let name = &tool.description.name;
         let invalid = |e: serde_json::Error| CallError::InvalidInput {
             tool: name.clone(),
@@ -220,7 +220,7 @@ impl Host {
     /// the attempts for any other.
     async fn call_tool(
         &self,
-        tool: &LoadedTool,
+        tool: &Arc<LoadedTool>,
         request: &CallRequest,
     ) -> Result<CallOutcome, CallError> {
         let mut plan = CallPlan::new(tool, request)?;
