@@ -28,10 +28,14 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let options = if full {
-        BenchOptions::full(artifacts::HELLO, INPUT)
-    } else {
-        BenchOptions::quick(artifacts::HELLO, INPUT)
+    let options = BenchOptions {
+        spinner: Some(artifacts::LOOP_FOREVER.into()),
+        serve_exe: Some(env!("CARGO_BIN_EXE_cofferdam").into()),
+        ..if full {
+            BenchOptions::full(artifacts::HELLO, INPUT)
+        } else {
+            BenchOptions::quick(artifacts::HELLO, INPUT)
+        }
     };
     let report = bench::run(&options, &mut |step| eprintln!("measuring {step}…")).expect("bench");
     print!("{}", report.table());
@@ -57,19 +61,7 @@ fn main() {
             calls,
         )
         .await;
-        let spinning = with_neighbours(&host, artifacts::LOOP_FOREVER, "{}", calls).await;
-        // The same with a batch lane as wide as the neighbours: what it was
-        // before the CPU lanes.
-        let unlaned = Host::builder().batch_threads(1024).build().expect("host");
-        unlaned
-            .load_file(Path::new(artifacts::HELLO), ToolPolicy::default())
-            .await
-            .expect("load");
-        let unlaned_alone = hello_percentiles(&unlaned, calls).await;
-        let unlaned_spinning =
-            with_neighbours(&unlaned, artifacts::LOOP_FOREVER, "{}", calls).await;
-        let lanes = host.lane_stats();
-        println!("hello next to a neighbour with its whole bulkhead (4 calls) busy (p50 / p99 per call)");
+        println!("hello next to a neighbour with its whole bulkhead (4 calls) hung in a host call (p50 / p99 per call)");
         let row = |what: &str, (p50, p99): (f64, f64), (base50, base99): (f64, f64)| {
             println!(
                 "  {what:<46} {:>5.2}x / {:>5.2}x {p50:>8.1} / {p99:>8.1} µs",
@@ -79,12 +71,6 @@ fn main() {
         };
         row("alone", alone, alone);
         row("neighbour hung in a host call", hung, alone);
-        row("neighbour spinning on the CPU (lanes)", spinning, alone);
-        row("neighbour spinning, batch lane unlimited", unlaned_spinning, unlaned_alone);
-        println!(
-            "  lanes: {} batch thread(s), {} demotions, {} permit waits",
-            lanes.batch_threads, lanes.demotions, lanes.permit_waits
-        );
         let (solo, outage, weather_requests) = cascade(rounds, batch / 4 + 1).await;
         println!("flights (HTTP to a local API) while weather's API answers 503 to everything");
         println!("  flights alone                                    1.00x {solo:>10.1} µs/call");

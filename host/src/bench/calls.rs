@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use super::plain::{PlainWasmtime, Pooling};
 use super::{BenchError, BenchOptions, BenchReport, Unit, batch_us, host_error, median, only_tool};
-use crate::{BreakerMode, CallRequest, Host, ToolName, ToolPolicy, WarmSpec};
+use crate::{BreakerMode, CallRequest, ToolName, ToolPolicy, WarmSpec};
 
 pub(super) async fn per_call(
     options: &BenchOptions,
@@ -27,7 +27,7 @@ pub(super) async fn per_call(
     let mut reused = fresh.reused().await.map_err(component_error)?;
     let input = options.input.as_str();
 
-    let host = Host::builder().build().map_err(host_error)?;
+    let host = options.builder().build().map_err(host_error)?;
     host.load_file(&options.component, ToolPolicy::default())
         .await
         .map_err(host_error)?;

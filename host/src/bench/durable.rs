@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{BenchError, BenchOptions, BenchReport, Unit, host_error, load_pooled};
-use crate::{CallRequest, Host, PoolSpec};
+use crate::{CallRequest, PoolSpec};
 
 pub(super) async fn durable(
     options: &BenchOptions,
@@ -41,7 +41,8 @@ async fn durable_calls_per_sec(
     group_commit: bool,
 ) -> Result<f64, BenchError> {
     let data = tempfile::tempdir().map_err(host_error)?;
-    let host = Host::builder()
+    let host = options
+        .builder()
         .data_dir(data.path())
         .group_commit(group_commit)
         .build()

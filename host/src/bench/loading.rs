@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use super::{BenchError, BenchOptions, BenchReport, Unit, host_error};
-use crate::{Host, PoolSpec, ToolName, ToolPolicy};
+use crate::{PoolSpec, ToolName, ToolPolicy};
 
 pub(super) async fn loading(
     options: &BenchOptions,
@@ -15,7 +15,8 @@ pub(super) async fn loading(
 ) -> Result<(), BenchError> {
     let data = tempfile::tempdir().map_err(host_error)?;
     let build = || {
-        Host::builder()
+        options
+            .builder()
             .data_dir(data.path())
             .max_instances(options.tools * 4 + 16)
             .build()

@@ -9,10 +9,12 @@
 //! per call (the floor for isolation) and one reused instance (the floor for
 //! warm reuse).
 //!
-//! It does not measure the MCP transport; see the README.
+//! The MCP transport is measured only in the fairness scenario (given the
+//! `cofferdam` binary); see the README for the rest.
 //!
 //! One file per scenario group: `calls` (per-call latency, fresh and warm),
-//! `durable` (keyed calls through the journal), `throughput` and `loading`;
+//! `durable` (keyed calls through the journal), `throughput`, `loading` and
+//! `fairness` (next to spinning calls, in process and over stdio via `mcp`);
 //! `plain` holds the plain-wasmtime baselines.
 
 use std::path::PathBuf;
@@ -22,7 +24,9 @@ use crate::{Host, PoolSpec, ToolPolicy};
 
 mod calls;
 mod durable;
+mod fairness;
 mod loading;
+mod mcp;
 mod plain;
 mod throughput;
 
@@ -43,6 +47,14 @@ pub struct BenchOptions {
     pub calls: u32,
     /// Tools loaded from the artifact cache for the load figure.
     pub tools: u32,
+    /// A tool that computes forever (the `loop-forever` test tool): with it,
+    /// the CPU-fairness scenario runs too.
+    pub spinner: Option<PathBuf>,
+    /// The `cofferdam` binary: with it (and a spinner), the fairness
+    /// scenario also runs through `cofferdam serve` over stdio.
+    pub serve_exe: Option<PathBuf>,
+    /// The hosts' epoch tick (default: the host's, 10 ms).
+    pub epoch_tick: Option<std::time::Duration>,
 }
 
 impl BenchOptions {
@@ -55,6 +67,18 @@ impl BenchOptions {
             batch: 400,
             calls: 4000,
             tools: 100,
+            spinner: None,
+            serve_exe: None,
+            epoch_tick: None,
+        }
+    }
+
+    /// A builder for the hosts it measures.
+    fn builder(&self) -> crate::HostBuilder {
+        let builder = Host::builder();
+        match self.epoch_tick {
+            Some(tick) => builder.epoch_tick(tick),
+            None => builder,
         }
     }
 
@@ -83,6 +107,8 @@ pub enum Unit {
     Millis,
     /// A count.
     Count,
+    /// Millions of wasm instructions (fuel) per second (higher is better).
+    MegaFuelPerSecond,
 }
 
 impl Unit {
@@ -92,6 +118,7 @@ impl Unit {
             Self::CallsPerSecond => "calls/s",
             Self::Millis => "ms",
             Self::Count => "",
+            Self::MegaFuelPerSecond => "Minstr/s",
         }
     }
 }
@@ -163,7 +190,9 @@ impl BenchReport {
             let value = match row.unit {
                 Unit::MicrosPerCall if row.value < 10.0 => format!("{:.2}", row.value),
                 Unit::MicrosPerCall | Unit::Millis => format!("{:.1}", row.value),
-                Unit::CallsPerSecond | Unit::Count => format!("{:.0}", row.value),
+                Unit::CallsPerSecond | Unit::Count | Unit::MegaFuelPerSecond => {
+                    format!("{:.0}", row.value)
+                }
             };
             let target = match (row.target, row.met) {
                 (Some(t), Some(true)) => format!("  target {t}: met"),
@@ -223,6 +252,10 @@ pub fn run(
     throughput::throughput(options, &mut report)?;
     progress("loading precompiled tools");
     runtime.block_on(loading::loading(options, &mut report))?;
+    if let Some(spinner) = &options.spinner {
+        progress("CPU fairness: latency next to 4 spinning calls, the spinners' share");
+        fairness::fairness(options, spinner, &mut report)?;
+    }
     Ok(report)
 }
 

@@ -64,7 +64,7 @@ pub(super) fn throughput(
 
 /// A host with the tool behind a bulkhead of 16.
 async fn throughput_host(options: &BenchOptions) -> Result<Host, BenchError> {
-    let host = Host::builder().build().map_err(host_error)?;
+    let host = options.builder().build().map_err(host_error)?;
     let pool = PoolSpec {
         max_concurrent: Some(16),
         ..PoolSpec::default()
@@ -102,7 +102,8 @@ async fn calls_per_sec(host: &Host, options: &BenchOptions) -> Result<f64, Bench
 
 /// Starts `n` calls at once; how many failed and how long all took (ms).
 async fn in_flight(options: &BenchOptions, n: u32) -> Result<(usize, f64), BenchError> {
-    let host = Host::builder()
+    let host = options
+        .builder()
         .max_instances(n + 24)
         .build()
         .map_err(host_error)?;

@@ -18,6 +18,15 @@ pub(super) struct BenchArgs {
     /// Its input (JSON).
     #[arg(long, default_value = r#"{"name":"bench"}"#)]
     input: String,
+    /// A tool that computes forever (the `loop-forever` test tool): adds the
+    /// CPU-fairness scenario, in process and through `cofferdam serve` over
+    /// stdio.
+    #[arg(long, value_name = "WASM")]
+    spinner: Option<PathBuf>,
+    /// The hosts' epoch tick in milliseconds (how often a computing guest
+    /// yields and its deadline is checked) [default: the host's, 10]
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=1000))]
+    epoch_tick_ms: Option<u64>,
     /// A few iterations only: checks that everything runs, measures nothing.
     #[arg(long)]
     quick: bool,
@@ -34,11 +43,21 @@ pub(super) async fn bench(args: BenchArgs) -> Result<ExitCode> {
             args.tool.display()
         );
     }
-    let options = if args.quick {
+    if let Some(spinner) = args.spinner.as_ref().filter(|s| !s.is_file()) {
+        bail!("no spinner component at {}", spinner.display());
+    }
+    let mut options = if args.quick {
         BenchOptions::quick(&args.tool, args.input)
     } else {
         BenchOptions::full(&args.tool, args.input)
     };
+    options.serve_exe = args
+        .spinner
+        .is_some()
+        .then(std::env::current_exe)
+        .transpose()?;
+    options.spinner = args.spinner;
+    options.epoch_tick = args.epoch_tick_ms.map(std::time::Duration::from_millis);
     let json = args.json;
     let report = tokio::task::spawn_blocking(move || {
         bench::run(&options, &mut |step| {
