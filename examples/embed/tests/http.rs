@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use cofferdam::{BreakerMode, Effect, Host, LimitsSpec, Mount, ToolPolicy};
+use cofferdam::{BreakerMode, Effect, Host, HostBuilder, LimitsSpec, Mount, ToolPolicy};
 use cofferdam_test_artifacts as artifacts;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -17,8 +17,13 @@ struct Service {
 }
 
 async fn service() -> Service {
+    service_on(Host::builder()).await
+}
+
+/// The service around a host from `builder`.
+async fn service_on(builder: HostBuilder) -> Service {
     let notes = tempfile::tempdir().expect("tempdir");
-    let host = Host::builder()
+    let host = builder
         .artifact_dir(Path::new(env!("CARGO_TARGET_TMPDIR")).join("cofferdam-test-data/artifacts"))
         .allow_root(notes.path())
         .build()
@@ -271,4 +276,58 @@ async fn a_client_hanging_up_cancels_its_call() {
         metrics.contains("cofferdam_calls_total{tool=\"loop-forever\",outcome=\"cancelled\"} 1"),
         "{metrics}"
     );
+}
+
+/// CPU time the calling thread has used.
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).expect("non-negative"),
+        u32::try_from(t.tv_nsec).expect("below a second"),
+    )
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn health_answers_while_every_compute_thread_spins() {
+    // The service's runtime has one thread; guests have one of their own.
+    let s = service_on(Host::builder().compute_threads(1)).await;
+    let before = thread_cpu_time();
+    let spinning: Vec<_> = (0..2)
+        .map(|_| {
+            let (http, url) = (s.http.clone(), s.url.clone());
+            tokio::spawn(async move {
+                let request = http.post(format!("{url}/tools/loop-forever/call"));
+                request.body("{}").send().await
+            })
+        })
+        .collect();
+    s.wait_in_flight("loop-forever", 2).await;
+    // The compute thread is taken (one spinner computes, the other is
+    // parked for it); the service answers at once, and then idles while
+    // they spin on.
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        let health = tokio::time::timeout(Duration::from_secs(2), s.health())
+            .await
+            .expect("health answers while guests spin");
+        assert!(
+            [StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE].contains(&health.status()),
+            "{}",
+            health.status()
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The spinners computed all along, on the compute thread; the service's
+    // thread only served requests.
+    let used = thread_cpu_time() - before;
+    assert!(
+        used < Duration::from_millis(250),
+        "the service's thread computed {used:?} of {:?} while guests spun",
+        started.elapsed()
+    );
+    // Hanging up cancels them.
+    for call in spinning {
+        call.abort();
+    }
+    s.wait_in_flight("loop-forever", 0).await;
 }
