@@ -112,5 +112,6 @@ pub use runtime::host_api::{LogLevel, LogRecord, Progress, ProgressSink};
 pub use runtime::lanes::LaneStats;
 pub use runtime::net::{HttpSpec, HttpStats};
 pub use runtime::warm::WarmStats;
+pub use store::config::{PostgresConfig, StoreConfig};
 pub use surfaces::mcp::{HttpAccess, McpServer, ServeError};
 pub use tokio_util::sync::CancellationToken;
