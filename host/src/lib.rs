@@ -66,7 +66,9 @@ mod store;
 mod surfaces;
 
 pub use budget::{BudgetError, Budgets};
-pub use host::config::{ConfigError, ConfigProblem, HostConfig, ReloadReport, ScheduleTable};
+pub use host::config::{
+    ConfigError, ConfigProblem, HostConfig, ReloadReport, ScheduleTable, StoreTable,
+};
 pub use host::{
     CallOutcome, CallRequest, FallbackUsed, Host, HostBuilder, ToolDescription, ToolStats,
 };

@@ -50,6 +50,11 @@ struct Cli {
     /// Where precompiled artifacts live [default: <data-dir>/artifacts]
     #[arg(long, global = true)]
     artifact_dir: Option<PathBuf>,
+    /// Keep the durable state in this PostgreSQL database
+    /// (`postgres://user@host/db`), shared with every replica, instead of
+    /// the data dir's journal; overrides a config's `[store] url`
+    #[arg(long, global = true, value_name = "URL")]
+    store: Option<String>,
     /// Read the current time (RFC 3339) from this file instead of the system
     /// clock, for schedules: simulates time in tests and rehearsals.
     #[arg(long, global = true, hide = true)]
@@ -164,6 +169,7 @@ pub(crate) fn main() -> ExitCode {
     let dirs = Dirs {
         data: cli.data_dir.clone().unwrap_or_else(default_data_dir),
         artifacts: cli.artifact_dir.clone(),
+        store: cli.store.clone(),
         clock: cli
             .clock_file
             .clone()
@@ -225,6 +231,8 @@ fn default_data_dir() -> PathBuf {
 struct Dirs {
     data: PathBuf,
     artifacts: Option<PathBuf>,
+    /// `--store`: a shared database instead of the data dir's journal.
+    store: Option<String>,
     clock: Option<Arc<dyn WallClock>>,
 }
 
@@ -237,6 +245,9 @@ impl Dirs {
     fn apply(&self, mut builder: cofferdam::HostBuilder) -> cofferdam::HostBuilder {
         if let Some(dir) = &self.artifacts {
             builder = builder.artifact_dir(dir);
+        }
+        if let Some(url) = &self.store {
+            builder = builder.store_url(url);
         }
         if let Some(clock) = &self.clock {
             builder = builder.wall_clock(Arc::clone(clock));
@@ -256,9 +267,12 @@ impl Dirs {
         };
         let config = HostConfig::from_file(path)?;
         let data_dir = config.data_dir.unwrap_or_else(|| self.data.clone());
-        let builder = Host::builder()
+        let mut builder = Host::builder()
             .data_dir(&data_dir)
             .schedule_config(config.schedules.apply(ScheduleConfig::default()));
+        if let Some(url) = &config.store.url {
+            builder = builder.store_url(url);
+        }
         Ok(Store {
             data_dir,
             builder: self.apply(builder),
@@ -456,6 +470,21 @@ mod tests {
         let mut cli = Cli::command();
         cli.build();
         walk(&cli, "cofferdam");
+    }
+
+    #[test]
+    fn the_store_flag_is_global() {
+        for args in [
+            "cofferdam --store postgres://db/x journal list",
+            "cofferdam journal list --store postgres://db/x",
+            "cofferdam serve --config c.toml --store postgres://db/x",
+        ] {
+            assert_eq!(
+                parse(args).store.as_deref(),
+                Some("postgres://db/x"),
+                "{args}"
+            );
+        }
     }
 
     #[test]
