@@ -263,6 +263,7 @@ impl Dirs {
             return Ok(Store {
                 data_dir: self.data.clone(),
                 builder: self.host(),
+                shared: self.store.is_some(),
             });
         };
         let config = HostConfig::from_file(path)?;
@@ -276,6 +277,7 @@ impl Dirs {
         Ok(Store {
             data_dir,
             builder: self.apply(builder),
+            shared: self.store.is_some() || config.store.url.is_some(),
         })
     }
 }
@@ -284,6 +286,9 @@ impl Dirs {
 struct Store {
     data_dir: PathBuf,
     builder: cofferdam::HostBuilder,
+    /// Whether the state is in a shared database (`--store`, `[store]`)
+    /// rather than the data dir.
+    shared: bool,
 }
 
 impl Store {

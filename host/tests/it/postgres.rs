@@ -247,3 +247,72 @@ fn a_bad_store_url_is_named_without_its_password() {
     assert_eq!(url, "mysql://app:***@db/x");
     assert!(!format!("{error} {error:?}").contains("s3cret"));
 }
+
+/// The binary on the shared store: `--store` sends operator commands and
+/// runs to the database, where a library host sees them.
+fn cofferdam(db: &TestDb, data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cofferdam"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--store")
+        .arg(&db.url)
+        .env_remove("COFFERDAM_LOG")
+        .output()
+        .expect("runs cofferdam")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_with_store_changes_what_every_replica_sees() {
+    let db = TestDb::create();
+    let data = tempfile::tempdir().expect("tempdir");
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let cap = cofferdam(
+        &db,
+        data.path(),
+        &["budget", "set", "agent:p", "--cap", "8"],
+    );
+    assert!(cap.status.success(), "{}", text(&cap.stderr));
+    let set = cofferdam(
+        &db,
+        data.path(),
+        &["breakers", "set", "hello", "forced-open"],
+    );
+    assert!(set.status.success(), "{}", text(&set.stderr));
+    let list = cofferdam(&db, data.path(), &["breakers", "list"]);
+    assert!(
+        text(&list.stdout).contains("forced-open"),
+        "{}",
+        text(&list.stdout)
+    );
+    let run = cofferdam(
+        &db,
+        data.path(),
+        &[
+            "run",
+            artifacts::HELLO,
+            "--input",
+            r#"{"name":"x"}"#,
+            "--json",
+        ],
+    );
+    assert_eq!(run.status.code(), Some(5), "{}", text(&run.stderr));
+
+    // A library host on the same database: the cap and the mode hold there.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = db.host(dir.path());
+    let status = host
+        .budgets()
+        .get(&ScopeId::Agent("p".into()))
+        .expect("get")
+        .expect("capped");
+    assert_eq!(status.cap.hard, Tokens(8));
+    common::load(&host, artifacts::HELLO, ToolPolicy::default()).await;
+    let refused = host
+        .call(CallRequest::new("hello", r#"{"name":"x"}"#))
+        .await
+        .expect_err("forced open");
+    assert_eq!(refused.class(), ErrorClass::CircuitOpen);
+    // Nothing was written to the data dir's journal.
+    assert!(!data.path().join("journal.redb").exists());
+}
