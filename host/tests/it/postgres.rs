@@ -316,3 +316,58 @@ async fn the_cli_with_store_changes_what_every_replica_sees() {
     // Nothing was written to the data dir's journal.
     assert!(!data.path().join("journal.redb").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runners_on_one_clock_run_each_slot_once() {
+    let db = TestDb::create();
+    let clock = std::sync::Arc::new(cofferdam::ManualWallClock::new(
+        "2026-11-25T12:00:30Z".parse().expect("time"),
+    ));
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let host = common::builder()
+            .store(StoreConfig::Postgres(PostgresConfig::new(&db.url)))
+            .wall_clock(clock.clone())
+            .build()
+            .expect("host on postgres");
+        common::load(&host, artifacts::HELLO, ToolPolicy::default()).await;
+        replicas.push(host);
+    }
+    replicas[0]
+        .schedules()
+        .create(cofferdam::ScheduleSpec::tool(
+            "hourly",
+            "ops",
+            "0 * * * *",
+            "hello",
+            serde_json::json!({"name": "cron"}),
+        ))
+        .await
+        .expect("create");
+    let runners = [
+        replicas[0].schedules().runner(),
+        replicas[1].schedules().runner(),
+    ];
+    for hour in 13..16 {
+        clock.set(format!("2026-11-25T{hour}:00:05Z").parse().expect("time"));
+        let (a, b) = tokio::join!(runners[0].tick(), runners[1].tick());
+        let (a, b) = (a.expect("tick"), b.expect("tick"));
+        let fired = a.fired.len() + b.fired.len();
+        assert_eq!(fired, 1, "hour {hour}: {:?} and {:?}", a.fired, b.fired);
+        let mut runs = a.finished().await;
+        runs.extend(b.finished().await);
+        assert_eq!(runs.len(), 1);
+        assert_eq!(
+            runs[0].status,
+            cofferdam::RunStatus::Succeeded,
+            "{:?}",
+            runs[0]
+        );
+    }
+    // Either replica sees the one history.
+    for host in &replicas {
+        let history = host.schedules().history("hourly").expect("history");
+        assert_eq!(history.len(), 3, "{history:?}");
+        assert_eq!(host.schedules().get("hourly").expect("get").runs, 3);
+    }
+}
