@@ -17,6 +17,17 @@ use cofferdam::{
 };
 use cofferdam_test_artifacts as artifacts;
 
+/// An error and its causes on one line.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
+}
+
 /// A database for one test, dropped (`WITH (FORCE)`) after it.
 struct TestDb {
     admin: String,
@@ -32,7 +43,7 @@ fn admin_execute(url: &str, sql: String) -> Result<(), String> {
             .build()
             .map_err(|e| e.to_string())?;
         runtime.block_on(async move {
-            let mut config: tokio_postgres::Config = url.parse().map_err(|e| format!("{e}"))?;
+            let mut config: tokio_postgres::Config = url.parse().map_err(|e| chain(&e))?;
             config.connect_timeout(Duration::from_secs(3));
             let (client, connection) = tokio::time::timeout(
                 Duration::from_secs(5),
@@ -40,9 +51,9 @@ fn admin_execute(url: &str, sql: String) -> Result<(), String> {
             )
             .await
             .map_err(|_| "no answer within 5 s".to_owned())?
-            .map_err(|e| format!("{e}"))?;
+            .map_err(|e| chain(&e))?;
             tokio::spawn(connection);
-            client.batch_execute(&sql).await.map_err(|e| format!("{e}"))
+            client.batch_execute(&sql).await.map_err(|e| chain(&e))
         })
     })
     .join()

@@ -20,6 +20,17 @@ use crate::resilience::breaker::BreakerMode;
 use crate::store::config::PostgresConfig;
 use crate::store::{BreakerModeStore, BudgetLedger, EscalationStore, IdempotencyStore, Store};
 
+/// An error and its causes on one line.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
+}
+
 /// A database made for one test and dropped (`WITH (FORCE)`) after it.
 pub(crate) struct TestDb {
     admin: String,
@@ -43,7 +54,7 @@ fn on_own_runtime<T: Send + 'static>(work: impl Future<Output = T> + Send + 'sta
 }
 
 async fn admin_execute(url: String, sql: String) -> Result<(), String> {
-    let mut config: tokio_postgres::Config = url.parse().map_err(|e| format!("{e}"))?;
+    let mut config: tokio_postgres::Config = url.parse().map_err(|e| chain(&e))?;
     config.connect_timeout(Duration::from_secs(3));
     let (client, connection) = tokio::time::timeout(
         Duration::from_secs(5),
@@ -51,9 +62,9 @@ async fn admin_execute(url: String, sql: String) -> Result<(), String> {
     )
     .await
     .map_err(|_| "no answer within 5 s".to_owned())?
-    .map_err(|e| format!("{e}"))?;
+    .map_err(|e| chain(&e))?;
     tokio::spawn(connection);
-    client.batch_execute(&sql).await.map_err(|e| format!("{e}"))
+    client.batch_execute(&sql).await.map_err(|e| chain(&e))
 }
 
 /// `url` with its database replaced by `name`.
