@@ -6,9 +6,10 @@
 //! once; the exit code tells what kind of failure it was:
 //! 0 success, 1 the tool reported an error, 2 bad usage, configuration or
 //! component, 3 the host stopped the tool (a limit or a trap) or a
-//! side-effecting tool's outcome is unknown, 4 host failure, 5 the tool is
-//! unavailable now (breaker open, bulkhead full): retry later. After retries,
-//! the code is the last attempt's.
+//! side-effecting tool's outcome is unknown, 4 host failure, 5 the tool or
+//! the shared store is unavailable now (breaker open, bulkhead full, the
+//! database does not answer): retry later. After retries, the code is the
+//! last attempt's.
 //!
 //! This module holds the command tree, `main` and the plumbing the command
 //! groups share (directories, the store, a configured host, exit codes,

@@ -166,6 +166,9 @@ pub enum ErrorClass {
     InProgress,
     /// The journal could not record the call.
     Journal,
+    /// The shared store (PostgreSQL) did not answer; nothing was decided,
+    /// so the same call (with its idempotency key) may be made again later.
+    StoreUnavailable,
     /// The host could not set up or run the call.
     Host,
     /// The caller cancelled the call.
@@ -198,6 +201,7 @@ impl ErrorClass {
             Self::IdempotencyMismatch => "idempotency-mismatch",
             Self::InProgress => "in-progress",
             Self::Journal => "journal",
+            Self::StoreUnavailable => "store-unavailable",
             Self::Host => "host",
             Self::Cancelled => "cancelled",
         }
@@ -526,6 +530,10 @@ impl CallError {
             Self::InProgress { .. } => ErrorClass::InProgress,
             Self::KeyUnknown { .. } => ErrorClass::UnknownOutcome,
             Self::Replayed { class, .. } => *class,
+            Self::Journal {
+                source: JournalError::Unavailable { .. },
+                ..
+            } => ErrorClass::StoreUnavailable,
             Self::Journal { .. } => ErrorClass::Journal,
             Self::Host { .. } => ErrorClass::Host,
             Self::Cancelled { .. } => ErrorClass::Cancelled,

@@ -84,6 +84,11 @@ impl TestDb {
         Self { admin, name, url }
     }
 
+    /// Runs SQL on the server's admin database, beside this one.
+    fn admin(&self, sql: &str) {
+        admin_execute(&self.admin, sql.to_owned()).expect("admin sql");
+    }
+
     /// A host on this database: one replica.
     fn host(&self, dir: &std::path::Path) -> Host {
         common::builder()
@@ -381,4 +386,49 @@ async fn two_runners_on_one_clock_run_each_slot_once() {
         assert_eq!(history.len(), 3, "{history:?}");
         assert_eq!(host.schedules().get("hourly").expect("get").runs, 3);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_loses_the_database_fails_calls_as_store_unavailable_and_recovers() {
+    let db = TestDb::create();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = db.host(dir.path());
+    common::load(&host, artifacts::HELLO, ToolPolicy::default()).await;
+    let call = |key: &str| CallRequest {
+        idempotency_key: Some(key.into()),
+        agent: Some("a1".into()),
+        ..CallRequest::new("hello", r#"{"name":"x"}"#)
+    };
+    host.call(call("before")).await.expect("served");
+    // The database goes away: no new connections, the open ones cut.
+    db.admin(&format!(
+        "ALTER DATABASE {} WITH ALLOW_CONNECTIONS false",
+        db.name
+    ));
+    db.admin(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+        db.name
+    ));
+    let started = std::time::Instant::now();
+    let error = host.call(call("during")).await.expect_err("no database");
+    assert_eq!(error.class(), ErrorClass::StoreUnavailable, "{error:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // The chain names the store (without a password) and says what failed.
+    let message = chain(&error);
+    assert!(
+        message.contains(&format!("store {} is unavailable", db.url)),
+        "{message}"
+    );
+    // It comes back: the same call runs, once.
+    db.admin(&format!(
+        "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true",
+        db.name
+    ));
+    let outcome = host.call(call("during")).await.expect("recovered");
+    assert!(!outcome.replayed);
+    assert!(host.call(call("during")).await.expect("replay").replayed);
 }
