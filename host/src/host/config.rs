@@ -526,38 +526,6 @@ mod tests {
     }
 
     #[test]
-    fn the_store_table_names_a_shared_database_and_a_bad_url_is_a_problem() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = write(
-            dir.path(),
-            "c.toml",
-            "[store]\nurl = \"postgres://app@db.internal/cofferdam\"\n",
-        );
-        let config = HostConfig::from_file(&file).expect("valid");
-        assert_eq!(
-            config.store.url.as_deref(),
-            Some("postgres://app@db.internal/cofferdam")
-        );
-        assert_eq!(config.check(), Vec::new());
-        let file = write(
-            dir.path(),
-            "d.toml",
-            "[store]\nurl = \"mysql://app:s3cret@db/x\"\n",
-        );
-        let problems = HostConfig::from_file(&file).expect("parses").check();
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        let text = problems[0].to_string();
-        assert!(
-            text.contains("store.url") && text.contains("mysql://app:***@db/x"),
-            "{text}"
-        );
-        assert!(!text.contains("s3cret"), "{text}");
-        let file = write(dir.path(), "e.toml", "[store]\nuri = \"postgres://x/y\"\n");
-        let error = HostConfig::from_file(&file).expect_err("typo");
-        assert!(error.to_string().contains("uri"), "{error}");
-    }
-
-    #[test]
     fn unknown_keys_are_named_with_their_table() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = write(
@@ -595,5 +563,37 @@ mod tests {
         assert!(has("tools.ok: limit `limits.timeout_ms`"), "{text:#?}");
         assert!(has("outside the host's allowed roots"), "{text:#?}");
         assert_eq!(problems.len(), 6, "{text:#?}");
+    }
+
+    #[test]
+    fn the_store_table_names_a_shared_database_and_a_bad_url_is_a_problem() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = write(
+            dir.path(),
+            "c.toml",
+            "[store]\nurl = \"postgres://app@db.internal/cofferdam\"\n",
+        );
+        let config = HostConfig::from_file(&file).expect("valid");
+        assert_eq!(
+            config.store.url.as_deref(),
+            Some("postgres://app@db.internal/cofferdam")
+        );
+        assert_eq!(config.check(), Vec::new());
+        let file = write(
+            dir.path(),
+            "d.toml",
+            "[store]\nurl = \"mysql://app:s3cret@db/x\"\n",
+        );
+        let problems = HostConfig::from_file(&file).expect("parses").check();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let text = problems[0].to_string();
+        assert!(
+            text.contains("store.url") && text.contains("mysql://app:***@db/x"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"), "{text}");
+        let file = write(dir.path(), "e.toml", "[store]\nuri = \"postgres://x/y\"\n");
+        let error = HostConfig::from_file(&file).expect_err("typo");
+        assert!(error.to_string().contains("uri"), "{error}");
     }
 }
