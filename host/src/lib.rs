@@ -66,7 +66,9 @@ mod store;
 mod surfaces;
 
 pub use budget::{BudgetError, Budgets};
-pub use host::config::{ConfigError, ConfigProblem, HostConfig, ReloadReport, ScheduleTable};
+pub use host::config::{
+    ConfigError, ConfigProblem, HostConfig, ReloadReport, ScheduleTable, StoreTable,
+};
 pub use host::{
     CallOutcome, CallRequest, FallbackUsed, Host, HostBuilder, ToolDescription, ToolStats,
 };
@@ -112,5 +114,6 @@ pub use runtime::host_api::{LogLevel, LogRecord, Progress, ProgressSink};
 pub use runtime::lanes::LaneStats;
 pub use runtime::net::{HttpSpec, HttpStats};
 pub use runtime::warm::WarmStats;
+pub use store::config::{PostgresConfig, StoreConfig};
 pub use surfaces::mcp::{HttpAccess, McpServer, ServeError};
 pub use tokio_util::sync::CancellationToken;

@@ -36,10 +36,20 @@ pub(super) enum BreakersCommand {
 }
 
 pub(super) fn breakers(command: BreakersCommand, store: Store) -> Result<ExitCode> {
-    let data_dir = &store.data_dir;
+    // A shared store is asked through a host; the embedded one's modes live
+    // in a file beside the journal, so a serving host need not let go of it.
+    let data_dir = &store.data_dir.clone();
+    let shared = if store.shared {
+        Some(store.host()?)
+    } else {
+        None
+    };
     match command {
         BreakersCommand::List { json } => {
-            let modes = Host::remembered_breaker_modes(data_dir);
+            let modes = match &shared {
+                Some(host) => host.stored_breaker_modes(),
+                None => Host::remembered_breaker_modes(data_dir),
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&modes)?);
             } else if modes.is_empty() {
@@ -52,8 +62,14 @@ pub(super) fn breakers(command: BreakersCommand, store: Store) -> Result<ExitCod
         }
         BreakersCommand::Set { tool, mode } => {
             cofferdam::ToolName::new(&tool)?;
-            Host::remember_breaker_mode(data_dir, &tool, mode)
-                .with_context(|| format!("saving the breaker mode in {}", data_dir.display()))?;
+            match &shared {
+                Some(host) => host
+                    .store_breaker_mode(&tool, mode)
+                    .context("saving the breaker mode in the shared store")?,
+                None => Host::remember_breaker_mode(data_dir, &tool, mode).with_context(|| {
+                    format!("saving the breaker mode in {}", data_dir.display())
+                })?,
+            }
             println!("breaker of `{tool}` is now {}", breaker_mode_name(mode));
         }
     }

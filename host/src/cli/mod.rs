@@ -6,9 +6,10 @@
 //! once; the exit code tells what kind of failure it was:
 //! 0 success, 1 the tool reported an error, 2 bad usage, configuration or
 //! component, 3 the host stopped the tool (a limit or a trap) or a
-//! side-effecting tool's outcome is unknown, 4 host failure, 5 the tool is
-//! unavailable now (breaker open, bulkhead full): retry later. After retries,
-//! the code is the last attempt's.
+//! side-effecting tool's outcome is unknown, 4 host failure, 5 the tool or
+//! the shared store is unavailable now (breaker open, bulkhead full, the
+//! database does not answer): retry later. After retries, the code is the
+//! last attempt's.
 //!
 //! This module holds the command tree, `main` and the plumbing the command
 //! groups share (directories, the store, a configured host, exit codes,
@@ -50,6 +51,11 @@ struct Cli {
     /// Where precompiled artifacts live [default: <data-dir>/artifacts]
     #[arg(long, global = true)]
     artifact_dir: Option<PathBuf>,
+    /// Keep the durable state in this PostgreSQL database
+    /// (`postgres://user@host/db`), shared with every replica, instead of
+    /// the data dir's journal; overrides a config's `[store] url`
+    #[arg(long, global = true, value_name = "URL")]
+    store: Option<String>,
     /// Read the current time (RFC 3339) from this file instead of the system
     /// clock, for schedules: simulates time in tests and rehearsals.
     #[arg(long, global = true, hide = true)]
@@ -164,6 +170,7 @@ pub(crate) fn main() -> ExitCode {
     let dirs = Dirs {
         data: cli.data_dir.clone().unwrap_or_else(default_data_dir),
         artifacts: cli.artifact_dir.clone(),
+        store: cli.store.clone(),
         clock: cli
             .clock_file
             .clone()
@@ -225,6 +232,8 @@ fn default_data_dir() -> PathBuf {
 struct Dirs {
     data: PathBuf,
     artifacts: Option<PathBuf>,
+    /// `--store`: a shared database instead of the data dir's journal.
+    store: Option<String>,
     clock: Option<Arc<dyn WallClock>>,
 }
 
@@ -237,6 +246,9 @@ impl Dirs {
     fn apply(&self, mut builder: cofferdam::HostBuilder) -> cofferdam::HostBuilder {
         if let Some(dir) = &self.artifacts {
             builder = builder.artifact_dir(dir);
+        }
+        if let Some(url) = &self.store {
+            builder = builder.store_url(url);
         }
         if let Some(clock) = &self.clock {
             builder = builder.wall_clock(Arc::clone(clock));
@@ -252,16 +264,21 @@ impl Dirs {
             return Ok(Store {
                 data_dir: self.data.clone(),
                 builder: self.host(),
+                shared: self.store.is_some(),
             });
         };
         let config = HostConfig::from_file(path)?;
         let data_dir = config.data_dir.unwrap_or_else(|| self.data.clone());
-        let builder = Host::builder()
+        let mut builder = Host::builder()
             .data_dir(&data_dir)
             .schedule_config(config.schedules.apply(ScheduleConfig::default()));
+        if let Some(url) = &config.store.url {
+            builder = builder.store_url(url);
+        }
         Ok(Store {
             data_dir,
             builder: self.apply(builder),
+            shared: self.store.is_some() || config.store.url.is_some(),
         })
     }
 }
@@ -270,6 +287,9 @@ impl Dirs {
 struct Store {
     data_dir: PathBuf,
     builder: cofferdam::HostBuilder,
+    /// Whether the state is in a shared database (`--store`, `[store]`)
+    /// rather than the data dir.
+    shared: bool,
 }
 
 impl Store {
@@ -456,6 +476,21 @@ mod tests {
         let mut cli = Cli::command();
         cli.build();
         walk(&cli, "cofferdam");
+    }
+
+    #[test]
+    fn the_store_flag_is_global() {
+        for args in [
+            "cofferdam --store postgres://db/x journal list",
+            "cofferdam journal list --store postgres://db/x",
+            "cofferdam serve --config c.toml --store postgres://db/x",
+        ] {
+            assert_eq!(
+                parse(args).store.as_deref(),
+                Some("postgres://db/x"),
+                "{args}"
+            );
+        }
     }
 
     #[test]

@@ -352,6 +352,7 @@ fn exit_code(error: &CallError) -> u8 {
         | ErrorClass::Permanent => EXIT_TOOL_ERROR,
         ErrorClass::UnknownTool => EXIT_USAGE,
         ErrorClass::Host => EXIT_HOST,
+        ErrorClass::StoreUnavailable => EXIT_UNAVAILABLE,
         _ => EXIT_STOPPED,
     }
 }

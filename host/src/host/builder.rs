@@ -18,6 +18,8 @@ use crate::runtime::engine::{self, EngineSettings};
 use crate::runtime::lanes::{LaneConfig, Lanes};
 use crate::runtime::sandbox::{self, ScratchRoot};
 use crate::store::Store;
+use crate::store::config::StoreConfig;
+use crate::store::postgres::PgStore;
 use crate::store::redb::RedbStore;
 use crate::{BuildError, Limits, TokenPrice};
 
@@ -26,6 +28,7 @@ use crate::{BuildError, Limits, TokenPrice};
 /// | setting | default |
 /// |---|---|
 /// | [`data_dir`](Self::data_dir) | none: components compile in memory at every load, and the journal (idempotency, budgets, audit) lives in memory |
+/// | [`store`](Self::store) / [`store_url`](Self::store_url) | [`StoreConfig::Embedded`]: the redb file `<data_dir>/journal.redb` (in memory without a data dir) |
 /// | [`artifact_dir`](Self::artifact_dir) | `<data_dir>/artifacts` |
 /// | [`group_commit`](Self::group_commit) | on |
 /// | [`retention`](Self::retention) | 24 h for finished idempotency records |
@@ -54,6 +57,8 @@ use crate::{BuildError, Limits, TokenPrice};
 #[derive(Debug, Clone)]
 pub struct HostBuilder {
     data_dir: Option<PathBuf>,
+    store: StoreConfig,
+    store_url: Option<String>,
     allowed_roots: Vec<PathBuf>,
     limits: Limits,
     price: TokenPrice,
@@ -74,6 +79,8 @@ impl Default for HostBuilder {
     fn default() -> Self {
         Self {
             data_dir: None,
+            store: StoreConfig::Embedded,
+            store_url: None,
             allowed_roots: Vec::new(),
             limits: Limits::default(),
             price: TokenPrice::default(),
@@ -107,6 +114,25 @@ impl HostBuilder {
     /// it must be writable only by the host's user.
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Where durable state lives: the embedded redb file (the default) or a
+    /// PostgreSQL database shared by several hosts
+    /// ([`StoreConfig::Postgres`]), which makes idempotency keys, budgets,
+    /// audit history, escalations, tasks, schedules and breaker modes one
+    /// truth across them. Breaker state stays per host.
+    pub fn store(mut self, store: StoreConfig) -> Self {
+        self.store = store;
+        self.store_url = None;
+        self
+    }
+
+    /// The store a URL names (`postgres://user@host/db`); a URL that names
+    /// none fails [`build`](Self::build) with an error naming it (without
+    /// its password).
+    pub fn store_url(mut self, url: &str) -> Self {
+        self.store_url = Some(url.to_owned());
         self
     }
 
@@ -269,12 +295,17 @@ impl HostBuilder {
             .clone()
             .or_else(|| self.data_dir.as_ref().map(|d| d.join("artifacts")));
         let cache = ComponentCache::new(&engine, artifact_dir);
-        let store: Arc<dyn Store> = match &self.data_dir {
-            Some(dir) => Arc::new(RedbStore::open(
+        let store_config = match &self.store_url {
+            Some(url) => StoreConfig::from_url(url)?,
+            None => self.store.clone(),
+        };
+        let store: Arc<dyn Store> = match (&store_config, &self.data_dir) {
+            (StoreConfig::Postgres(config), _) => Arc::new(PgStore::open(config)?),
+            (StoreConfig::Embedded, Some(dir)) => Arc::new(RedbStore::open(
                 &dir.join("journal.redb"),
                 self.group_commit,
             )?),
-            None => Arc::new(RedbStore::in_memory()?),
+            (StoreConfig::Embedded, None) => Arc::new(RedbStore::in_memory()?),
         };
         let scratch =
             ScratchRoot::open(self.data_dir.as_deref()).map_err(|source| BuildError::DataDir {

@@ -9,6 +9,9 @@
 //! batch_threads = 1     # long computations on at most this many threads
 //! compute_threads = 2   # guests on threads of their own, not the service's
 //!
+//! [store]               # optional: one database for several replicas
+//! url = "postgres://cofferdam@db.internal/cofferdam"
+//!
 //! [defaults]            # limits for tools that do not set them
 //! timeout_ms = 10000
 //!
@@ -71,9 +74,21 @@ pub struct HostConfig {
     /// Rules for schedules (background runs).
     #[serde(default)]
     pub schedules: ScheduleTable,
+    /// Where durable state lives (default: the redb file in `data_dir`).
+    #[serde(default)]
+    pub store: StoreTable,
     /// The tools, by name.
     #[serde(default)]
     pub tools: BTreeMap<String, ToolPolicy>,
+}
+
+/// `[store]`: a database shared by every replica instead of the embedded
+/// redb file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreTable {
+    /// `postgres://user[:password]@host[:port]/database`.
+    pub url: Option<String>,
 }
 
 /// `[schedules]`: the host's rules for background runs; unset keys keep the
@@ -221,6 +236,11 @@ impl HostConfig {
                 );
             }
         }
+        if let Some(url) = &self.store.url
+            && let Err(e) = crate::StoreConfig::from_url(url)
+        {
+            push("store.url".into(), e.to_string());
+        }
         for key in self.schedules.zeros() {
             push(format!("schedules.{key}"), "must be above zero".into());
         }
@@ -303,6 +323,9 @@ impl HostConfig {
         if let Some(dir) = &self.data_dir {
             builder = builder.data_dir(dir);
         }
+        if let Some(url) = &self.store.url {
+            builder = builder.store_url(url);
+        }
         for root in &self.allowed_roots {
             builder = builder.allow_root(root);
         }
@@ -348,6 +371,7 @@ impl HostConfig {
         let mut report = ReloadReport::default();
         let host_wide = [
             ("data_dir", self.data_dir != previous.data_dir),
+            ("store", self.store != previous.store),
             (
                 "allowed_roots",
                 self.allowed_roots != previous.allowed_roots,
@@ -561,5 +585,37 @@ mod tests {
         assert!(has("tools.ok: limit `limits.timeout_ms`"), "{text:#?}");
         assert!(has("outside the host's allowed roots"), "{text:#?}");
         assert_eq!(problems.len(), 6, "{text:#?}");
+    }
+
+    #[test]
+    fn the_store_table_names_a_shared_database_and_a_bad_url_is_a_problem() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = write(
+            dir.path(),
+            "c.toml",
+            "[store]\nurl = \"postgres://app@db.internal/cofferdam\"\n",
+        );
+        let config = HostConfig::from_file(&file).expect("valid");
+        assert_eq!(
+            config.store.url.as_deref(),
+            Some("postgres://app@db.internal/cofferdam")
+        );
+        assert_eq!(config.check(), Vec::new());
+        let file = write(
+            dir.path(),
+            "d.toml",
+            "[store]\nurl = \"mysql://app:s3cret@db/x\"\n",
+        );
+        let problems = HostConfig::from_file(&file).expect("parses").check();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let text = problems[0].to_string();
+        assert!(
+            text.contains("store.url") && text.contains("mysql://app:***@db/x"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"), "{text}");
+        let file = write(dir.path(), "e.toml", "[store]\nuri = \"postgres://x/y\"\n");
+        let error = HostConfig::from_file(&file).expect_err("typo");
+        assert!(error.to_string().contains("uri"), "{error}");
     }
 }

@@ -279,6 +279,18 @@ impl Host {
         Ok(())
     }
 
+    /// The breaker modes operators set, as this host's store remembers them
+    /// (on a PostgreSQL store, every replica's), by tool name.
+    pub fn stored_breaker_modes(&self) -> BTreeMap<String, BreakerMode> {
+        self.inner.store.breaker_modes()
+    }
+
+    /// Remembers a breaker mode in this host's store, loaded tool or not;
+    /// hosts on the store apply it when they load the tool.
+    pub fn store_breaker_mode(&self, tool: &str, mode: BreakerMode) -> Result<(), JournalError> {
+        self.inner.store.set_breaker_mode(tool, mode)
+    }
+
     /// The breaker modes remembered in a data directory (the embedded
     /// store's), by tool name.
     pub fn remembered_breaker_modes(data_dir: &Path) -> BTreeMap<String, BreakerMode> {

@@ -169,6 +169,9 @@ pub enum ErrorClass {
     InProgress,
     /// The journal could not record the call.
     Journal,
+    /// The shared store (PostgreSQL) did not answer; nothing was decided,
+    /// so the same call (with its idempotency key) may be made again later.
+    StoreUnavailable,
     /// The host could not set up or run the call.
     Host,
     /// The caller cancelled the call.
@@ -201,6 +204,7 @@ impl ErrorClass {
             Self::IdempotencyMismatch => "idempotency-mismatch",
             Self::InProgress => "in-progress",
             Self::Journal => "journal",
+            Self::StoreUnavailable => "store-unavailable",
             Self::Host => "host",
             Self::Cancelled => "cancelled",
         }
@@ -529,6 +533,10 @@ impl CallError {
             Self::InProgress { .. } => ErrorClass::InProgress,
             Self::KeyUnknown { .. } => ErrorClass::UnknownOutcome,
             Self::Replayed { class, .. } => *class,
+            Self::Journal {
+                source: JournalError::Unavailable { .. },
+                ..
+            } => ErrorClass::StoreUnavailable,
             Self::Journal { .. } => ErrorClass::Journal,
             Self::Host { .. } => ErrorClass::Host,
             Self::Cancelled { .. } => ErrorClass::Cancelled,
@@ -671,6 +679,36 @@ pub enum JournalError {
     /// The writer thread is gone (the host is shutting down).
     #[error("journal writer has stopped")]
     Stopped,
+    /// A shared store (PostgreSQL) did not answer: refused, lost or timed
+    /// out. Nothing is known to have changed; retry once it is back.
+    #[error("store {store} is unavailable")]
+    Unavailable {
+        /// The store, as its URL without a password.
+        store: String,
+        /// What the driver or the pool said.
+        #[source]
+        source: StorageCause,
+    },
+    /// A store URL that does not name a usable database.
+    #[error("invalid store url `{url}`: {reason}")]
+    BadUrl {
+        /// The URL as given, without its password.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The shared store's schema was migrated by a newer cofferdam.
+    #[error(
+        "store {store} has schema version {found}, newer than the {supported} this build knows; upgrade cofferdam"
+    )]
+    NewerSchema {
+        /// The store, as its URL without a password.
+        store: String,
+        /// Its version.
+        found: u64,
+        /// The latest version this build knows.
+        supported: u64,
+    },
 }
 
 /// What a storage backend reported, shared by every caller of a failed

@@ -61,6 +61,11 @@ pub(crate) fn disposition(class: ErrorClass) -> Disposition {
         BudgetExhausted | IdempotencyMismatch | InProgress | Journal => {
             row(false, Ignore, false, false)
         }
+        // The shared store is out of reach: the host cannot claim, reserve
+        // or record anything, so it does not retry on its own; the caller
+        // retries later, safely with its idempotency key. Not the tool's
+        // health either.
+        StoreUnavailable => row(false, Ignore, false, false),
     }
 }
 

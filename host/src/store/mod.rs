@@ -1,6 +1,7 @@
 //! Durable state behind one trait family, so a shared backend (PostgreSQL)
 //! can stand beside the embedded redb file. The redb implementation
-//! ([`redb::RedbStore`]) is the only code that knows a database.
+//! ([`redb::RedbStore`]) and the PostgreSQL one ([`postgres::PgStore`]) are
+//! the only code that knows a database; [`config::StoreConfig`] picks one.
 //!
 //! Every durable operation of the host is a method here, one atomic
 //! operation each: what a task or schedule does in one transaction (a slot
@@ -27,7 +28,12 @@ use crate::model::task::TaskRecord;
 use crate::model::units::Effect;
 use crate::resilience::breaker::BreakerMode;
 
+pub(crate) mod config;
+#[cfg(test)]
+pub(crate) mod conformance;
+pub(crate) mod ledger;
 pub(crate) mod owner;
+pub(crate) mod postgres;
 pub(crate) mod redb;
 
 /// The future a store write returns.

@@ -12,6 +12,7 @@ mod lanes;
 mod lifecycle;
 mod limits;
 mod mcp;
+mod postgres;
 mod resilience;
 mod sandbox;
 mod schedules;

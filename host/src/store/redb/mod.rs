@@ -20,18 +20,18 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::model::budget::{BudgetCap, BudgetStatus};
+use crate::model::budget::BudgetStatus;
 use crate::model::error::storage;
 use crate::model::error::{JournalError, StorageCause};
 use crate::model::escalation::Escalation;
 use crate::model::journal::{AttemptRecord, HistoryQuery, Reservation};
 use crate::model::schedule::ScheduleRun;
 use crate::model::task::TaskRecord;
-use crate::model::units::Tokens;
 use crate::model::units::unix_millis;
+use crate::store::ledger::BudgetRecord;
 use crate::store::owner::Liveness;
 
 pub(crate) mod breaker_modes;
@@ -76,45 +76,6 @@ const SCHEDULES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("schedu
 /// Runs of a schedule, keyed `NAME/SLOT` (slot in zero-padded Unix ms), so
 /// one schedule's history is one key range. Names never contain `/`.
 const SCHEDULE_RUNS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("schedule_runs");
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct BudgetRecord {
-    v: u32,
-    cap: BudgetCap,
-    spent: u64,
-    reserved: u64,
-    window_start_ms: u64,
-    /// Whether the soft-threshold event fired in this window.
-    soft_alerted: bool,
-}
-
-impl BudgetRecord {
-    fn roll_window(&mut self, now_ms: u64) {
-        if let Some(window) = self.cap.window_ms
-            && now_ms >= self.window_start_ms.saturating_add(window)
-        {
-            self.spent = 0;
-            self.soft_alerted = false;
-            self.window_start_ms = now_ms - (now_ms - self.window_start_ms) % window.max(1);
-        }
-    }
-
-    fn left(&self) -> u64 {
-        self.cap.hard.0.saturating_sub(self.spent + self.reserved)
-    }
-
-    fn status(&self, scope: &str) -> BudgetStatus {
-        BudgetStatus {
-            scope: scope.to_owned(),
-            cap: self.cap,
-            spent: Tokens(self.spent),
-            reserved: Tokens(self.reserved),
-            left: Tokens(self.left()),
-            window_start_ms: self.cap.window_ms.map(|_| self.window_start_ms),
-            past_soft_threshold: self.soft_alerted,
-        }
-    }
-}
 
 /// The journal: a redb database and its writer thread. Cheap to clone.
 /// When the last clone is dropped, the writer commits what it holds and the

@@ -19,6 +19,7 @@ pub use crate::model::journal::{AttemptRecord, JournalEntry, KeyState, StoredOut
 pub(crate) use crate::model::journal::{Claim, Fingerprint, JournalKey, Reservation, Reserved};
 use crate::model::schedule::{Schedule, ScheduleRun};
 use crate::model::units::{Effect, Tokens};
+use crate::store::ledger::alert_soft_threshold;
 use crate::store::owner::Liveness;
 
 /// The schedule store as one write transaction sees it; see
@@ -377,15 +378,6 @@ pub(super) fn settle(
     Ok(())
 }
 
-pub(super) fn alert_soft_threshold(scope: &str, record: &mut BudgetRecord) {
-    let soft = record.cap.soft_threshold();
-    if !record.soft_alerted && record.spent >= soft {
-        record.soft_alerted = true;
-        tracing::warn!(target: "cofferdam::budget", scope, spent = record.spent,
-            cap = record.cap.hard.0, "budget passed its soft threshold");
-    }
-}
-
 pub(super) fn charge(
     txn: &WriteTransaction,
     scope: &ScopeId,
@@ -420,18 +412,10 @@ pub(super) fn set_cap(
     };
     let record = match load_budgets(&budgets, std::slice::from_ref(&name), now)?.pop() {
         Some((_, mut record)) => {
-            record.cap = cap;
-            record.soft_alerted = record.spent >= cap.soft_threshold();
+            record.recap(cap);
             record
         }
-        None => BudgetRecord {
-            v: 1,
-            cap,
-            spent: 0,
-            reserved: 0,
-            window_start_ms: now,
-            soft_alerted: false,
-        },
+        None => BudgetRecord::new(cap, now),
     };
     budgets
         .insert(name.as_str(), encode(&record).as_slice())

@@ -1,211 +1,11 @@
-//! The redb store, tested through its traits and its file.
+//! The redb store: the conformance suite in memory, and what only the
+//! embedded file does (schema stamp, recovery on reopen, record formats).
 
 use super::*;
-use crate::model::budget::ScopeId;
-use crate::model::escalation::EscalationReason;
-use crate::model::journal::{Claim, Fingerprint, JournalKey, Reserved, StoredOutcome};
-use crate::model::units::Effect;
-use crate::store::{BudgetLedger, EscalationStore, IdempotencyStore};
-
-fn key(k: &str) -> JournalKey {
-    JournalKey {
-        scope: "agent:a".into(),
-        tool: "t".into(),
-        key: k.into(),
-    }
-}
-
-#[tokio::test]
-async fn claim_complete_replay_and_mismatch() {
-    let j = RedbStore::in_memory().expect("journal");
-    let lease = Duration::from_secs(30);
-    let claim = j
-        .claim(key("k"), "fp".into(), Effect::Pure, lease, None)
-        .await
-        .expect("claim");
-    assert_eq!(claim, Claim::Claimed);
-    let busy = j
-        .claim(key("k"), "fp".into(), Effect::Pure, lease, None)
-        .await
-        .expect("claim");
-    assert!(matches!(busy, Claim::InProgress { retry_after } if retry_after <= lease));
-    let stored = StoredOutcome::Output {
-        output: "1".into(),
-        tokens: Tokens(3),
-    };
-    j.complete(key("k"), stored.clone())
-        .await
-        .expect("complete");
-    assert_eq!(
-        j.claim(key("k"), "fp".into(), Effect::Pure, lease, None)
-            .await
-            .expect("claim"),
-        Claim::Replay(stored)
-    );
-    assert_eq!(
-        j.claim(key("k"), "other".into(), Effect::Pure, lease, None)
-            .await
-            .expect("claim"),
-        Claim::Mismatch
-    );
-}
-
-#[tokio::test]
-async fn released_key_can_be_claimed_again() {
-    let j = RedbStore::in_memory().expect("journal");
-    let lease = Duration::from_secs(30);
-    j.claim(key("k"), "fp".into(), Effect::SideEffecting, lease, None)
-        .await
-        .expect("claim");
-    j.release(key("k")).await.expect("release");
-    let again = j
-        .claim(key("k"), "fp".into(), Effect::SideEffecting, lease, None)
-        .await;
-    assert_eq!(again.expect("claim"), Claim::Claimed);
-}
-
-#[tokio::test]
-async fn expired_lease_is_unknown_for_side_effects_and_reclaimable_otherwise() {
-    let j = RedbStore::in_memory().expect("journal");
-    let gone = Duration::ZERO;
-    j.claim(key("s"), "fp".into(), Effect::SideEffecting, gone, None)
-        .await
-        .expect("claim");
-    let s = j
-        .claim(key("s"), "fp".into(), Effect::SideEffecting, gone, None)
-        .await
-        .expect("claim");
-    assert!(matches!(s, Claim::Unknown { .. }), "{s:?}");
-    let again = j
-        .claim(key("s"), "fp".into(), Effect::SideEffecting, gone, None)
-        .await;
-    assert!(
-        matches!(again.expect("claim"), Claim::Unknown { .. }),
-        "stays unknown"
-    );
-    // The lapse escalated the key once, with the tool and key named.
-    let escalations = j.escalations().expect("escalations");
-    assert_eq!(escalations.len(), 1, "{escalations:?}");
-    assert_eq!(escalations[0].reason, EscalationReason::UnknownOutcome);
-    assert_eq!(
-        escalations[0].key.as_ref().map(|k| k.key.as_str()),
-        Some("s")
-    );
-    assert!(
-        escalations[0].error.contains("lease"),
-        "{}",
-        escalations[0].error
-    );
-
-    j.claim(key("p"), "fp".into(), Effect::Pure, gone, None)
-        .await
-        .expect("claim");
-    let p = j
-        .claim(key("p"), "fp".into(), Effect::Pure, gone, None)
-        .await
-        .expect("claim");
-    assert_eq!(p, Claim::Claimed);
-    let entry = j
-        .entries()
-        .expect("entries")
-        .into_iter()
-        .find(|e| e.key == "p")
-        .expect("p");
-    assert_eq!(entry.claims, 2);
-}
-
-#[tokio::test]
-async fn reserve_never_grants_more_than_the_tightest_scope_has_left() {
-    let j = RedbStore::in_memory().expect("journal");
-    let agent = ScopeId::Agent("a".into());
-    let task = ScopeId::Task("t".into());
-    j.set_cap(agent.clone(), Some(BudgetCap::new(Tokens(100))))
-        .await
-        .expect("cap");
-    j.set_cap(task.clone(), Some(BudgetCap::new(Tokens(30))))
-        .await
-        .expect("cap");
-    let scopes = vec![agent.clone(), task.clone()];
-    let Reserved::Granted(r) = j.reserve(scopes.clone(), 50, false).await.expect("reserve") else {
-        panic!("granted");
-    };
-    assert_eq!(r.tokens, 30, "the task has only 30");
-    let second = j.reserve(scopes.clone(), 50, false).await.expect("reserve");
-    assert_eq!(
-        second,
-        Reserved::Exhausted {
-            scope: "task:t".into(),
-            left: 0
-        }
-    );
-    j.settle(r, 12).await.expect("settle");
-    let Reserved::Granted(r) = j
-        .reserve(vec![task.clone()], 18, false)
-        .await
-        .expect("reserve")
-    else {
-        panic!("granted");
-    };
-    j.settle(r, 0).await.expect("settle");
-    let budgets = j.budgets().expect("budgets");
-    let task_status = budgets.iter().find(|b| b.scope == "task:t").expect("task");
-    assert_eq!(
-        (task_status.spent, task_status.reserved, task_status.left),
-        (Tokens(12), Tokens(0), Tokens(18))
-    );
-    let agent_status = budgets
-        .iter()
-        .find(|b| b.scope == "agent:a")
-        .expect("agent");
-    assert_eq!(agent_status.spent, Tokens(12));
-    assert!(!task_status.past_soft_threshold, "12 of 30 is below 80%");
-    let status = j
-        .charge(task.clone(), 12)
-        .await
-        .expect("charge")
-        .expect("capped");
-    assert!(status.past_soft_threshold, "24 of 30 is past 80%");
-    assert_eq!(
-        j.reserve(vec![ScopeId::Agent("other".into())], 5, false)
-            .await
-            .expect("reserve"),
-        Reserved::Unlimited
-    );
-}
-
-#[tokio::test]
-async fn reap_removes_only_finished_records_older_than_the_cutoff() {
-    let j = RedbStore::in_memory().expect("journal");
-    let lease = Duration::from_secs(30);
-    j.claim(key("done"), "fp".into(), Effect::Pure, lease, None)
-        .await
-        .expect("claim");
-    j.complete(
-        key("done"),
-        StoredOutcome::Output {
-            output: "1".into(),
-            tokens: Tokens(1),
-        },
-    )
-    .await
-    .expect("complete");
-    j.claim(key("running"), "fp".into(), Effect::Pure, lease, None)
-        .await
-        .expect("claim");
-    assert_eq!(j.reap(0).await.expect("reap"), 0, "nothing is older than 0");
-    assert_eq!(
-        j.reap(u64::MAX).await.expect("reap"),
-        1,
-        "only the finished one"
-    );
-    let keys: Vec<String> = j
-        .entries()
-        .expect("entries")
-        .into_iter()
-        .map(|e| e.key)
-        .collect();
-    assert_eq!(keys, vec!["running".to_owned()]);
-}
+use crate::model::budget::{BudgetCap, ScopeId};
+use crate::model::journal::{Fingerprint, Reserved};
+use crate::model::units::Tokens;
+use crate::store::BudgetLedger;
 
 #[test]
 fn newer_schema_is_refused_and_left_untouched() {
@@ -364,4 +164,15 @@ fn storage_errors_keep_their_cause_as_a_source() {
     let stored = crate::model::error::storage(std::io::Error::other("disk on fire"));
     let source = std::error::Error::source(&stored).expect("a source");
     assert_eq!(source.to_string(), "disk on fire");
+}
+
+fn open_in_memory() -> (std::sync::Arc<dyn crate::store::Store>, ()) {
+    (
+        std::sync::Arc::new(RedbStore::in_memory().expect("journal")),
+        (),
+    )
+}
+
+mod conformance {
+    crate::store::conformance::conformance_suite!(super::open_in_memory());
 }
