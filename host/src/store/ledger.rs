@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::budget::{BudgetCap, BudgetStatus};
+use crate::model::journal::Reserved;
 use crate::model::units::Tokens;
 
 /// One capped scope's ledger record.
@@ -76,4 +77,40 @@ pub(crate) fn alert_soft_threshold(scope: &str, record: &mut BudgetRecord) {
         tracing::warn!(target: "cofferdam::budget", scope, spent = record.spent,
             cap = record.cap.hard.0, "budget passed its soft threshold");
     }
+}
+
+/// How many tokens a reservation of `want` sets aside in every capped scope
+/// of `capped` (the records as locked by the backend's transaction), with
+/// the scope that had the least left; or the
+/// answer when it sets aside none: `Unlimited` without a capped scope, `Held`
+/// when `whole` was asked and other calls' reservations may come back,
+/// `Exhausted` when the tightest scope has nothing left.
+pub(crate) fn tokens_to_reserve(
+    capped: &[(String, BudgetRecord)],
+    want: u64,
+    whole: bool,
+) -> Result<(u64, String), Reserved> {
+    let Some((tightest, left)) = capped
+        .iter()
+        .map(|(scope, record)| (scope, record.left()))
+        .min_by_key(|(_, left)| *left)
+    else {
+        return Err(Reserved::Unlimited);
+    };
+    let held = capped
+        .iter()
+        .any(|(_, record)| record.left() < want && record.reserved > 0);
+    if whole && left < want && held {
+        return Err(Reserved::Held {
+            scope: tightest.clone(),
+            left,
+        });
+    }
+    if left == 0 {
+        return Err(Reserved::Exhausted {
+            scope: tightest.clone(),
+            left,
+        });
+    }
+    Ok((want.min(left), tightest.clone()))
 }

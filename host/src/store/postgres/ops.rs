@@ -24,7 +24,7 @@ use crate::model::journal::{
     Claim, Fingerprint, JournalEntry, JournalKey, KeyState, Reservation, Reserved, StoredOutcome,
 };
 use crate::model::units::{Effect, Tokens};
-use crate::store::ledger::{BudgetRecord, alert_soft_threshold};
+use crate::store::ledger::{BudgetRecord, alert_soft_threshold, tokens_to_reserve};
 
 /// Tries of a claim whose key is released between its insert and its read.
 const CLAIM_TRIES: usize = 8;
@@ -502,29 +502,10 @@ pub(super) async fn reserve(
     let txn = client.transaction().await?;
     let now = db_now(&txn).await?;
     let mut capped = lock_budgets(&txn, &names, now).await?;
-    let Some((tightest, left)) = capped
-        .iter()
-        .map(|(s, r)| (s.clone(), r.left()))
-        .min_by_key(|(_, left)| *left)
-    else {
-        return Ok(Reserved::Unlimited);
+    let (tokens, tightest) = match tokens_to_reserve(&capped, want, whole) {
+        Ok(granted) => granted,
+        Err(answer) => return Ok(answer),
     };
-    let held = capped
-        .iter()
-        .any(|(_, r)| r.left() < want && r.reserved > 0);
-    if whole && left < want && held {
-        return Ok(Reserved::Held {
-            scope: tightest,
-            left,
-        });
-    }
-    if left == 0 {
-        return Ok(Reserved::Exhausted {
-            scope: tightest,
-            left,
-        });
-    }
-    let tokens = want.min(left);
     for (scope, record) in &mut capped {
         record.reserved += tokens;
         put_budget(&txn, scope, record).await?;

@@ -19,7 +19,7 @@ pub use crate::model::journal::{AttemptRecord, JournalEntry, KeyState, StoredOut
 pub(crate) use crate::model::journal::{Claim, Fingerprint, JournalKey, Reservation, Reserved};
 use crate::model::schedule::{Schedule, ScheduleRun};
 use crate::model::units::{Effect, Tokens};
-use crate::store::ledger::alert_soft_threshold;
+use crate::store::ledger::{alert_soft_threshold, tokens_to_reserve};
 use crate::store::owner::Liveness;
 
 /// The schedule store as one write transaction sees it; see
@@ -303,29 +303,10 @@ pub(super) fn reserve(
     let names: Vec<String> = scopes.iter().map(ScopeId::to_string).collect();
     let mut budgets = txn.open_table(BUDGETS).map_err(storage)?;
     let mut capped = load_budgets(&budgets, &names, now)?;
-    let Some((tightest, left)) = capped
-        .iter()
-        .map(|(s, r)| (s.clone(), r.left()))
-        .min_by_key(|(_, left)| *left)
-    else {
-        return Ok(Reserved::Unlimited);
+    let (tokens, tightest) = match tokens_to_reserve(&capped, want, whole) {
+        Ok(granted) => granted,
+        Err(answer) => return Ok(answer),
     };
-    let held = capped
-        .iter()
-        .any(|(_, r)| r.left() < want && r.reserved > 0);
-    if whole && left < want && held {
-        return Ok(Reserved::Held {
-            scope: tightest,
-            left,
-        });
-    }
-    if left == 0 {
-        return Ok(Reserved::Exhausted {
-            scope: tightest,
-            left,
-        });
-    }
-    let tokens = want.min(left);
     for (scope, record) in &mut capped {
         record.reserved += tokens;
         budgets
