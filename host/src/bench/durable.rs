@@ -13,8 +13,8 @@ pub(super) async fn durable(
     options: &BenchOptions,
     report: &mut BenchReport,
 ) -> Result<(), BenchError> {
-    let single = durable_calls_per_sec(options, false).await?;
-    let grouped = durable_calls_per_sec(options, true).await?;
+    let single = durable_calls_per_sec(options, Journal::OneCommitPerWrite).await?;
+    let grouped = durable_calls_per_sec(options, Journal::GroupCommit).await?;
     let group = "durable keyed calls, 64 in flight (journal fsync'd before answering)";
     report.push(
         group,
@@ -31,22 +31,46 @@ pub(super) async fn durable(
         Some(grouped / single),
     );
     report.target(">= 10x", grouped / single >= 10.0);
+    if let Some(url) = &options.store_url {
+        let shared = durable_calls_per_sec(options, Journal::Shared(url)).await?;
+        report.push(
+            group,
+            "PostgreSQL store, a transaction per operation",
+            shared,
+            Unit::CallsPerSecond,
+            Some(shared / single),
+        );
+    }
     Ok(())
+}
+
+/// Where the keys are journaled.
+#[derive(Clone, Copy)]
+enum Journal<'a> {
+    /// The data dir's redb file, one fsync'd commit per write.
+    OneCommitPerWrite,
+    /// The same, writes of concurrent calls committed together.
+    GroupCommit,
+    /// A shared database.
+    Shared(&'a str),
 }
 
 /// Throughput of keyed calls whose claims and results are committed to disk
 /// before each caller hears back.
 async fn durable_calls_per_sec(
     options: &BenchOptions,
-    group_commit: bool,
+    journal: Journal<'_>,
 ) -> Result<f64, BenchError> {
     let data = tempfile::tempdir().map_err(host_error)?;
-    let host = options
-        .builder()
-        .data_dir(data.path())
-        .group_commit(group_commit)
-        .build()
-        .map_err(host_error)?;
+    let builder = options.builder().data_dir(data.path());
+    let builder = match journal {
+        Journal::OneCommitPerWrite => builder.group_commit(false),
+        Journal::GroupCommit => builder.group_commit(true),
+        Journal::Shared(url) => builder.store_url(url),
+    };
+    let host = builder.build().map_err(host_error)?;
+    // Keys no earlier run of the benchmark used (a shared store keeps them).
+    let run = crate::model::units::unix_millis();
     let pool = PoolSpec {
         max_concurrent: Some(64),
         max_queue: Some(u32::MAX),
@@ -63,7 +87,7 @@ async fn durable_calls_per_sec(
             tokio::spawn(async move {
                 let _permit = limit.acquire().await.expect("semaphore");
                 let request = CallRequest {
-                    idempotency_key: Some(format!("key-{i}")),
+                    idempotency_key: Some(format!("bench-{run}-{i}")),
                     ..CallRequest::new(&name, input)
                 };
                 host.call(request).await.map(drop)

@@ -55,6 +55,10 @@ pub struct BenchOptions {
     pub serve_exe: Option<PathBuf>,
     /// The hosts' epoch tick (default: the host's, 10 ms).
     pub epoch_tick: Option<std::time::Duration>,
+    /// A shared store (`postgres://…`): the durable scenario also measures
+    /// keyed calls on it. It leaves its keys behind: give it a scratch
+    /// database.
+    pub store_url: Option<String>,
 }
 
 impl BenchOptions {
@@ -70,6 +74,7 @@ impl BenchOptions {
             spinner: None,
             serve_exe: None,
             epoch_tick: None,
+            store_url: None,
         }
     }
 

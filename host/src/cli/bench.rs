@@ -35,7 +35,9 @@ pub(super) struct BenchArgs {
     json: bool,
 }
 
-pub(super) async fn bench(args: BenchArgs) -> Result<ExitCode> {
+/// With `store` (the global `--store`), the durable scenario also measures
+/// keyed calls on that database (use a scratch one: it leaves its keys).
+pub(super) async fn bench(args: BenchArgs, store: Option<String>) -> Result<ExitCode> {
     use cofferdam::bench::{self, BenchOptions};
     if !args.tool.is_file() {
         bail!(
@@ -58,6 +60,7 @@ pub(super) async fn bench(args: BenchArgs) -> Result<ExitCode> {
         .transpose()?;
     options.spinner = args.spinner;
     options.epoch_tick = args.epoch_tick_ms.map(std::time::Duration::from_millis);
+    options.store_url = store;
     let json = args.json;
     let report = tokio::task::spawn_blocking(move || {
         bench::run(&options, &mut |step| {

@@ -194,7 +194,7 @@ pub(crate) fn main() -> ExitCode {
             Command::Schedules { command, store } => {
                 schedules::schedules(command, &dirs, &store).await
             }
-            Command::Bench(args) => bench::bench(args).await,
+            Command::Bench(args) => bench::bench(args, dirs.store.clone()).await,
             Command::Serve(args) => serve::serve(args, &dirs).await,
         }
     });
