@@ -115,5 +115,7 @@ pub use runtime::lanes::LaneStats;
 pub use runtime::net::{HttpSpec, HttpStats};
 pub use runtime::warm::WarmStats;
 pub use store::config::{PostgresConfig, StoreConfig};
+pub use store::migrate::migrate_to_postgres;
+pub use store::snapshot::{MigrateError, Migrated};
 pub use surfaces::mcp::{HttpAccess, McpServer, ServeError};
 pub use tokio_util::sync::CancellationToken;

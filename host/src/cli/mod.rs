@@ -28,6 +28,7 @@ use cofferdam::{Host, HostConfig, ScheduleConfig, Timestamp, WallClock};
 
 mod admin;
 mod bench;
+mod migrate;
 mod run;
 mod schedules;
 mod serve;
@@ -122,6 +123,13 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// The store itself: move the data dir's journal into PostgreSQL.
+    Store {
+        #[command(subcommand)]
+        command: migrate::StoreCommand,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Measure this machine: cofferdam's per-call cost, durable throughput,
     /// scaling and load times, each against a baseline in the same run.
     Bench(bench::BenchArgs),
@@ -194,6 +202,7 @@ pub(crate) fn main() -> ExitCode {
             Command::Schedules { command, store } => {
                 schedules::schedules(command, &dirs, &store).await
             }
+            Command::Store { command, store } => migrate::store(command, &dirs.store(&store)?),
             Command::Bench(args) => bench::bench(args, dirs.store.clone()).await,
             Command::Serve(args) => serve::serve(args, &dirs).await,
         }
@@ -409,6 +418,7 @@ mod tests {
             "cofferdam tasks list --config c.toml",
             "cofferdam schedules list --config c.toml",
             "cofferdam schedules pause s1 --config c.toml",
+            "cofferdam store migrate --to postgres://db/x --config c.toml",
         ] {
             let store = match parse(args).command {
                 Command::Breakers { store, .. }
@@ -417,7 +427,8 @@ mod tests {
                 | Command::History { store, .. }
                 | Command::Escalations { store, .. }
                 | Command::Tasks { store, .. }
-                | Command::Schedules { store, .. } => store,
+                | Command::Schedules { store, .. }
+                | Command::Store { store, .. } => store,
                 _ => panic!("{args}: not an operator command"),
             };
             assert_eq!(store.config, config, "{args}");

@@ -32,9 +32,11 @@ pub(crate) mod config;
 #[cfg(test)]
 pub(crate) mod conformance;
 pub(crate) mod ledger;
+pub(crate) mod migrate;
 pub(crate) mod owner;
 pub(crate) mod postgres;
 pub(crate) mod redb;
+pub(crate) mod snapshot;
 
 /// The future a store write returns.
 pub(crate) type StoreFuture<'a, T> =

@@ -31,6 +31,7 @@ use crate::model::journal::AttemptRecord;
 use crate::store::config::PostgresConfig;
 
 mod impls;
+mod import;
 pub(crate) mod lease;
 mod ops;
 mod records;

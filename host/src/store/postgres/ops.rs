@@ -262,7 +262,7 @@ pub(super) async fn entries(shared: Arc<Shared>) -> Outcome<Vec<JournalEntry>> {
 
 /// What makes two open escalations the same: the key, else the schedule and
 /// reason, else the task step and reason (as the redb store compares them).
-fn dedup_key(new: &NewEscalation) -> Option<String> {
+pub(super) fn dedup_key(new: &NewEscalation) -> Option<String> {
     let reason = new.reason.map_or("", EscalationReason::as_str);
     match (&new.key, &new.schedule, &new.task) {
         (Some(key), _, _) => Some(format!(

@@ -35,6 +35,7 @@ use crate::store::ledger::BudgetRecord;
 use crate::store::owner::Liveness;
 
 pub(crate) mod breaker_modes;
+pub(crate) mod export;
 mod impls;
 mod ops;
 mod writer;
