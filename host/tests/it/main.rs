@@ -12,6 +12,7 @@ mod lanes;
 mod lifecycle;
 mod limits;
 mod mcp;
+mod migrate;
 mod postgres;
 mod resilience;
 mod sandbox;
