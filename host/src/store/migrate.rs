@@ -25,7 +25,10 @@ use crate::store::snapshot::{MigrateError, Migrated};
 /// database's lease sweep treats them as a dead replica's (a
 /// side-effecting one becomes unknown and is escalated once).
 pub fn migrate_to_postgres(data_dir: &Path, to: &PostgresConfig) -> Result<Migrated, MigrateError> {
+    // `exported` holds the journal until the import has committed.
     let exported = export(data_dir)?;
     let store = PgStore::open(to)?;
-    store.import(exported.snapshot)
+    let migrated = store.import(exported.snapshot);
+    drop(exported.held);
+    migrated
 }

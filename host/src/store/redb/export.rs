@@ -1,9 +1,10 @@
 //! Reads a whole journal into a [`Snapshot`], for `cofferdam store migrate`.
 //!
-//! The file is opened in redb's exclusive mode and held until the snapshot
-//! is read, so no process writes while it is copied: a running host (which
-//! holds the file for as long as it lives) makes the open fail, and a host
-//! starting meanwhile cannot open it. Nothing is written: unlike
+//! The file is opened in redb's exclusive mode and held until the caller
+//! lets go of the [`Export`] (once the copy is in), so no process writes
+//! while it is copied: a running host (which holds the file for as long as
+//! it lives) makes the open fail, and a host starting meanwhile cannot open
+//! it. Nothing is written: unlike
 //! [`RedbStore::open`](super::RedbStore::open), no owner is registered and
 //! no dead owner's reservation is settled (the new store does that).
 
@@ -25,7 +26,8 @@ use crate::store::snapshot::{MigrateError, Snapshot};
 /// dropped.
 pub(crate) struct Export {
     pub(crate) snapshot: Snapshot,
-    _held: Database,
+    /// The open journal; dropping it lets hosts open the file again.
+    pub(crate) held: Database,
 }
 
 /// Every record of the journal `<data_dir>/journal.redb`, and the breaker
@@ -54,10 +56,7 @@ pub(crate) fn export(data_dir: &Path) -> Result<Export, MigrateError> {
     let read = db.begin_read().map_err(|e| read_error(storage(e)))?;
     let snapshot = read_all(&read, &path, data_dir).map_err(read_error)?;
     drop(read);
-    Ok(Export {
-        snapshot,
-        _held: db,
-    })
+    Ok(Export { snapshot, held: db })
 }
 
 fn read_all(read: &ReadTransaction, path: &Path, dir: &Path) -> Result<Snapshot, JournalError> {
