@@ -13,6 +13,7 @@ mod lifecycle;
 mod limits;
 mod mcp;
 mod postgres;
+mod replicas;
 mod resilience;
 mod sandbox;
 mod schedules;

@@ -29,10 +29,10 @@ fn chain(error: &dyn std::error::Error) -> String {
 }
 
 /// A database for one test, dropped (`WITH (FORCE)`) after it.
-struct TestDb {
+pub(crate) struct TestDb {
     admin: String,
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 fn admin_execute(url: &str, sql: String) -> Result<(), String> {
@@ -61,7 +61,7 @@ fn admin_execute(url: &str, sql: String) -> Result<(), String> {
 }
 
 impl TestDb {
-    fn create() -> Self {
+    pub(crate) fn create() -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let admin = std::env::var("COFFERDAM_TEST_PG")
             .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
@@ -90,7 +90,7 @@ impl TestDb {
     }
 
     /// A host on this database: one replica.
-    fn host(&self, dir: &std::path::Path) -> Host {
+    pub(crate) fn host(&self, dir: &std::path::Path) -> Host {
         common::builder()
             .store(StoreConfig::Postgres(PostgresConfig::new(&self.url)))
             .allow_root(dir)
