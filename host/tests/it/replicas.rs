@@ -266,11 +266,6 @@ async fn a_replica_killed_mid_call_leaves_its_key_unknown_and_the_other_never_re
         deployment.marks() == 1
     })
     .await;
-    doomed.child.kill().await.expect("SIGKILL");
-    // No answer will come (the client would keep reconnecting): give up.
-    call.abort();
-    drop(doomed);
-
     let key_state = || {
         observer
             .journal_entries()
@@ -279,6 +274,16 @@ async fn a_replica_killed_mid_call_leaves_its_key_unknown_and_the_other_never_re
             .find(|e| e.key == "wire-funds")
             .map(|e| e.state)
     };
+    assert!(
+        matches!(key_state(), Some(KeyState::InProgress { .. })),
+        "the doomed replica holds the key: {:?}",
+        key_state()
+    );
+    doomed.child.kill().await.expect("SIGKILL");
+    // No answer will come (the client would keep reconnecting): give up.
+    call.abort();
+    drop(doomed);
+
     wait_until(
         "the dead replica's key became unknown",
         Duration::from_secs(15),
