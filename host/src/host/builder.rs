@@ -21,7 +21,7 @@ use crate::store::Store;
 use crate::store::config::StoreConfig;
 use crate::store::postgres::PgStore;
 use crate::store::redb::RedbStore;
-use crate::{BuildError, Limits, TokenPrice};
+use crate::{BuildError, JournalError, Limits, TokenPrice};
 
 /// Configures a [`Host`]. Every default denies or bounds:
 ///
@@ -130,7 +130,9 @@ impl HostBuilder {
 
     /// The store a URL names (`postgres://user@host/db`); a URL that names
     /// none fails [`build`](Self::build) with an error naming it (without
-    /// its password).
+    /// its password). Settings of a [`PostgresConfig`](crate::PostgresConfig)
+    /// given to [`store`](Self::store) before are kept: only the database
+    /// changes.
     pub fn store_url(mut self, url: &str) -> Self {
         self.store_url = Some(url.to_owned());
         self
@@ -251,6 +253,20 @@ impl HostBuilder {
         self
     }
 
+    /// The store [`store`](Self::store) and [`store_url`](Self::store_url)
+    /// name together.
+    pub(crate) fn store_config(&self) -> Result<StoreConfig, JournalError> {
+        let Some(url) = &self.store_url else {
+            return Ok(self.store.clone());
+        };
+        Ok(match (StoreConfig::from_url(url)?, &self.store) {
+            (StoreConfig::Postgres(named), StoreConfig::Postgres(set)) => {
+                StoreConfig::Postgres(set.with_url(&named))
+            }
+            (named, _) => named,
+        })
+    }
+
     /// Builds the host: engine, epoch ticker, linker, artifact cache.
     pub fn build(self) -> Result<Host, BuildError> {
         let mut roots = Vec::with_capacity(self.allowed_roots.len());
@@ -295,10 +311,7 @@ impl HostBuilder {
             .clone()
             .or_else(|| self.data_dir.as_ref().map(|d| d.join("artifacts")));
         let cache = ComponentCache::new(&engine, artifact_dir);
-        let store_config = match &self.store_url {
-            Some(url) => StoreConfig::from_url(url)?,
-            None => self.store.clone(),
-        };
+        let store_config = self.store_config()?;
         let store: Arc<dyn Store> = match (&store_config, &self.data_dir) {
             (StoreConfig::Postgres(config), _) => Arc::new(PgStore::open(config)?),
             (StoreConfig::Embedded, Some(dir)) => Arc::new(RedbStore::open(

@@ -11,6 +11,7 @@
 //!
 //! [store]               # optional: one database for several replicas
 //! url = "postgres://cofferdam@db.internal/cofferdam"
+//! lease_ms = 15000      # a replica silent this long is dead (default 15 s)
 //!
 //! [defaults]            # limits for tools that do not set them
 //! timeout_ms = 10000
@@ -89,6 +90,9 @@ pub struct HostConfig {
 pub struct StoreTable {
     /// `postgres://user[:password]@host[:port]/database`.
     pub url: Option<String>,
+    /// How long a replica's keys and reservations outlive its last
+    /// heartbeat, in ms (default 15000); see [`crate::PostgresConfig::lease`].
+    pub lease_ms: Option<u64>,
 }
 
 /// `[schedules]`: the host's rules for background runs; unset keys keep the
@@ -241,6 +245,12 @@ impl HostConfig {
         {
             push("store.url".into(), e.to_string());
         }
+        if self.store.lease_ms.is_some() && self.store.url.is_none() {
+            push(
+                "store.lease_ms".into(),
+                "only a shared store has leases: set store.url".into(),
+            );
+        }
         for key in self.schedules.zeros() {
             push(format!("schedules.{key}"), "must be above zero".into());
         }
@@ -324,6 +334,11 @@ impl HostConfig {
             builder = builder.data_dir(dir);
         }
         if let Some(url) = &self.store.url {
+            if let Some(ms) = self.store.lease_ms {
+                let config = crate::PostgresConfig::new(url).lease(Duration::from_millis(ms));
+                builder = builder.store(crate::StoreConfig::Postgres(config));
+            }
+            // After `store`: checks the URL, keeping the settings above.
             builder = builder.store_url(url);
         }
         for root in &self.allowed_roots {
@@ -617,5 +632,40 @@ mod tests {
         let file = write(dir.path(), "e.toml", "[store]\nuri = \"postgres://x/y\"\n");
         let error = HostConfig::from_file(&file).expect_err("typo");
         assert!(error.to_string().contains("uri"), "{error}");
+    }
+
+    #[test]
+    fn the_store_lease_is_set_in_ms_and_kept_when_the_url_is_overridden() {
+        use crate::{PostgresConfig, StoreConfig};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = write(
+            dir.path(),
+            "c.toml",
+            "[store]\nurl = \"postgres://app@db/one\"\nlease_ms = 900\n",
+        );
+        let config = HostConfig::from_file(&file).expect("valid");
+        assert_eq!(config.check(), Vec::new());
+        let lease = Duration::from_millis(900);
+        let expected = |url| StoreConfig::Postgres(PostgresConfig::new(url).lease(lease));
+        assert_eq!(
+            config.builder().store_config().expect("store"),
+            expected("postgres://app@db/one")
+        );
+        // `--store` names another database; the lease still holds there.
+        assert_eq!(
+            config
+                .builder()
+                .store_url("postgres://app@db/two")
+                .store_config()
+                .expect("store"),
+            expected("postgres://app@db/two")
+        );
+        let file = write(dir.path(), "d.toml", "[store]\nlease_ms = 900\n");
+        let problems = HostConfig::from_file(&file).expect("parses").check();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].to_string().contains("store.lease_ms"),
+            "{problems:?}"
+        );
     }
 }

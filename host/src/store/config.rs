@@ -113,6 +113,14 @@ impl PostgresConfig {
         self
     }
 
+    /// These settings on `other`'s database.
+    pub(crate) fn with_url(&self, other: &Self) -> Self {
+        Self {
+            url: other.url.clone(),
+            ..self.clone()
+        }
+    }
+
     /// The URL without its password, for messages.
     pub fn redacted_url(&self) -> String {
         redact(&self.url)

@@ -14,6 +14,7 @@ mod limits;
 mod mcp;
 mod migrate;
 mod postgres;
+mod replicas;
 mod resilience;
 mod sandbox;
 mod schedules;

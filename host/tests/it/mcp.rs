@@ -99,7 +99,7 @@ fn serve_command(config: &Path) -> tokio::process::Command {
 
 /// Reads the child's stderr until a line contains `marker`; returns the
 /// text after it, and keeps draining stderr so the child never blocks.
-async fn wait_for_line(
+pub(crate) async fn wait_for_line(
     stderr: impl tokio::io::AsyncRead + Unpin + Send + 'static,
     marker: &str,
 ) -> String {
@@ -157,11 +157,11 @@ async fn wait_for_metric(addr: &str, line: &str) -> String {
     panic!("metric `{line}` never appeared");
 }
 
-fn params(tool: &'static str, args: Value) -> CallToolRequestParams {
+pub(crate) fn params(tool: &'static str, args: Value) -> CallToolRequestParams {
     CallToolRequestParams::new(tool).with_arguments(args.as_object().cloned().unwrap_or_default())
 }
 
-fn with_meta(mut params: CallToolRequestParams, meta: Value) -> CallToolRequestParams {
+pub(crate) fn with_meta(mut params: CallToolRequestParams, meta: Value) -> CallToolRequestParams {
     let mut object = RequestMetaObject::new();
     for (k, v) in meta.as_object().cloned().unwrap_or_default() {
         object.insert(k, v);
@@ -170,7 +170,7 @@ fn with_meta(mut params: CallToolRequestParams, meta: Value) -> CallToolRequestP
     params
 }
 
-fn error_class(result: &CallToolResult) -> String {
+pub(crate) fn error_class(result: &CallToolResult) -> String {
     assert_eq!(result.is_error, Some(true), "{result:?}");
     result
         .structured_content
