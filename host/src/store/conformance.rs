@@ -23,6 +23,46 @@ use crate::store::Store;
 
 /// Instantiates every conformance test for a backend; `$open` makes a
 /// fresh store and a guard that outlives it (its database, say).
+pub(crate) async fn an_unkeyed_escalation_joins_an_open_keyed_one_of_the_same_step(
+    j: Arc<dyn Store>,
+) {
+    // A task step whose side effect ended unknown, then the same step
+    // escalated again without its key: one open escalation.
+    let keyed = NewEscalation {
+        task: Some("task-9".into()),
+        step: Some(3),
+        ..about("k9", EscalationReason::UnknownOutcome)
+    };
+    let first = j.escalate(keyed).await.expect("escalate");
+    let unkeyed = |task: &str, step, reason| NewEscalation {
+        reason: Some(reason),
+        task: Some(task.into()),
+        step: Some(step),
+        ..NewEscalation::default()
+    };
+    let joined = unkeyed("task-9", 3, EscalationReason::UnknownOutcome);
+    assert_eq!(j.escalate(joined).await.expect("escalate"), first);
+    for other in [
+        unkeyed("task-9", 4, EscalationReason::UnknownOutcome),
+        unkeyed("task-9", 3, EscalationReason::MaxRetriesExceeded),
+        unkeyed("task-8", 3, EscalationReason::UnknownOutcome),
+    ] {
+        assert_ne!(j.escalate(other).await.expect("escalate"), first);
+    }
+    // The same for a schedule's background run.
+    let keyed = NewEscalation {
+        schedule: Some("digest".into()),
+        ..about("k10", EscalationReason::UnknownOutcome)
+    };
+    let first = j.escalate(keyed).await.expect("escalate");
+    let joined = NewEscalation {
+        reason: Some(EscalationReason::UnknownOutcome),
+        schedule: Some("digest".into()),
+        ..NewEscalation::default()
+    };
+    assert_eq!(j.escalate(joined).await.expect("escalate"), first);
+}
+
 macro_rules! conformance_suite {
     ($open:expr) => {
         $crate::store::conformance::conformance_suite!(@tests $open;
@@ -34,6 +74,7 @@ macro_rules! conformance_suite {
             fifty_concurrent_reservations_never_exceed_the_cap,
             reap_removes_only_finished_records_older_than_the_cutoff,
             escalations_are_deduplicated_per_key_while_open,
+            an_unkeyed_escalation_joins_an_open_keyed_one_of_the_same_step,
             resolving_settles_the_unknown_key_in_the_same_step,
             tasks_are_stored_and_read_back,
             a_slot_is_claimed_once_by_two_concurrent_claimers,

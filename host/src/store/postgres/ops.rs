@@ -278,6 +278,40 @@ pub(super) fn dedup_key(new: &NewEscalation) -> Option<String> {
     }
 }
 
+/// An open escalation an unkeyed `new` joins although its dedup value
+/// differs: one raised with a key for the same schedule and reason, or the
+/// same task step and reason (the redb store's rule).
+async fn open_for_the_same_run(txn: &Transaction<'_>, new: &NewEscalation) -> Outcome<Option<u64>> {
+    let (None, Some(reason)) = (&new.key, new.reason) else {
+        return Ok(None);
+    };
+    let reason = reason.as_str();
+    let row = match (&new.schedule, &new.task) {
+        (Some(schedule), _) => {
+            txn.query_opt(
+                "SELECT id FROM escalations WHERE NOT resolved
+                 AND record->>'schedule' = $1 AND record->>'reason' = $2
+                 ORDER BY id LIMIT 1",
+                &[schedule, &reason],
+            )
+            .await?
+        }
+        (None, Some(task)) => {
+            let step = new.step.map(|s| s.to_string());
+            txn.query_opt(
+                "SELECT id FROM escalations WHERE NOT resolved
+                 AND record->>'task' = $1 AND record->>'step' IS NOT DISTINCT FROM $2
+                 AND record->>'reason' = $3
+                 ORDER BY id LIMIT 1",
+                &[task, &step, &reason],
+            )
+            .await?
+        }
+        (None, None) => None,
+    };
+    Ok(row.map(|row| row.get::<_, i64>(0) as u64))
+}
+
 /// Raises an escalation in `txn`, unless one is open for the same key;
 /// returns its id.
 pub(super) async fn escalate_in(
@@ -285,6 +319,9 @@ pub(super) async fn escalate_in(
     new: NewEscalation,
     now: u64,
 ) -> Outcome<u64> {
+    if let Some(id) = open_for_the_same_run(txn, &new).await? {
+        return Ok(id);
+    }
     let dedup = dedup_key(&new);
     let record = Escalation {
         v: 1,
