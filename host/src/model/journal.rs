@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::model::error::{ErrorClass, ToolError};
-use crate::model::escalation::EscalationKey;
+use crate::model::escalation::{EscalationKey, Resolution};
 use crate::model::units::{Effect, Tokens};
 
 /// Where a keyed call stands.
@@ -36,6 +36,33 @@ pub enum KeyState {
         /// What happened.
         reason: String,
     },
+}
+
+impl KeyState {
+    /// What an operator's `resolution` (with its `note`) makes of an unknown
+    /// key: `None` frees it (the next call runs), otherwise the outcome later
+    /// calls replay. Every store applies it in the transaction that resolves
+    /// the escalation.
+    pub(crate) fn resolved(resolution: &Resolution, note: &str) -> Option<Self> {
+        let settled = |message: &str| Self::Completed {
+            outcome: StoredOutcome::Error {
+                class: ErrorClass::UnknownOutcome,
+                message: format!("resolved by an operator: {message} ({note})"),
+                tool_error: None,
+            },
+        };
+        match resolution {
+            Resolution::Resume => None,
+            Resolution::MarkDone { output } => Some(Self::Completed {
+                outcome: StoredOutcome::Output {
+                    output: output.clone().unwrap_or_else(|| "null".into()),
+                    tokens: Tokens(0),
+                },
+            }),
+            Resolution::Compensate => Some(settled("compensated")),
+            Resolution::Abort => Some(settled("aborted")),
+        }
+    }
 }
 
 /// A finished call's outcome, as replayed.

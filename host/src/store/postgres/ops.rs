@@ -16,14 +16,14 @@ use tokio_postgres::Transaction;
 use super::lease::{alive_in, lapsed_reason};
 use super::{Outcome, Shared};
 use crate::model::budget::{BudgetCap, BudgetStatus, ScopeId};
-use crate::model::error::{ErrorClass, JournalError};
+use crate::model::error::JournalError;
 use crate::model::escalation::{
     Escalation, EscalationError, EscalationReason, NewEscalation, Resolution, Resolved,
 };
 use crate::model::journal::{
-    Claim, Fingerprint, JournalEntry, JournalKey, KeyState, Reservation, Reserved, StoredOutcome,
+    Claim, Fingerprint, JournalEntry, JournalKey, KeyState, Reservation, Reserved,
 };
-use crate::model::units::{Effect, Tokens};
+use crate::model::units::Effect;
 use crate::store::ledger::{BudgetRecord, alert_soft_threshold, tokens_to_reserve};
 
 /// Tries of a claim whose key is released between its insert and its read.
@@ -444,24 +444,7 @@ pub(super) async fn resolve(
         if let Some(mut entry) = locked_entry(&txn, &encoded).await?
             && matches!(entry.state, KeyState::Unknown { .. })
         {
-            let settled = |message: &str| KeyState::Completed {
-                outcome: StoredOutcome::Error {
-                    class: ErrorClass::UnknownOutcome,
-                    message: format!("resolved by an operator: {message} ({note})"),
-                    tool_error: None,
-                },
-            };
-            let state = match &resolution {
-                Resolution::Resume => None,
-                Resolution::MarkDone { output } => Some(KeyState::Completed {
-                    outcome: StoredOutcome::Output {
-                        output: output.clone().unwrap_or_else(|| "null".into()),
-                        tokens: Tokens(0),
-                    },
-                }),
-                Resolution::Compensate => Some(settled("compensated")),
-                Resolution::Abort => Some(settled("aborted")),
-            };
+            let state = KeyState::resolved(&resolution, &note);
             match state {
                 None => {
                     txn.execute("DELETE FROM idempotency WHERE key = $1", &[&encoded])

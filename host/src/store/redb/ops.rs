@@ -9,16 +9,15 @@ use super::{
     decode, encode,
 };
 use crate::model::budget::{BudgetCap, BudgetStatus, ScopeId};
-use crate::model::error::ErrorClass;
 use crate::model::error::JournalError;
 use crate::model::error::storage;
 use crate::model::escalation::{
     Escalation, EscalationError, EscalationReason, NewEscalation, Resolution, Resolved,
 };
-pub use crate::model::journal::{AttemptRecord, JournalEntry, KeyState, StoredOutcome};
+pub use crate::model::journal::{AttemptRecord, JournalEntry, KeyState};
 pub(crate) use crate::model::journal::{Claim, Fingerprint, JournalKey, Reservation, Reserved};
 use crate::model::schedule::{Schedule, ScheduleRun};
-use crate::model::units::{Effect, Tokens};
+use crate::model::units::Effect;
 use crate::store::ledger::{alert_soft_threshold, tokens_to_reserve};
 use crate::store::owner::Liveness;
 
@@ -206,24 +205,7 @@ pub(super) fn resolve(
         if let Some(bytes) = entry {
             let mut entry: JournalEntry = decode(&encoded, &bytes)?;
             if matches!(entry.state, KeyState::Unknown { .. }) {
-                let settled = |message: &str| KeyState::Completed {
-                    outcome: StoredOutcome::Error {
-                        class: ErrorClass::UnknownOutcome,
-                        message: format!("resolved by an operator: {message} ({note})"),
-                        tool_error: None,
-                    },
-                };
-                let state = match &resolution {
-                    Resolution::Resume => None,
-                    Resolution::MarkDone { output } => Some(KeyState::Completed {
-                        outcome: StoredOutcome::Output {
-                            output: output.clone().unwrap_or_else(|| "null".into()),
-                            tokens: Tokens(0),
-                        },
-                    }),
-                    Resolution::Compensate => Some(settled("compensated")),
-                    Resolution::Abort => Some(settled("aborted")),
-                };
+                let state = KeyState::resolved(&resolution, &note);
                 match state {
                     None => {
                         keys.remove(encoded.as_str()).map_err(storage)?;
