@@ -65,6 +65,55 @@ impl KeyState {
     }
 }
 
+/// What claiming a key that already has a record comes to: the rule every
+/// store applies inside its claim transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reclaim {
+    /// Answer the caller; the record stays as it is.
+    Answer(Claim),
+    /// A side-effecting call's holder died or outlived its lease: it may
+    /// have acted. The key becomes unknown for this reason, and is escalated.
+    Unknown(String),
+    /// Take the key for a new attempt.
+    Take,
+}
+
+impl JournalEntry {
+    /// What a claim with `fingerprint` at `now` makes of this record.
+    /// `holder_gone` is, for an in-progress key whose holder is dead, the
+    /// reason to give (each store names the holder its own way).
+    pub(crate) fn reclaim(
+        &self,
+        fingerprint: &Fingerprint,
+        now: u64,
+        holder_gone: Option<String>,
+    ) -> Reclaim {
+        if !fingerprint.matches(&self.fingerprint) {
+            return Reclaim::Answer(Claim::Mismatch);
+        }
+        match &self.state {
+            KeyState::Completed { outcome } => Reclaim::Answer(Claim::Replay(outcome.clone())),
+            KeyState::Unknown { reason } => Reclaim::Answer(Claim::Unknown {
+                reason: reason.clone(),
+            }),
+            KeyState::InProgress { lease_until_ms, .. } => {
+                if now < *lease_until_ms && holder_gone.is_none() {
+                    Reclaim::Answer(Claim::InProgress {
+                        retry_after: Duration::from_millis(lease_until_ms - now),
+                    })
+                } else if self.effect == Effect::SideEffecting {
+                    Reclaim::Unknown(
+                        holder_gone
+                            .unwrap_or_else(|| "the lease on the key expired mid-call".to_owned()),
+                    )
+                } else {
+                    Reclaim::Take
+                }
+            }
+        }
+    }
+}
+
 /// A finished call's outcome, as replayed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]

@@ -21,7 +21,7 @@ use crate::model::escalation::{
     Escalation, EscalationError, EscalationReason, NewEscalation, Resolution, Resolved,
 };
 use crate::model::journal::{
-    Claim, Fingerprint, JournalEntry, JournalKey, KeyState, Reservation, Reserved,
+    Claim, Fingerprint, JournalEntry, JournalKey, KeyState, Reclaim, Reservation, Reserved,
 };
 use crate::model::units::Effect;
 use crate::store::ledger::{BudgetRecord, alert_soft_threshold, tokens_to_reserve};
@@ -136,56 +136,39 @@ pub(super) async fn claim(
         let Some(mut entry) = locked_entry(&txn, &encoded).await? else {
             continue;
         };
-        if !fingerprint.matches(&entry.fingerprint) {
-            return Ok(Claim::Mismatch);
-        }
-        match &entry.state {
-            KeyState::Completed { outcome } => return Ok(Claim::Replay(outcome.clone())),
-            KeyState::Unknown { reason } => {
-                return Ok(Claim::Unknown {
+        let holder_gone = match &entry.state {
+            KeyState::InProgress { owner, .. }
+                if !alive_in(&txn, &shared, owner.as_deref()).await? =>
+            {
+                Some(lapsed_reason(owner.as_deref()))
+            }
+            _ => None,
+        };
+        match entry.reclaim(&fingerprint, now, holder_gone) {
+            Reclaim::Answer(claim) => return Ok(claim),
+            Reclaim::Unknown(reason) => {
+                entry.state = KeyState::Unknown {
                     reason: reason.clone(),
-                });
+                };
+                entry.updated_ms = now;
+                put_entry(&txn, &encoded, &entry).await?;
+                let context = context.unwrap_or_default();
+                escalate_in(
+                    &txn,
+                    NewEscalation {
+                        reason: Some(EscalationReason::UnknownOutcome),
+                        tool: Some(key.tool.clone()),
+                        key: Some(key.escalation_key()),
+                        error: reason.clone(),
+                        ..context
+                    },
+                    now,
+                )
+                .await?;
+                txn.commit().await?;
+                return Ok(Claim::Unknown { reason });
             }
-            KeyState::InProgress {
-                lease_until_ms: until,
-                owner,
-                ..
-            } => {
-                let holder_gone = !alive_in(&txn, &shared, owner.as_deref()).await?;
-                if now < *until && !holder_gone {
-                    return Ok(Claim::InProgress {
-                        retry_after: Duration::from_millis(until - now),
-                    });
-                }
-                if entry.effect == Effect::SideEffecting {
-                    // The holder died or hung mid-call: it may have acted.
-                    let reason = if holder_gone {
-                        lapsed_reason(owner.as_deref())
-                    } else {
-                        "the lease on the key expired mid-call".to_owned()
-                    };
-                    entry.state = KeyState::Unknown {
-                        reason: reason.clone(),
-                    };
-                    entry.updated_ms = now;
-                    put_entry(&txn, &encoded, &entry).await?;
-                    let context = context.unwrap_or_default();
-                    escalate_in(
-                        &txn,
-                        NewEscalation {
-                            reason: Some(EscalationReason::UnknownOutcome),
-                            tool: Some(key.tool.clone()),
-                            key: Some(key.escalation_key()),
-                            error: reason.clone(),
-                            ..context
-                        },
-                        now,
-                    )
-                    .await?;
-                    txn.commit().await?;
-                    return Ok(Claim::Unknown { reason });
-                }
-            }
+            Reclaim::Take => {}
         }
         entry.claims += 1;
         entry.state = in_progress;

@@ -15,7 +15,9 @@ use crate::model::escalation::{
     Escalation, EscalationError, EscalationReason, NewEscalation, Resolution, Resolved,
 };
 pub use crate::model::journal::{AttemptRecord, JournalEntry, KeyState};
-pub(crate) use crate::model::journal::{Claim, Fingerprint, JournalKey, Reservation, Reserved};
+pub(crate) use crate::model::journal::{
+    Claim, Fingerprint, JournalKey, Reclaim, Reservation, Reserved,
+};
 use crate::model::schedule::{Schedule, ScheduleRun};
 use crate::model::units::Effect;
 use crate::store::ledger::{alert_soft_threshold, tokens_to_reserve};
@@ -466,57 +468,40 @@ pub(super) fn claim(
         },
         Some(bytes) => {
             let mut entry: JournalEntry = decode(&encoded, &bytes)?;
-            if !fingerprint.matches(&entry.fingerprint) {
-                return Ok(Claim::Mismatch);
-            }
-            match &entry.state {
-                KeyState::Completed { outcome } => return Ok(Claim::Replay(outcome.clone())),
-                KeyState::Unknown { reason } => {
-                    return Ok(Claim::Unknown {
-                        reason: reason.clone(),
-                    });
-                }
+            let holder_gone = match &entry.state {
                 KeyState::InProgress {
-                    lease_until_ms: until,
-                    owner_pid,
-                    owner,
-                } => {
-                    let holder_gone = !live.alive(owner.as_deref(), *owner_pid);
-                    if now < *until && !holder_gone {
-                        return Ok(Claim::InProgress {
-                            retry_after: Duration::from_millis(until - now),
-                        });
-                    }
-                    if entry.effect == Effect::SideEffecting {
-                        // The holder crashed or hung mid-call: it may have acted.
-                        let reason = if holder_gone {
-                            format!("process {owner_pid} holding the key stopped mid-call")
-                        } else {
-                            "the lease on the key expired mid-call".to_owned()
-                        };
-                        entry.state = KeyState::Unknown {
-                            reason: reason.clone(),
-                        };
-                        entry.updated_ms = now;
-                        table
-                            .insert(encoded.as_str(), encode(&entry).as_slice())
-                            .map_err(storage)?;
-                        drop(table);
-                        let context = context.map_or_else(NewEscalation::default, |c| *c);
-                        escalate(
-                            txn,
-                            NewEscalation {
-                                reason: Some(EscalationReason::UnknownOutcome),
-                                tool: Some(key.tool.clone()),
-                                key: Some(key.escalation_key()),
-                                error: reason.clone(),
-                                ..context
-                            },
-                            now,
-                        )?;
-                        return Ok(Claim::Unknown { reason });
-                    }
+                    owner_pid, owner, ..
+                } if !live.alive(owner.as_deref(), *owner_pid) => Some(format!(
+                    "process {owner_pid} holding the key stopped mid-call"
+                )),
+                _ => None,
+            };
+            match entry.reclaim(&fingerprint, now, holder_gone) {
+                Reclaim::Answer(claim) => return Ok(claim),
+                Reclaim::Unknown(reason) => {
+                    entry.state = KeyState::Unknown {
+                        reason: reason.clone(),
+                    };
+                    entry.updated_ms = now;
+                    table
+                        .insert(encoded.as_str(), encode(&entry).as_slice())
+                        .map_err(storage)?;
+                    drop(table);
+                    let context = context.map_or_else(NewEscalation::default, |c| *c);
+                    escalate(
+                        txn,
+                        NewEscalation {
+                            reason: Some(EscalationReason::UnknownOutcome),
+                            tool: Some(key.tool.clone()),
+                            key: Some(key.escalation_key()),
+                            error: reason.clone(),
+                            ..context
+                        },
+                        now,
+                    )?;
+                    return Ok(Claim::Unknown { reason });
                 }
+                Reclaim::Take => {}
             }
             entry.claims += 1;
             entry.state = in_progress;
