@@ -84,24 +84,19 @@ impl ToolMetrics {
         });
     }
 
-    /// Where one attempt's time went, by CPU lane.
-    pub(crate) fn lanes(&self, usage: &LaneUsage) {
+    /// One attempt that ran in a sandbox, and where its time went by CPU
+    /// lane (one lock for all of it).
+    pub(crate) fn attempt(&self, fuel: u64, tokens: u64, lane: &LaneUsage) {
         let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        self.with(|m| {
-            m.interactive_us = m.interactive_us.saturating_add(us(usage.interactive));
-            m.batch_us = m.batch_us.saturating_add(us(usage.batch));
-            m.parked_us = m.parked_us.saturating_add(us(usage.parked));
-            m.demotions += u64::from(usage.demoted);
-            m.permit_waits += u64::from(usage.permit_waits);
-        });
-    }
-
-    /// One attempt that ran in a sandbox.
-    pub(crate) fn attempt(&self, fuel: u64, tokens: u64) {
         self.with(|m| {
             m.attempts += 1;
             m.fuel = m.fuel.saturating_add(fuel);
             m.tokens = m.tokens.saturating_add(tokens);
+            m.interactive_us = m.interactive_us.saturating_add(us(lane.interactive));
+            m.batch_us = m.batch_us.saturating_add(us(lane.batch));
+            m.parked_us = m.parked_us.saturating_add(us(lane.parked));
+            m.demotions += u64::from(lane.demoted);
+            m.permit_waits += u64::from(lane.permit_waits);
         });
     }
 }
@@ -362,7 +357,7 @@ mod tests {
         tool.call("ok", Duration::from_micros(50), false);
         tool.call("ok", Duration::from_millis(3), true);
         tool.call("deadline-exceeded", Duration::from_secs(100), false);
-        tool.attempt(1000, 2);
+        tool.attempt(1000, 2, &LaneUsage::default());
         let text = metrics.render(&[]);
         assert!(
             text.contains("cofferdam_calls_total{tool=\"echo\",outcome=\"ok\"} 2"),

@@ -16,6 +16,7 @@ use crate::resilience::breaker::BreakerState;
 use crate::resilience::classify::disposition;
 use crate::runtime::attempt::{Attempt, Execution, Export, Returned};
 use crate::runtime::bindings::cofferdam::tool::types as wit;
+use crate::runtime::lanes::LaneUsage;
 use crate::runtime::net::HttpStats;
 use crate::{CallError, CallOutcome, ErrorClass, Fuel, Limits, ProgressSink, Tokens, ToolName};
 
@@ -29,6 +30,8 @@ pub(super) struct Ran {
     /// Whether the attempt was stopped after it may have acted, whatever
     /// budget error it is reported as later.
     pub stopped_mid_run: bool,
+    /// Where its time went, by CPU lane.
+    pub lane: LaneUsage,
 }
 
 impl Host {
@@ -96,13 +99,13 @@ impl Host {
                 .await
             }
         };
-        let (duration, fuel_used, http) = (
+        let (duration, fuel_used, http, lane) = (
             execution.duration,
             execution.fuel_used,
             execution.http.clone(),
+            execution.lane,
         );
         tool.bulkhead.observe(duration);
-        tool.metrics.lanes(&execution.lane);
         let result = checked_output(name, &budget.limits, execution);
         let stopped_mid_run = result
             .as_ref()
@@ -115,6 +118,7 @@ impl Host {
             http,
             started_ms,
             stopped_mid_run,
+            lane,
         }
     }
 }

@@ -38,6 +38,7 @@ impl Host {
             http,
             started_ms,
             stopped_mid_run,
+            lane,
         } = ran;
         let (result, charged) = self.bill(plan, call, budget, result, fuel_used).await?;
         let request = plan.request;
@@ -64,7 +65,7 @@ impl Host {
             http_bytes_in: http.bytes_in,
             http_bytes_out: http.bytes_out,
         });
-        plan.tool.metrics.attempt(fuel_used.0, charged);
+        plan.tool.metrics.attempt(fuel_used.0, charged, &lane);
         call.total_fuel += fuel_used.0;
         call.total_tokens += charged;
         let span = tracing::Span::current();
