@@ -117,5 +117,8 @@ pub use runtime::warm::WarmStats;
 pub use store::config::{PostgresConfig, StoreConfig};
 pub use store::migrate::migrate_to_postgres;
 pub use store::snapshot::{MigrateError, Migrated};
-pub use surfaces::mcp::{HttpAccess, McpServer, ServeError};
+pub use surfaces::mcp::{
+    ClientError, ClientSpec, Clients, Grant, HttpAccess, Identity, Manage, McpServer, ServeError,
+    StdioSpec, new_token, token_digest,
+};
 pub use tokio_util::sync::CancellationToken;

@@ -123,6 +123,16 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Make a bearer token for an MCP client over HTTP: prints the token
+    /// (give it to the client) and the `[[clients]]` entry holding its digest.
+    Token {
+        /// The client's name, for the entry.
+        #[arg(long, default_value = "my-agent")]
+        name: String,
+        /// The agent the client acts as.
+        #[arg(long)]
+        agent: Option<String>,
+    },
     /// The store itself: move the data dir's journal into PostgreSQL.
     Store {
         #[command(subcommand)]
@@ -202,6 +212,7 @@ pub(crate) fn main() -> ExitCode {
             Command::Schedules { command, store } => {
                 schedules::schedules(command, &dirs, &store).await
             }
+            Command::Token { name, agent } => serve::token(&name, agent.as_deref()),
             Command::Store { command, store } => migrate::store(command, &dirs.store(&store)?),
             Command::Bench(args) => bench::bench(args, dirs.store.clone()).await,
             Command::Serve(args) => serve::serve(args, &dirs).await,

@@ -78,6 +78,20 @@ pub(super) struct ServeArgs {
 pub(super) async fn serve(args: ServeArgs, dirs: &Dirs) -> Result<ExitCode> {
     let (config, host) = configured_host(&args.config, dirs).await?;
     let server = McpServer::new(host.clone());
+    server
+        .set_clients(&config.clients)
+        .context("invalid [[clients]]")?;
+    server.set_stdio_identity(config.stdio.as_ref());
+    if let Some(addr) = args.http
+        && !addr.ip().is_loopback()
+        && config.clients.is_empty()
+    {
+        anyhow::bail!(
+            "refusing to serve {addr} beyond loopback without [[clients]] tokens: \
+             anyone who reaches it could call every tool as any agent \
+             (make a token with `cofferdam token`)"
+        );
+    }
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
     // The schedule runner: fires due runs until the server stops, then
@@ -391,6 +405,11 @@ async fn watch(
             seen = stamp(&path, &current);
             continue;
         }
+        // Checked above: a token removed from the file is refused from now.
+        if let Err(e) = server.set_clients(&next.clients) {
+            tracing::warn!(error = %e, "clients not reloaded");
+        }
+        server.set_stdio_identity(next.stdio.as_ref());
         let report = next.reload(server.host(), &current).await;
         for (name, error) in &report.failed {
             tracing::warn!(tool = %name, error = %chain(error), "tool not reloaded");
@@ -405,6 +424,27 @@ async fn watch(
         current = next;
         seen = stamp(&path, &current);
     }
+}
+
+/// `cofferdam token`: a new bearer token and the `[[clients]]` entry that
+/// admits it (the token itself is not stored anywhere).
+pub(super) fn token(name: &str, agent: Option<&str>) -> Result<ExitCode> {
+    let (token, digest) = cofferdam::new_token().context("no randomness for a token")?;
+    println!("token (give it to the client, as `Authorization: Bearer TOKEN`):");
+    println!("  {token}");
+    println!();
+    println!("for cofferdam.toml:");
+    println!("[[clients]]");
+    println!("name = {}", toml_string(name));
+    println!("token_sha256 = \"{digest}\"");
+    println!("agent = {}", toml_string(agent.unwrap_or(name)));
+    println!("# tools = [\"*\"]                                  # the tools it may call");
+    println!("# manage = [\"schedules\", \"tasks\", \"escalations\"]  # what it may manage");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
 }
 
 /// Modification time and size of the config file and every component it

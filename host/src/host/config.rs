@@ -81,6 +81,14 @@ pub struct HostConfig {
     /// The tools, by name.
     #[serde(default)]
     pub tools: BTreeMap<String, ToolPolicy>,
+    /// The MCP clients allowed over HTTP, each a bearer token's digest and
+    /// the agent it stands for; with any, every HTTP request needs a token.
+    #[serde(default)]
+    pub clients: Vec<crate::ClientSpec>,
+    /// The identity of the MCP client over stdio (default: none; its
+    /// `_meta` says who it is, and it manages nothing).
+    #[serde(default)]
+    pub stdio: Option<crate::StdioSpec>,
 }
 
 /// `[store]`: a database shared by every replica instead of the embedded
@@ -253,6 +261,25 @@ impl HostConfig {
         }
         for key in self.schedules.zeros() {
             push(format!("schedules.{key}"), "must be above zero".into());
+        }
+        if let Err(e) = crate::surfaces::mcp::Clients::check(&self.clients) {
+            push("clients".into(), e.to_string());
+        }
+        if let Some(stdio) = &self.stdio
+            && (stdio.agent.is_empty() || stdio.agent.chars().any(char::is_control))
+        {
+            push(
+                "stdio.agent".into(),
+                "must be printable and not empty".into(),
+            );
+        }
+        for name in self.tools.keys() {
+            if crate::surfaces::mcp::is_reserved(name) {
+                push(
+                    format!("tools.{name}"),
+                    "is the name of an MCP management tool; choose another".into(),
+                );
+            }
         }
         let rules = self.schedules.apply(ScheduleConfig::default());
         if rules.default_timeout > rules.max_timeout {

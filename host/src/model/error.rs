@@ -711,6 +711,14 @@ pub enum JournalError {
     },
 }
 
+impl JournalError {
+    /// Whether the store did not answer ([`JournalError::Unavailable`]):
+    /// nothing is known to have changed, and trying later may succeed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+}
+
 /// What a storage backend reported, shared by every caller of a failed
 /// batch (the redb store answers a whole group commit with one error).
 pub type StorageCause = std::sync::Arc<dyn std::error::Error + Send + Sync>;

@@ -171,12 +171,53 @@ impl Tasks {
     /// cancelled) and returns its record. A known id with the same
     /// definition resumes; a finished task is returned as it is.
     pub async fn run(&self, spec: TaskSpec) -> Result<TaskRecord, TaskError> {
+        let (record, _) = self.prepare(spec)?;
+        self.drive(record).await
+    }
+
+    /// Starts a task in the background (on the current Tokio runtime) and
+    /// returns its record at once, stored, so [`Tasks::status`] follows it
+    /// from the first moment. A known id with the same definition resumes;
+    /// a finished task is returned as it is, and one running in this
+    /// process is refused ([`TaskError::AlreadyRunning`]).
+    ///
+    /// How the run ends is in its record; a run that cannot go on (its
+    /// store failed) is logged.
+    pub async fn start(&self, spec: TaskSpec) -> Result<TaskRecord, TaskError> {
+        let (mut record, new) = self.prepare(spec)?;
+        if record.state.is_final() {
+            return Ok(record);
+        }
+        if self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&record.id)
+        {
+            return Err(TaskError::AlreadyRunning { id: record.id });
+        }
+        if new {
+            self.save(&mut record).await?;
+        }
+        let (tasks, started) = (self.clone(), record.clone());
+        tokio::spawn(async move {
+            let id = started.id.clone();
+            if let Err(e) = tasks.drive(started).await {
+                tracing::warn!(task = %id, error = %e, "a background task stopped");
+            }
+        });
+        Ok(record)
+    }
+
+    /// The stored record of `spec`'s task, or a new one (and whether it is
+    /// new).
+    fn prepare(&self, spec: TaskSpec) -> Result<(TaskRecord, bool), TaskError> {
         spec.validate()?;
         let record = match self.host.store().task(&spec.id)? {
             Some(record) if record.spec != spec => {
                 return Err(TaskError::SpecMismatch { id: spec.id });
             }
-            Some(record) => record,
+            Some(record) => return Ok((record, false)),
             None => TaskRecord {
                 v: 1,
                 id: spec.id.clone(),
@@ -203,7 +244,7 @@ impl Tasks {
                 updated_ms: unix_millis(),
             },
         };
-        self.drive(record).await
+        Ok((record, true))
     }
 
     /// Resumes a stored task where it stopped.

@@ -16,22 +16,39 @@
 //! capped and closed once unused ([`sessions`]). Connection limits and
 //! read timeouts belong to whoever owns the listener (`cofferdam serve`).
 //!
-//! It does not offer MCP resources, prompts or sampling: cofferdam hosts
-//! tools. Protocol-level errors are kept for requests the host cannot
-//! understand (an unknown tool, malformed `_meta` or params).
+//! Identities ([`identity`]): with `[[clients]]` configured, every HTTP
+//! request needs a bearer token, and the agent and tenant it stands for
+//! replace `_meta.agentId`/`tenantId`; a client sees and calls only the
+//! tools its grant names, plus the management tools ([`manage`]) it is
+//! allowed: its own schedules, tasks and escalations. Without clients, HTTP
+//! is anonymous (`_meta` says who calls) and offers no management.
+//!
+//! It does not offer MCP prompts or sampling: cofferdam hosts tools.
+//! Protocol-level errors are kept for requests the host cannot understand
+//! (an unknown tool, malformed `_meta` or params).
 
+mod identity;
+mod manage;
+mod resources;
 mod sessions;
 mod stdio;
 
+pub use identity::{
+    ClientError, ClientSpec, Clients, Grant, Identity, Manage, StdioSpec, new_token, token_digest,
+};
+pub(crate) use manage::is_reserved;
+
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, CustomRequest,
-    CustomResult, Implementation, JsonObject, ListToolsResult, MetaObject, PaginatedRequestParams,
-    ProgressNotificationParam, ProgressToken, ServerCapabilities, ServerConfig, Tool,
-    ToolAnnotations,
+    CustomResult, Implementation, JsonObject, ListResourceTemplatesResult, ListResourcesResult,
+    ListToolsResult, MetaObject, PaginatedRequestParams, ProgressNotificationParam, ProgressToken,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
+    ResourceContents, ResourceTemplate, ServerCapabilities, ServerConfig, SubscribeRequestParams,
+    Tool, ToolAnnotations, UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, RequestContext, ServerInitializeError};
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -47,6 +64,12 @@ use crate::{CallError, CallOutcome, CallRequest, Effect, Host, Progress, Tokens,
 pub struct McpServer {
     host: Host,
     peers: Arc<Mutex<Vec<Peer<RoleServer>>>>,
+    /// The HTTP clients, by token (none: HTTP is anonymous).
+    clients: Clients,
+    /// Who the stdio client is (none: its `_meta` says).
+    local: Arc<RwLock<Option<Identity>>>,
+    /// Resources clients subscribed to.
+    watches: resources::Watches,
     /// Cancelled when the client's input ends (stdio): calls still running
     /// are cancelled with it.
     input_closed: CancellationToken,
@@ -114,6 +137,9 @@ impl McpServer {
         Self {
             host,
             peers: Arc::default(),
+            clients: Clients::default(),
+            local: Arc::default(),
+            watches: resources::Watches::default(),
             input_closed: CancellationToken::new(),
         }
     }
@@ -121,6 +147,48 @@ impl McpServer {
     /// The host behind the server.
     pub fn host(&self) -> &Host {
         &self.host
+    }
+
+    /// Makes `clients` the ones allowed over HTTP, at once for every
+    /// session (a token no longer listed is refused on its next request).
+    /// With none, HTTP is anonymous. Nothing changes when one is invalid.
+    pub fn set_clients(&self, clients: &[ClientSpec]) -> Result<(), ClientError> {
+        self.clients.replace(clients)
+    }
+
+    /// Sets who the stdio client is (`None`: whoever its `_meta` says,
+    /// with no management tools).
+    pub fn set_stdio_identity(&self, spec: Option<&StdioSpec>) {
+        *self.local.write().unwrap_or_else(|e| e.into_inner()) = spec.map(Identity::from);
+    }
+
+    /// Who sent a request: the identity its bearer token proved (HTTP with
+    /// clients configured), the stdio identity, or nobody in particular.
+    /// The caller, for requests only an identified client may make.
+    fn identified(&self, context: &RequestContext<RoleServer>) -> Result<Identity, ErrorData> {
+        self.caller(context).ok_or_else(|| {
+            ErrorData::invalid_request(
+                "resources are per agent: configure [[clients]] tokens (HTTP) or [stdio] agent",
+                None,
+            )
+        })
+    }
+
+    /// What identifies the caller's session to the resource watcher.
+    fn session_key(context: &RequestContext<RoleServer>) -> String {
+        context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.headers.get("mcp-session-id"))
+            .and_then(|id| id.to_str().ok())
+            .map_or_else(|| "stdio".to_owned(), |id| format!("http:{id}"))
+    }
+
+    fn caller(&self, context: &RequestContext<RoleServer>) -> Option<Identity> {
+        match context.extensions.get::<axum::http::request::Parts>() {
+            Some(parts) => parts.extensions.get::<Identity>().cloned(),
+            None => self.local.read().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
     }
 
     /// Tells every connected client that the tool list changed
@@ -193,10 +261,15 @@ impl McpServer {
             config,
         );
         let retry_after = access.session_init_timeout.as_secs().max(1);
+        let clients = self.clients.clone();
         axum::Router::new()
             .nest_service("/mcp", service)
             .layer(axum::middleware::from_fn(move |request, next| {
                 refuse_beyond_session_cap(Arc::clone(&sessions), retry_after, request, next)
+            }))
+            // Outermost: nobody without a token opens a session.
+            .layer(axum::middleware::from_fn(move |request, next| {
+                authenticate(clients.clone(), request, next)
             }))
     }
 
@@ -205,11 +278,32 @@ impl McpServer {
         params: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        let caller = self.caller(&context);
+        if let Some(identity) = &caller {
+            if manage::offers(identity, &params.name) {
+                let arguments = params.arguments.unwrap_or_default();
+                return Ok(manage::call(&self.host, identity, &params.name, arguments).await);
+            }
+            if !identity.grant.may_call(&params.name) || manage::is_reserved(&params.name) {
+                return Err(ErrorData::invalid_params(
+                    format!(
+                        "no tool named `{}` is available to client `{}`",
+                        params.name, identity.client
+                    ),
+                    Some(json!({ "class": "unknown-tool" })),
+                ));
+            }
+        }
         let mut request = CallRequest::new(
             &params.name,
             Value::Object(params.arguments.unwrap_or_default()).to_string(),
         );
         read_meta(&context.meta, &mut request)?;
+        if let Some(identity) = caller {
+            // Who the token proved, whatever `_meta` claims.
+            request.agent = Some(identity.agent);
+            request.tenant = identity.tenant;
+        }
         // Cancelled by the client (`notifications/cancelled`, a closed HTTP
         // stream) or by the end of its input.
         let cancel = self.input_closed.child_token();
@@ -241,6 +335,8 @@ impl ServerHandler for McpServer {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_tool_list_changed()
+                .enable_resources()
+                .enable_resources_subscribe()
                 .build(),
         )
         .with_server_info(Implementation::new("cofferdam", env!("CARGO_PKG_VERSION")))
@@ -254,14 +350,121 @@ impl ServerHandler for McpServer {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let tools = self.host.tools().iter().map(mcp_tool).collect();
+        let loaded = self.host.tools();
+        let tools = match self.caller(&context) {
+            None => loaded.iter().map(mcp_tool).collect(),
+            Some(identity) => loaded
+                .iter()
+                .filter(|t| {
+                    identity.grant.may_call(t.name.as_str())
+                        && !manage::is_reserved(t.name.as_str())
+                })
+                .map(mcp_tool)
+                .chain(manage::offered(&identity))
+                .collect(),
+        };
         Ok(ListToolsResult::with_all_items(tools))
     }
 
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let Some(identity) = self.caller(&context) else {
+            return Ok(ListResourcesResult::with_all_items(Vec::new()));
+        };
+        let entries = manage::resources(&self.host, &identity)
+            .map_err(|r| ErrorData::internal_error(r.message().to_owned(), None))?;
+        let resources = entries
+            .into_iter()
+            .map(|e| {
+                Resource::new(e.uri, e.name)
+                    .with_description(e.description)
+                    .with_mime_type("application/json")
+            })
+            .collect();
+        Ok(ListResourcesResult::with_all_items(resources))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        let Some(identity) = self.caller(&context) else {
+            return Ok(ListResourceTemplatesResult::with_all_items(Vec::new()));
+        };
+        let templates = manage::TEMPLATES
+            .iter()
+            .filter(|(_, _, _, needs)| identity.grant.may_manage(*needs))
+            .map(|(uri, name, description, _)| {
+                ResourceTemplate::new(*uri, *name)
+                    .with_description(*description)
+                    .with_mime_type("application/json")
+            })
+            .collect();
+        Ok(ListResourceTemplatesResult::with_all_items(templates))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let identity = self.identified(&context)?;
+        let value = manage::read(&self.host, &identity, &request.uri)
+            .map_err(|r| resource_error(&request.uri, &r))?;
+        let contents = ResourceContents::text(value.to_string(), request.uri)
+            .with_mime_type("application/json");
+        Ok(ReadResourceResult::new(vec![contents]).into())
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let identity = self.identified(&context)?;
+        let session = Self::session_key(&context);
+        self.watches
+            .subscribe(
+                &self.host,
+                identity,
+                session,
+                context.peer.clone(),
+                request.uri.clone(),
+            )
+            .map_err(|e| match e {
+                resources::SubscribeError::Refused(r) => resource_error(&request.uri, &r),
+                resources::SubscribeError::TooMany => ErrorData::invalid_request(
+                    format!(
+                        "a session may watch at most {} resources",
+                        resources::MAX_PER_SESSION
+                    ),
+                    None,
+                ),
+            })
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.watches
+            .unsubscribe(&Self::session_key(&context), &request.uri);
+        Ok(())
+    }
+
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.host.tool(name).as_ref().map(mcp_tool)
+        self.host
+            .tool(name)
+            .as_ref()
+            .map(mcp_tool)
+            .or_else(|| manage::definition(name))
     }
 
     /// A request rmcp could not read as any MCP request. When the method is
@@ -306,6 +509,17 @@ impl ServerHandler for McpServer {
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         peers.retain(|p| !p.is_transport_closed());
         peers.push(context.peer);
+    }
+}
+
+/// A resource that cannot be read: `-32002` when it is not there for the
+/// caller (missing, or someone else's), with the rule in `data`.
+fn resource_error(uri: &str, refusal: &manage::Refused) -> ErrorData {
+    let data = Some(json!({ "uri": uri, "rule": refusal.rule() }));
+    if manage::is_missing(refusal) {
+        ErrorData::resource_not_found(refusal.message().to_owned(), data)
+    } else {
+        ErrorData::invalid_params(refusal.message().to_owned(), data)
     }
 }
 
@@ -390,6 +604,58 @@ fn link(from: &CancellationToken, to: &CancellationToken) -> tokio_util::sync::D
         }
     });
     done.drop_guard()
+}
+
+/// Lets a request through only with a bearer token of a known client (when
+/// any is configured), carrying its [`Identity`] to the handlers; answers
+/// `401` with `WWW-Authenticate` (RFC 6750) otherwise.
+async fn authenticate(
+    clients: Clients,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse as _;
+    if clients.is_empty() {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    let identity = presented.and_then(|token| clients.identify(token));
+    if let Some(identity) = identity {
+        request.extensions_mut().insert(identity);
+        return next.run(request).await;
+    }
+    let (challenge, message) = if presented.is_some() {
+        (
+            r#"Bearer realm="cofferdam", error="invalid_token", error_description="unknown or revoked token""#,
+            "the bearer token is unknown or revoked",
+        )
+    } else {
+        (
+            r#"Bearer realm="cofferdam""#,
+            "a bearer token is required (Authorization: Bearer TOKEN)",
+        )
+    };
+    let body = json!({
+        "jsonrpc": "2.0",
+        "error": { "code": -32001, "message": message },
+    });
+    (
+        StatusCode::UNAUTHORIZED,
+        [
+            (header::WWW_AUTHENTICATE, challenge.to_owned()),
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+        ],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// Answers `503` to a request that would open a session (a POST without

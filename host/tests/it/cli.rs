@@ -377,6 +377,52 @@ fn check_validates_a_config_and_names_every_error() {
 }
 
 #[test]
+fn token_makes_a_client_entry_that_check_accepts_and_bad_entries_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = common::shared_data_dir();
+    let made = cofferdam(&data, &["token", "--name", "digest-agent"]);
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let stdout = text(&made.stdout);
+    let token = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("cfd_"))
+        .map(|rest| format!("cfd_{rest}"))
+        .expect("a token line");
+    let entry = &stdout[stdout.find("[[clients]]").expect("an entry")..];
+    assert!(entry.contains("agent = \"digest-agent\""), "{entry}");
+    assert!(
+        !entry.contains(&token),
+        "the entry holds the digest, not the token"
+    );
+    let config = dir.path().join("cofferdam.toml");
+    std::fs::write(&config, format!("data_dir = \"data\"\n{entry}")).expect("write");
+    let checked = cofferdam(&data, &["check", &config.display().to_string()]);
+    assert!(checked.status.success(), "{}", text(&checked.stderr));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!(
+            "[[clients]]\nname = \"x\"\ntoken_sha256 = \"abc\"\nagent = \"x\"\n\
+             [tools.schedule_create]\ncomponent = {:?}\n",
+            artifacts::HELLO
+        ),
+    )
+    .expect("write");
+    let failed = cofferdam(&data, &["check", &bad.display().to_string()]);
+    assert_eq!(failed.status.code(), Some(2));
+    let stderr = text(&failed.stderr);
+    assert!(
+        stderr.contains("clients: client `x`: token_sha256"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("tools.schedule_create: is the name of an MCP management tool"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn operator_commands_use_the_data_dir_of_a_config() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("cofferdam.toml");

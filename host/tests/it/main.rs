@@ -11,6 +11,7 @@ mod journal;
 mod lanes;
 mod lifecycle;
 mod limits;
+mod manage;
 mod mcp;
 mod migrate;
 mod postgres;

@@ -61,7 +61,7 @@ fn client() -> (Client, Events) {
 type Session = RunningService<RoleClient, Client>;
 
 /// A config with well-behaved and hostile tools; `extra` is appended.
-fn write_config(dir: &Path, extra: &str) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, extra: &str) -> PathBuf {
     let path = dir.join("cofferdam.toml");
     let text = format!(
         "data_dir = \"data\"\n\
@@ -82,7 +82,7 @@ fn write_config(dir: &Path, extra: &str) -> PathBuf {
     path
 }
 
-fn serve_command(config: &Path) -> tokio::process::Command {
+pub(crate) fn serve_command(config: &Path) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_cofferdam"));
     command
         .arg("serve")
@@ -495,7 +495,7 @@ fn call_request(id: u64, tool: &str, arguments: Value) -> Value {
 
 /// Starts `cofferdam serve --http 127.0.0.1:0` with `args`; returns the
 /// child and its address.
-async fn start_http(config: &Path, args: &[&str]) -> (tokio::process::Child, String) {
+pub(crate) async fn start_http(config: &Path, args: &[&str]) -> (tokio::process::Child, String) {
     let mut command = serve_command(config);
     command
         .arg("--http")

@@ -1,0 +1,1081 @@
+//! Management tools: an agent creates and follows its own background work
+//! over the MCP connection it already has — schedules, tasks, escalations.
+//!
+//! They are offered only to a client whose grant names them
+//! ([`Identity::grant`]), and they act as that client's agent: it owns what
+//! it creates, sees and changes only what it owns, and can target only the
+//! tools it may call. Every other rule is the library's, the same code the
+//! CLI runs ([`crate::Schedules::create`] checks the minimum interval, the
+//! owner's quota, the run budget against the system maximum, the timeout
+//! and sensitive tools). A refused request is a tool error whose
+//! `structuredContent.error` names the rule (`too-frequent`,
+//! `quota-exceeded`, `not-yours`, …), so the model can tell the user why.
+//!
+//! Schedule names are one namespace for every owner: a name another agent
+//! uses is refused as `name-taken` (which says only that the name is used).
+
+use std::sync::Arc;
+
+use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool, ToolAnnotations};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::identity::{Identity, Manage};
+use crate::model::journal::HistoryQuery;
+use crate::orchestration::schedule::ScheduleError;
+use crate::orchestration::task::TaskError;
+use crate::{
+    CatchUp, Escalation, Host, Resolution, Schedule, ScheduleSpec, ScheduleTarget, TaskRecord,
+    TaskSpec, TaskState, Tokens,
+};
+
+/// What a management tool needs the client's grant to hold.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Needs {
+    Manage(Manage),
+    Resolve,
+}
+
+/// One management tool.
+struct ManageTool {
+    name: &'static str,
+    needs: Needs,
+    read_only: bool,
+    description: &'static str,
+    schema: fn() -> Value,
+}
+
+/// The names management tools take; a loaded tool of the same name is
+/// hidden from clients offered the management tool.
+pub(crate) fn is_reserved(name: &str) -> bool {
+    TOOLS.iter().any(|t| t.name == name)
+}
+
+const TOOLS: &[ManageTool] = &[
+    ManageTool {
+        name: "schedule_create",
+        needs: Needs::Manage(Manage::Schedules),
+        read_only: false,
+        description: "Create a background schedule that runs one tool call or a multi-step task on a cron, \
+            in a time zone, each run under its own token budget and timeout. Runs are made as you. \
+            Creating the same schedule twice is harmless; the same name with another definition is refused. \
+            Example (every day at 9:00 Berlin time): {\"name\":\"ai-news-digest\",\"cron\":\"0 9 * * *\",\
+            \"timezone\":\"Europe/Berlin\",\"tool\":\"digest\",\"input\":{\"topic\":\"AI\"},\
+            \"budget_tokens\":20000,\"timeout_ms\":120000}. Rules: runs at least the host's minimum \
+            interval apart, a quota of schedules per owner, a budget no higher than the host's maximum, \
+            no tool marked sensitive.",
+        schema: schedule_create_schema,
+    },
+    ManageTool {
+        name: "schedule_list",
+        needs: Needs::Manage(Manage::Schedules),
+        read_only: true,
+        description: "List your schedules with their state (active or paused and why), next run, \
+            runs so far and tokens spent. Example: {}",
+        schema: empty_schema,
+    },
+    ManageTool {
+        name: "schedule_show",
+        needs: Needs::Manage(Manage::Schedules),
+        read_only: true,
+        description: "Show one of your schedules: definition, state, next run (UTC and local), \
+            runs, failures and tokens spent. Example: {\"name\":\"ai-news-digest\"}",
+        schema: name_schema,
+    },
+    ManageTool {
+        name: "schedule_pause",
+        needs: Needs::Manage(Manage::Schedules),
+        read_only: false,
+        description: "Pause one of your schedules: it does not run until resumed; slots that pass \
+            while paused are not caught up. Pausing a paused schedule is harmless. \
+            Example: {\"name\":\"ai-news-digest\",\"reason\":\"on holiday\"}",
+        schema: pause_schema,
+    },
+    ManageTool {
+        name: "schedule_resume",
+        needs: Needs::Manage(Manage::Schedules),
+        read_only: false,
+        description: "Resume one of your paused schedules from now on; its failure count starts \
+            again. Example: {\"name\":\"ai-news-digest\"}",
+        schema: name_schema,
+    },
+    ManageTool {
+        name: "schedule_delete",
+        needs: Needs::Manage(Manage::Schedules),
+        read_only: false,
+        description: "Delete one of your schedules and its history. Deleting one that does not \
+            exist is harmless (deleted: false). Example: {\"name\":\"ai-news-digest\"}",
+        schema: name_schema,
+    },
+    ManageTool {
+        name: "schedule_history",
+        needs: Needs::Manage(Manage::Schedules),
+        read_only: true,
+        description: "The runs of one of your schedules, oldest first: slot, status (succeeded, \
+            failed, skipped, interrupted, refused), tokens spent (the cost), error. \
+            Example: {\"name\":\"ai-news-digest\"}",
+        schema: name_schema,
+    },
+    ManageTool {
+        name: "task_start",
+        needs: Needs::Manage(Manage::Tasks),
+        read_only: false,
+        description: "Start a durable multi-step task in the background and return its id at once; \
+            follow it with task_status. Each step calls a tool; a step that failed for good undoes the \
+            finished steps that have a compensation. Starting a known id with the same steps resumes it. \
+            Example: {\"id\":\"report-42\",\"steps\":[{\"name\":\"fetch\",\"tool\":\"fetch\",\
+            \"input\":{\"url\":\"https://example.com\"}},{\"name\":\"summarize\",\"tool\":\"summarize\",\
+            \"input\":{\"text\":\"{{steps.fetch.output.body}}\"}}]}",
+        schema: task_start_schema,
+    },
+    ManageTool {
+        name: "task_status",
+        needs: Needs::Manage(Manage::Tasks),
+        read_only: true,
+        description: "How far one of your tasks is: its state, the step running now, steps done out \
+            of all, tokens spent so far, and each step's status and error. \
+            Example: {\"id\":\"report-42\"}",
+        schema: id_schema,
+    },
+    ManageTool {
+        name: "task_cancel",
+        needs: Needs::Manage(Manage::Tasks),
+        read_only: false,
+        description: "Cancel one of your tasks: the step running now is stopped and the task ends \
+            cancelled (a side-effecting step stopped midway becomes an escalation for a human). \
+            Finished tasks are left alone. Example: {\"id\":\"report-42\"}",
+        schema: id_schema,
+    },
+    ManageTool {
+        name: "task_list",
+        needs: Needs::Manage(Manage::Tasks),
+        read_only: true,
+        description: "List your tasks with their state and steps done. Example: {}",
+        schema: empty_schema,
+    },
+    ManageTool {
+        name: "escalation_list",
+        needs: Needs::Manage(Manage::Escalations),
+        read_only: true,
+        description: "List the escalations raised for your calls, tasks and schedules: work a human \
+            must decide on (an unknown outcome of a side effect, a failed compensation, a schedule that \
+            paused itself). Open ones only unless include_resolved. Example: {}",
+        schema: escalation_list_schema,
+    },
+    ManageTool {
+        name: "escalation_show",
+        needs: Needs::Manage(Manage::Escalations),
+        read_only: true,
+        description: "Show one of your escalations: why it was raised, the tool, key, task or \
+            schedule, and how a human resolved it. Example: {\"id\":7}",
+        schema: escalation_id_schema,
+    },
+    ManageTool {
+        name: "escalation_resolve",
+        needs: Needs::Resolve,
+        read_only: false,
+        description: "Resolve one of your escalations as a human decided: resume (the work did not \
+            happen; run it again), mark-done (it happened; output is recorded), compensate (undone by \
+            hand) or abort. Example: {\"id\":7,\"resolution\":\"mark-done\",\"output\":{\"sent\":true},\
+            \"note\":\"checked the mail log\"}",
+        schema: escalation_resolve_schema,
+    },
+];
+
+fn object(properties: Value, required: &[&str]) -> Value {
+    json!({
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": false,
+    })
+}
+
+fn empty_schema() -> Value {
+    object(json!({}), &[])
+}
+
+fn name_property() -> Value {
+    json!({"type": "string", "description": "The schedule's name (1-64 of A-Z a-z 0-9 . _ -)."})
+}
+
+fn name_schema() -> Value {
+    object(json!({"name": name_property()}), &["name"])
+}
+
+fn pause_schema() -> Value {
+    object(
+        json!({
+            "name": name_property(),
+            "reason": {"type": "string", "description": "Why, for the history."},
+        }),
+        &["name"],
+    )
+}
+
+fn id_schema() -> Value {
+    object(
+        json!({"id": {"type": "string", "description": "The task's id."}}),
+        &["id"],
+    )
+}
+
+fn escalation_id_schema() -> Value {
+    object(
+        json!({"id": {"type": "integer", "minimum": 1, "description": "The escalation's number."}}),
+        &["id"],
+    )
+}
+
+fn escalation_list_schema() -> Value {
+    object(
+        json!({"include_resolved": {"type": "boolean", "default": false}}),
+        &[],
+    )
+}
+
+fn escalation_resolve_schema() -> Value {
+    object(
+        json!({
+            "id": {"type": "integer", "minimum": 1},
+            "resolution": {"enum": ["resume", "mark-done", "compensate", "abort"]},
+            "output": {"description": "With mark-done: the output later calls with the key replay."},
+            "note": {"type": "string", "description": "What was checked or done, for the audit."},
+        }),
+        &["id", "resolution"],
+    )
+}
+
+fn step_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "tool": {"type": "string"},
+            "input": {"type": "object", "description": "May refer to earlier steps: {{steps.NAME.output.FIELD}}."},
+            "compensate": {
+                "type": "object",
+                "properties": {"tool": {"type": "string"}, "input": {"type": "object"}},
+                "required": ["tool"],
+            },
+            "pivot": {"type": "boolean"},
+            "fallbacks": {"type": "array", "items": {"type": "string"}},
+        },
+        "required": ["name", "tool"],
+    })
+}
+
+fn task_properties() -> Value {
+    json!({
+        "id": {"type": "string", "description": "The task's id: a new one starts, a known one resumes."},
+        "steps": {"type": "array", "minItems": 1, "items": step_schema()},
+    })
+}
+
+fn task_start_schema() -> Value {
+    object(task_properties(), &["id", "steps"])
+}
+
+fn schedule_create_schema() -> Value {
+    let mut task = task_start_schema();
+    task["description"] = json!("A multi-step task to run instead of one tool.");
+    object(
+        json!({
+            "name": name_property(),
+            "cron": {"type": "string", "description": "Five fields: minute hour day-of-month month day-of-week, e.g. \"0 9 * * 1-5\"."},
+            "timezone": {"type": "string", "default": "UTC", "description": "IANA zone, e.g. Europe/Berlin."},
+            "tool": {"type": "string", "description": "The tool each run calls (or give task)."},
+            "input": {"type": "object", "description": "The tool's input."},
+            "task": task,
+            "budget_tokens": {"type": "integer", "minimum": 1, "description": "Tokens one run may spend (default: the host's maximum)."},
+            "timeout_ms": {"type": "integer", "minimum": 1, "description": "How long one run may take."},
+            "catch_up": {"enum": ["skip", "once"], "default": "skip", "description": "Slots missed while the host was down: skip them, or run the latest once."},
+        }),
+        &["name", "cron"],
+    )
+}
+
+/// The management tools `identity` is offered.
+pub(crate) fn offered(identity: &Identity) -> impl Iterator<Item = Tool> + '_ {
+    TOOLS
+        .iter()
+        .filter(|t| allowed(identity, t))
+        .map(definition_of)
+}
+
+/// The definition of management tool `name`.
+pub(crate) fn definition(name: &str) -> Option<Tool> {
+    TOOLS.iter().find(|t| t.name == name).map(definition_of)
+}
+
+fn definition_of(tool: &ManageTool) -> Tool {
+    let schema = match (tool.schema)() {
+        Value::Object(map) => map,
+        _ => JsonObject::new(),
+    };
+    let annotations = if tool.read_only {
+        ToolAnnotations::new().read_only(true).destructive(false)
+    } else {
+        ToolAnnotations::new().read_only(false).idempotent(true)
+    };
+    Tool::new(tool.name, tool.description, Arc::new(schema)).with_annotations(annotations)
+}
+
+fn allowed(identity: &Identity, tool: &ManageTool) -> bool {
+    match tool.needs {
+        Needs::Manage(what) => identity.grant.may_manage(what),
+        Needs::Resolve => identity.grant.resolve_escalations,
+    }
+}
+
+/// Whether `name` is a management tool `identity` may use.
+pub(crate) fn offers(identity: &Identity, name: &str) -> bool {
+    TOOLS.iter().any(|t| t.name == name && allowed(identity, t))
+}
+
+/// A refusal: a tool error naming the rule.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    class: &'static str,
+    rule: &'static str,
+    message: String,
+}
+
+fn refused(rule: &'static str, message: impl Into<String>) -> Refused {
+    Refused {
+        class: "invalid-input",
+        rule,
+        message: message.into(),
+    }
+}
+
+impl From<ScheduleError> for Refused {
+    fn from(e: ScheduleError) -> Self {
+        let rule = match &e {
+            ScheduleError::InvalidName { .. } => "invalid-name",
+            ScheduleError::InvalidOwner { .. } => "invalid-owner",
+            ScheduleError::Cron { .. } => "invalid-cron",
+            ScheduleError::Zone { .. } => "unknown-time-zone",
+            ScheduleError::TooFrequent { .. } => "too-frequent",
+            ScheduleError::QuotaExceeded { .. } => "quota-exceeded",
+            ScheduleError::BudgetTooHigh { .. } => "budget-too-high",
+            ScheduleError::BadTimeout { .. } => "bad-timeout",
+            ScheduleError::UnknownTool { .. } => "unknown-tool",
+            ScheduleError::SensitiveTool { .. } => "sensitive-tool",
+            ScheduleError::Task { .. } => "invalid-task",
+            ScheduleError::Exists { .. } => "exists",
+            ScheduleError::NotFound { .. } => "not-found",
+            ScheduleError::Journal(e) => return store_failure(e.to_string(), e.is_unavailable()),
+        };
+        refused(rule, e.to_string())
+    }
+}
+
+impl From<TaskError> for Refused {
+    fn from(e: TaskError) -> Self {
+        let rule = match &e {
+            TaskError::Invalid { .. } | TaskError::Template { .. } => "invalid-task",
+            TaskError::SpecMismatch { .. } => "exists",
+            TaskError::NotFound { .. } => "not-found",
+            TaskError::AlreadyRunning { .. } => "already-running",
+            TaskError::Journal(e) => return store_failure(e.to_string(), e.is_unavailable()),
+            _ => "invalid-task",
+        };
+        refused(rule, e.to_string())
+    }
+}
+
+impl From<crate::EscalationError> for Refused {
+    fn from(e: crate::EscalationError) -> Self {
+        use crate::EscalationError as E;
+        let rule = match &e {
+            E::NotFound { .. } => "not-found",
+            E::AlreadyResolved { .. } => "already-resolved",
+            E::BadOutput { .. } => "invalid-output",
+            E::Journal(journal) => {
+                return store_failure(e.to_string(), journal.is_unavailable());
+            }
+            _ => "invalid-escalation",
+        };
+        refused(rule, e.to_string())
+    }
+}
+
+impl From<crate::JournalError> for Refused {
+    fn from(e: crate::JournalError) -> Self {
+        store_failure(e.to_string(), e.is_unavailable())
+    }
+}
+
+fn store_failure(message: String, unavailable: bool) -> Refused {
+    Refused {
+        class: if unavailable {
+            "store-unavailable"
+        } else {
+            "permanent"
+        },
+        rule: "store",
+        message,
+    }
+}
+
+/// Reads a tool's arguments; a missing or unknown field names itself.
+fn args<T: DeserializeOwned>(tool: &str, arguments: JsonObject) -> Result<T, Refused> {
+    serde_json::from_value(Value::Object(arguments))
+        .map_err(|e| refused("invalid-arguments", format!("{tool}: {e}")))
+}
+
+/// Runs management tool `name` as `identity` (which [`offers`] it).
+pub(crate) async fn call(
+    host: &Host,
+    identity: &Identity,
+    name: &str,
+    arguments: JsonObject,
+) -> CallToolResult {
+    let manager = Manager { host, identity };
+    match manager.dispatch(name, arguments).await {
+        Ok(value) => {
+            let mut result = CallToolResult::success(vec![ContentBlock::text(value.to_string())]);
+            result.structured_content = Some(value);
+            result
+        }
+        Err(refusal) => {
+            let mut result = CallToolResult::error(vec![ContentBlock::text(format!(
+                "{} ({})",
+                refusal.message, refusal.rule
+            ))]);
+            result.structured_content = Some(json!({
+                "error": {
+                    "class": refusal.class,
+                    "rule": refusal.rule,
+                    "message": refusal.message,
+                }
+            }));
+            result
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NameArgs {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PauseArgs {
+    name: String,
+    #[serde(default)]
+    reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdArgs {
+    id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EscalationIdArgs {
+    id: u64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct EscalationListArgs {
+    #[serde(default)]
+    include_resolved: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolveArgs {
+    id: u64,
+    resolution: String,
+    #[serde(default)]
+    output: Option<Value>,
+    #[serde(default)]
+    note: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateArgs {
+    name: String,
+    cron: String,
+    #[serde(default = "utc")]
+    timezone: String,
+    #[serde(default)]
+    tool: Option<String>,
+    #[serde(default)]
+    input: Option<Value>,
+    #[serde(default)]
+    task: Option<TaskArgs>,
+    #[serde(default)]
+    budget_tokens: Option<u64>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    catch_up: CatchUp,
+}
+
+fn utc() -> String {
+    "UTC".to_owned()
+}
+
+/// A task as an agent gives it: no agent or tenant (they are the caller's).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskArgs {
+    id: String,
+    steps: Vec<crate::model::task::StepSpec>,
+}
+
+struct Manager<'a> {
+    host: &'a Host,
+    identity: &'a Identity,
+}
+
+impl Manager<'_> {
+    async fn dispatch(&self, name: &str, arguments: JsonObject) -> Result<Value, Refused> {
+        match name {
+            "schedule_create" => self.schedule_create(args(name, arguments)?).await,
+            "schedule_list" => {
+                args::<EmptyArgs>(name, arguments)?;
+                self.schedule_list()
+            }
+            "schedule_show" => {
+                let NameArgs { name } = args(name, arguments)?;
+                Ok(schedule_view(&self.own_schedule(&name)?))
+            }
+            "schedule_pause" => {
+                let PauseArgs { name, reason } = args(name, arguments)?;
+                self.own_schedule(&name)?;
+                let reason = if reason.is_empty() {
+                    format!("paused by agent {}", self.identity.agent)
+                } else {
+                    reason
+                };
+                let paused = self.host.schedules().pause(&name, &reason).await?;
+                Ok(schedule_view(&paused))
+            }
+            "schedule_resume" => {
+                let NameArgs { name } = args(name, arguments)?;
+                self.own_schedule(&name)?;
+                Ok(schedule_view(&self.host.schedules().resume(&name).await?))
+            }
+            "schedule_delete" => {
+                let NameArgs { name } = args(name, arguments)?;
+                match self.own_schedule(&name) {
+                    Ok(_) => {}
+                    Err(r) if r.rule == "not-found" => {
+                        return Ok(json!({"name": name, "deleted": false}));
+                    }
+                    Err(r) => return Err(r),
+                }
+                let deleted = self.host.schedules().delete(&name).await?;
+                Ok(json!({"name": name, "deleted": deleted}))
+            }
+            "schedule_history" => {
+                let NameArgs { name } = args(name, arguments)?;
+                self.schedule_history(&name)
+            }
+            "task_start" => {
+                let task: TaskArgs = args(name, arguments)?;
+                self.task_start(task).await
+            }
+            "task_status" => {
+                let IdArgs { id } = args(name, arguments)?;
+                let record = self.own_task(&id)?;
+                self.task_view(&record, true)
+            }
+            "task_cancel" => {
+                let IdArgs { id } = args(name, arguments)?;
+                self.own_task(&id)?;
+                let record = self.host.tasks().cancel(&id).await?;
+                self.task_view(&record, false)
+            }
+            "task_list" => {
+                args::<EmptyArgs>(name, arguments)?;
+                let tasks = self
+                    .host
+                    .tasks()
+                    .list()?
+                    .into_iter()
+                    .filter(|t| self.owns_task(t))
+                    .map(|t| self.task_view(&t, false))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(json!({ "tasks": tasks }))
+            }
+            "escalation_list" => {
+                let EscalationListArgs { include_resolved } = args(name, arguments)?;
+                Ok(json!({ "escalations": self.escalations(include_resolved)? }))
+            }
+            "escalation_show" => {
+                let EscalationIdArgs { id } = args(name, arguments)?;
+                Ok(json!(self.own_escalation(id)?))
+            }
+            "escalation_resolve" => {
+                let resolve: ResolveArgs = args(name, arguments)?;
+                self.own_escalation(resolve.id)?;
+                let resolution = match resolve.resolution.as_str() {
+                    "resume" => Resolution::Resume,
+                    "mark-done" => Resolution::MarkDone {
+                        output: resolve.output.map(|o| o.to_string()),
+                    },
+                    "compensate" => Resolution::Compensate,
+                    "abort" => Resolution::Abort,
+                    other => {
+                        return Err(refused(
+                            "invalid-arguments",
+                            format!(
+                                "escalation_resolve: unknown resolution `{other}` (use resume, mark-done, compensate or abort)"
+                            ),
+                        ));
+                    }
+                };
+                let note = if resolve.note.is_empty() {
+                    format!("resolved by {} over MCP", self.identity.client)
+                } else {
+                    resolve.note
+                };
+                let resolved = self
+                    .host
+                    .escalations()
+                    .resolve(resolve.id, resolution, &note)
+                    .await?;
+                Ok(json!(resolved))
+            }
+            other => Err(refused(
+                "unknown-tool",
+                format!("no management tool `{other}`"),
+            )),
+        }
+    }
+
+    fn agent(&self) -> &str {
+        &self.identity.agent
+    }
+
+    fn schedule_list(&self) -> Result<Value, Refused> {
+        let schedules = self
+            .host
+            .schedules()
+            .list(Some(self.agent()))?
+            .iter()
+            .map(schedule_view)
+            .collect::<Vec<_>>();
+        Ok(json!({ "schedules": schedules }))
+    }
+
+    fn schedule_history(&self, name: &str) -> Result<Value, Refused> {
+        self.own_schedule(name)?;
+        let runs = self.host.schedules().history(name)?;
+        let total: u64 = runs.iter().map(|r| r.tokens.0).sum();
+        Ok(json!({
+            "name": name,
+            "runs": runs,
+            "total_tokens": total,
+        }))
+    }
+
+    fn escalations(&self, include_resolved: bool) -> Result<Vec<Escalation>, Refused> {
+        Ok(self
+            .host
+            .escalations()
+            .list(include_resolved)?
+            .into_iter()
+            .filter(|e| self.owns_escalation(e))
+            .collect())
+    }
+
+    /// The caller's schedule `name`: `not-found`, or `not-yours` when it
+    /// belongs to another agent.
+    fn own_schedule(&self, name: &str) -> Result<Schedule, Refused> {
+        let schedule = self.host.schedules().get(name)?;
+        if schedule.spec.owner != self.agent() {
+            return Err(refused(
+                "not-yours",
+                format!("schedule `{name}` belongs to another agent"),
+            ));
+        }
+        Ok(schedule)
+    }
+
+    /// Refuses a target tool the caller may not call.
+    fn may_target(&self, tool: &str) -> Result<(), Refused> {
+        if self.identity.grant.may_call(tool) {
+            Ok(())
+        } else {
+            Err(refused(
+                "tool-not-allowed",
+                format!(
+                    "client `{}` may not call tool `{tool}`",
+                    self.identity.client
+                ),
+            ))
+        }
+    }
+
+    fn may_run_task(&self, task: &TaskSpec) -> Result<(), Refused> {
+        for step in &task.steps {
+            self.may_target(&step.tool)?;
+            for tool in step
+                .fallbacks
+                .iter()
+                .chain(step.compensate.as_ref().map(|c| &c.tool))
+            {
+                self.may_target(tool)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn task_spec(&self, task: TaskArgs) -> TaskSpec {
+        TaskSpec {
+            id: task.id,
+            agent: Some(self.identity.agent.clone()),
+            tenant: self.identity.tenant.clone(),
+            steps: task.steps,
+        }
+    }
+
+    async fn schedule_create(&self, create: CreateArgs) -> Result<Value, Refused> {
+        let target = match (create.tool, create.task) {
+            (Some(tool), None) => {
+                self.may_target(&tool)?;
+                ScheduleTarget::Tool {
+                    tool,
+                    input: create.input.unwrap_or_else(|| json!({})),
+                }
+            }
+            (None, Some(task)) if create.input.is_none() => {
+                let task = self.task_spec(task);
+                self.may_run_task(&task)?;
+                ScheduleTarget::Task { task }
+            }
+            _ => {
+                return Err(refused(
+                    "invalid-arguments",
+                    "schedule_create: give either `tool` (with `input`) or `task`",
+                ));
+            }
+        };
+        match self.host.schedules().get(&create.name) {
+            Ok(existing) if existing.spec.owner != self.agent() => {
+                return Err(refused(
+                    "name-taken",
+                    format!(
+                        "schedule name `{}` is taken; choose another name",
+                        create.name
+                    ),
+                ));
+            }
+            Ok(_) | Err(ScheduleError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let spec = ScheduleSpec {
+            name: create.name,
+            owner: self.identity.agent.clone(),
+            cron: create.cron,
+            zone: create.timezone,
+            target,
+            budget: create.budget_tokens.map(Tokens),
+            timeout_ms: create.timeout_ms,
+            catch_up: create.catch_up,
+        };
+        let schedule = self.host.schedules().create(spec).await?;
+        Ok(schedule_view(&schedule))
+    }
+
+    fn owns_task(&self, record: &TaskRecord) -> bool {
+        record.spec.agent.as_deref() == Some(self.agent())
+    }
+
+    fn own_task(&self, id: &str) -> Result<TaskRecord, Refused> {
+        let record = self.host.tasks().status(id)?;
+        if !self.owns_task(&record) {
+            return Err(refused(
+                "not-yours",
+                format!("task `{id}` belongs to another agent"),
+            ));
+        }
+        Ok(record)
+    }
+
+    async fn task_start(&self, task: TaskArgs) -> Result<Value, Refused> {
+        let spec = self.task_spec(task);
+        self.may_run_task(&spec)?;
+        match self.host.tasks().status(&spec.id) {
+            Ok(existing) if !self.owns_task(&existing) => {
+                return Err(refused(
+                    "not-yours",
+                    format!("task `{}` belongs to another agent", spec.id),
+                ));
+            }
+            Ok(_) | Err(TaskError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let record = self.host.tasks().start(spec).await?;
+        self.task_view(&record, false)
+    }
+
+    /// A task as an agent follows it; with `cost`, the tokens its attempts
+    /// spent so far (from the audit history).
+    fn task_view(&self, record: &TaskRecord, cost: bool) -> Result<Value, Refused> {
+        use crate::model::task::StepStatus;
+        let done = record
+            .steps
+            .iter()
+            .filter(|s| s.status == StepStatus::Done)
+            .count();
+        let current = (record.state == TaskState::Running)
+            .then(|| {
+                record
+                    .steps
+                    .iter()
+                    .find(|s| s.status != StepStatus::Done)
+                    .map(|s| s.name.clone())
+            })
+            .flatten();
+        let mut view = json!({
+            "id": record.id,
+            "state": record.state.as_str(),
+            "current_step": current,
+            "steps_done": done,
+            "steps_total": record.steps.len(),
+            "steps": record.steps.iter().map(|s| json!({
+                "name": s.name,
+                "status": s.status,
+                "tool": s.tool,
+                "error": s.error,
+            })).collect::<Vec<_>>(),
+            "escalations": record.escalations,
+        });
+        if cost {
+            let attempts = self.host.history(&HistoryQuery {
+                task: Some(record.id.clone()),
+                limit: Some(usize::MAX),
+                ..HistoryQuery::default()
+            })?;
+            view["tokens_spent"] = json!(attempts.iter().map(|a| a.tokens).sum::<u64>());
+        }
+        Ok(view)
+    }
+
+    fn owns_escalation(&self, escalation: &Escalation) -> bool {
+        escalation.agent.as_deref() == Some(self.agent())
+    }
+
+    fn own_escalation(&self, id: u64) -> Result<Escalation, Refused> {
+        let escalation = self.host.escalations().get(id)?;
+        if !self.owns_escalation(&escalation) {
+            return Err(refused(
+                "not-yours",
+                format!("escalation #{id} belongs to another agent"),
+            ));
+        }
+        Ok(escalation)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmptyArgs {}
+
+/// A schedule as an agent reads it.
+fn schedule_view(schedule: &Schedule) -> Value {
+    let spec = &schedule.spec;
+    json!({
+        "name": spec.name,
+        "owner": spec.owner,
+        "cron": spec.cron,
+        "timezone": spec.zone,
+        "target": spec.target,
+        "budget_tokens": spec.budget.map(|t| t.0),
+        "timeout_ms": spec.timeout_ms,
+        "catch_up": spec.catch_up.as_str(),
+        "status": schedule.status,
+        "next_run": schedule.next_run,
+        "last_slot": schedule.last_slot,
+        "runs": schedule.runs,
+        "failures": schedule.failures,
+        "total_tokens": schedule.total_tokens.0,
+    })
+}
+
+/// A resource an agent can read (and subscribe to).
+pub(crate) struct ResourceEntry {
+    pub(crate) uri: String,
+    pub(crate) name: String,
+    pub(crate) description: &'static str,
+}
+
+/// The URI templates of the resources, with what each holds and the grant
+/// it needs.
+pub(crate) const TEMPLATES: &[(&str, &str, &str, Manage)] = &[
+    (
+        "cofferdam://schedules",
+        "schedules",
+        "Your schedules, with state, next run, runs and tokens spent.",
+        Manage::Schedules,
+    ),
+    (
+        "cofferdam://schedules/{name}",
+        "schedule",
+        "One of your schedules: definition, state, next run, runs, failures, tokens.",
+        Manage::Schedules,
+    ),
+    (
+        "cofferdam://schedules/{name}/history",
+        "schedule-history",
+        "The runs of one of your schedules with their cost; updated when a run ends.",
+        Manage::Schedules,
+    ),
+    (
+        "cofferdam://escalations",
+        "escalations",
+        "Your open escalations; updated when one opens or is resolved.",
+        Manage::Escalations,
+    ),
+    (
+        "cofferdam://escalations/{id}",
+        "escalation",
+        "One of your escalations and how it was resolved.",
+        Manage::Escalations,
+    ),
+    (
+        "cofferdam://tasks/{id}",
+        "task",
+        "One of your tasks: state, current step, steps done, tokens spent.",
+        Manage::Tasks,
+    ),
+];
+
+/// The resources `identity` can read now.
+pub(crate) fn resources(host: &Host, identity: &Identity) -> Result<Vec<ResourceEntry>, Refused> {
+    let manager = Manager { host, identity };
+    let grant = &identity.grant;
+    let mut entries = Vec::new();
+    let mut push = |uri: String, name: String, description| {
+        entries.push(ResourceEntry {
+            uri,
+            name,
+            description,
+        });
+    };
+    if grant.may_manage(Manage::Schedules) {
+        push(
+            "cofferdam://schedules".into(),
+            "schedules".into(),
+            TEMPLATES[0].2,
+        );
+        for schedule in host.schedules().list(Some(manager.agent()))? {
+            let name = &schedule.spec.name;
+            push(
+                format!("cofferdam://schedules/{name}"),
+                format!("schedule {name}"),
+                TEMPLATES[1].2,
+            );
+            push(
+                format!("cofferdam://schedules/{name}/history"),
+                format!("history of schedule {name}"),
+                TEMPLATES[2].2,
+            );
+        }
+    }
+    if grant.may_manage(Manage::Escalations) {
+        push(
+            "cofferdam://escalations".into(),
+            "escalations".into(),
+            TEMPLATES[3].2,
+        );
+        for escalation in manager.escalations(false)? {
+            push(
+                format!("cofferdam://escalations/{}", escalation.id),
+                format!("escalation #{}", escalation.id),
+                TEMPLATES[4].2,
+            );
+        }
+    }
+    if grant.may_manage(Manage::Tasks) {
+        for task in host.tasks().list()? {
+            if manager.owns_task(&task) {
+                push(
+                    format!("cofferdam://tasks/{}", task.id),
+                    format!("task {}", task.id),
+                    TEMPLATES[5].2,
+                );
+            }
+        }
+    }
+    Ok(entries)
+}
+
+/// Whether a refusal means the resource is not there (for this caller).
+pub(crate) fn is_missing(refusal: &Refused) -> bool {
+    matches!(refusal.rule, "not-found" | "not-yours" | "not-granted")
+}
+
+impl Refused {
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub(crate) fn rule(&self) -> &'static str {
+        self.rule
+    }
+}
+
+/// Reads resource `uri` as `identity`.
+pub(crate) fn read(host: &Host, identity: &Identity, uri: &str) -> Result<Value, Refused> {
+    let manager = Manager { host, identity };
+    let missing = || refused("not-found", format!("no resource `{uri}`"));
+    let need = |what: Manage| {
+        if identity.grant.may_manage(what) {
+            Ok(())
+        } else {
+            Err(refused(
+                "not-granted",
+                format!(
+                    "client `{}` may not read {} resources",
+                    identity.client,
+                    what.as_str()
+                ),
+            ))
+        }
+    };
+    let path = uri.strip_prefix("cofferdam://").ok_or_else(missing)?;
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.as_slice() {
+        ["schedules"] => {
+            need(Manage::Schedules)?;
+            manager.schedule_list()
+        }
+        ["schedules", name] => {
+            need(Manage::Schedules)?;
+            Ok(schedule_view(&manager.own_schedule(name)?))
+        }
+        ["schedules", name, "history"] => {
+            need(Manage::Schedules)?;
+            manager.schedule_history(name)
+        }
+        ["escalations"] => {
+            need(Manage::Escalations)?;
+            Ok(json!({ "escalations": manager.escalations(false)? }))
+        }
+        ["escalations", id] => {
+            need(Manage::Escalations)?;
+            let id = id.parse().map_err(|_| missing())?;
+            Ok(json!(manager.own_escalation(id)?))
+        }
+        ["tasks", id] => {
+            need(Manage::Tasks)?;
+            manager.task_view(&manager.own_task(id)?, true)
+        }
+        _ => Err(missing()),
+    }
+}
