@@ -73,6 +73,9 @@ pub(super) struct CreateScheduleArgs {
     /// Who it belongs to (quotas count per owner; runs are made as this agent).
     #[arg(long)]
     owner: String,
+    /// The tenant runs are charged to as well (its budget caps apply).
+    #[arg(long)]
+    tenant: Option<String>,
     /// Five-field cron expression, such as "0 9 * * mon-fri".
     #[arg(long)]
     cron: String,
@@ -132,6 +135,7 @@ pub(super) async fn schedules(
         let spec = ScheduleSpec {
             name: args.name,
             owner: args.owner,
+            tenant: args.tenant,
             cron: args.cron,
             zone: args.zone,
             target,

@@ -99,6 +99,10 @@ pub struct ScheduleSpec {
     /// Who it belongs to; quotas count per owner, and runs are made as
     /// this agent (its budget scope applies too).
     pub owner: String,
+    /// The tenant runs are charged to as well (its budget scope applies),
+    /// if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// Five-field cron expression, in `zone`.
     pub cron: String,
     /// IANA time zone (default UTC).
@@ -128,6 +132,7 @@ impl ScheduleSpec {
         Self {
             name: name.into(),
             owner: owner.into(),
+            tenant: None,
             cron: cron.into(),
             zone: utc(),
             target: ScheduleTarget::Tool {

@@ -343,7 +343,12 @@ async fn a_daily_schedule_made_over_mcp_runs_under_its_budget_and_reports_its_co
         agent: Some("agent-a".into()),
         ..HistoryQuery::default()
     };
-    audited(&served.host, query, 1).await;
+    let runs = audited(&served.host, query, 1).await;
+    assert_eq!(
+        runs[0].tenant.as_deref(),
+        Some("tenant-of-agent-a"),
+        "the run is charged to the creator's tenant too"
+    );
 
     let shown = ok(&session, "schedule_show", json!({"name": "news-digest"})).await;
     assert_eq!(shown["runs"], 1);

@@ -306,6 +306,15 @@ impl Schedules {
                 owner: spec.owner.clone(),
             });
         }
+        if let Some(tenant) = &spec.tenant
+            && (tenant.is_empty()
+                || tenant.len() > MAX_OWNER
+                || tenant.chars().any(char::is_control))
+        {
+            return Err(ScheduleError::InvalidOwner {
+                owner: tenant.clone(),
+            });
+        }
         let (cron, zone) = parse(spec)?;
         self.check_interval(spec, &cron, &zone, now)?;
         let max = self.config.max_run_budget.0;

@@ -93,6 +93,7 @@ pub(super) async fn execute(
                 let request = CallRequest {
                     task_id: Some(run_id.clone()),
                     agent: Some(spec.owner.clone()),
+                    tenant: spec.tenant.clone(),
                     idempotency_key: Some(format!("schedule/{}/{}", spec.name, slot)),
                     max_tokens: Some(budget),
                     cancel: Some(cancel.clone()),
@@ -107,6 +108,7 @@ pub(super) async fn execute(
                 let spec = TaskSpec {
                     id: run_id.clone(),
                     agent: task.agent.clone().or_else(|| Some(spec.owner.clone())),
+                    tenant: task.tenant.clone().or_else(|| spec.tenant.clone()),
                     ..task.clone()
                 };
                 match tasks.run(spec).await {

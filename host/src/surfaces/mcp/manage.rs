@@ -780,6 +780,7 @@ impl Manager<'_> {
         let spec = ScheduleSpec {
             name: create.name,
             owner: self.identity.agent.clone(),
+            tenant: self.identity.tenant.clone(),
             cron: create.cron,
             zone: create.timezone,
             target,
