@@ -118,7 +118,7 @@ pub use store::config::{PostgresConfig, StoreConfig};
 pub use store::migrate::migrate_to_postgres;
 pub use store::snapshot::{MigrateError, Migrated};
 pub use surfaces::mcp::{
-    ClientError, ClientSpec, Clients, Grant, HttpAccess, Identity, Manage, McpServer, ServeError,
-    StdioSpec, new_token, token_digest,
+    ClientError, ClientSpec, Clients, Grant, HttpAccess, Identity, Manage, ManageError, McpServer,
+    ServeError, StdioSpec, manage, new_token, token_digest,
 };
 pub use tokio_util::sync::CancellationToken;

@@ -11,6 +11,14 @@
 //! - `GET /health`: each tool's breaker state and bulkhead load; `503` when
 //!   every tool's breaker refuses calls.
 //! - `GET /tools`: the loaded tools.
+//! - `POST /manage/{operation}` with a JSON object as body: the MCP
+//!   management operations (`schedule_create`, `schedule_list`,
+//!   `task_start`, `task_status`, `escalation_list`, …) for services that
+//!   are not MCP clients, as the agent of the `Authorization: Bearer` token
+//!   (`[[clients]]` in the config), under the same rules
+//!   ([`cofferdam::manage`]). `401` without a known token; a refusal is
+//!   `403` (not the caller's, or not granted), `404`, `409` (quota), `503`
+//!   (store unavailable) or `422`, with the rule in `error.rule`.
 //!
 //! A client that hangs up cancels its call: the host stops the tool and
 //! settles the journal and budgets (a side-effecting tool stopped mid-run is
@@ -20,25 +28,107 @@
 //! status chosen by class, and `Retry-After` where the host knows when.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{FromRef, Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use cofferdam::{
-    BreakerState, CallError, CallRequest, CancellationToken, Effect, ErrorClass, Host, Tokens,
+    BreakerState, CallError, CallRequest, CancellationToken, Clients, Effect, ErrorClass, Host,
+    Tokens,
 };
 use serde_json::{Value, json};
 
 /// The header marking a response replayed from the journal.
 pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
-/// The service's routes over `host`.
+/// The service's routes over `host`, without management (no clients).
 pub fn app(host: Host) -> axum::Router {
+    app_with_clients(host, Clients::default())
+}
+
+/// The service's routes over `host`; `clients` may use `/manage`.
+pub fn app_with_clients(host: Host, clients: Clients) -> axum::Router {
     axum::Router::new()
         .route("/tools/{name}/call", post(call))
         .route("/tools", get(tools))
         .route("/health", get(health))
-        .with_state(host)
+        .route("/manage/{operation}", post(manage))
+        .with_state(Service { host, clients })
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+struct Service {
+    host: Host,
+    clients: Clients,
+}
+
+impl FromRef<Service> for Host {
+    fn from_ref(service: &Service) -> Self {
+        service.host.clone()
+    }
+}
+
+async fn manage(
+    State(service): State<Service>,
+    Path(operation): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let identity = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|token| service.clients.identify(token.trim()));
+    let Some(identity) = identity else {
+        let mut response = problem(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send a client's token: Authorization: Bearer TOKEN",
+            None,
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(r#"Bearer realm="cofferdam""#),
+        );
+        return response;
+    };
+    let arguments = if body.trim().is_empty() {
+        serde_json::Map::new()
+    } else {
+        match serde_json::from_str(&body) {
+            Ok(Value::Object(map)) => map,
+            _ => {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    "invalid-input",
+                    "the body must be a JSON object",
+                    None,
+                );
+            }
+        }
+    };
+    match cofferdam::manage(&service.host, &identity, &operation, arguments).await {
+        Ok(value) => Json(value).into_response(),
+        Err(e) => {
+            let status = match (e.class(), e.rule()) {
+                ("store-unavailable", _) => StatusCode::SERVICE_UNAVAILABLE,
+                ("permanent", _) => StatusCode::INTERNAL_SERVER_ERROR,
+                (_, "not-yours" | "not-granted" | "tool-not-allowed") => StatusCode::FORBIDDEN,
+                (_, "not-found" | "unknown-operation") => StatusCode::NOT_FOUND,
+                (_, "quota-exceeded" | "name-taken" | "exists" | "already-running") => {
+                    StatusCode::CONFLICT
+                }
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            let body = json!({"error": {
+                "class": e.class(),
+                "rule": e.rule(),
+                "message": e.message(),
+            }});
+            (status, Json(body)).into_response()
+        }
+    }
 }
 
 async fn call(

@@ -42,8 +42,10 @@ async fn main() -> Result<()> {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
+    let clients = cofferdam::Clients::default();
+    clients.replace(&config.clients).context("[[clients]]")?;
     eprintln!("serving {} tool(s) at http://{local}", host.tools().len());
-    axum::serve(listener, cofferdam_embed::app(host))
+    axum::serve(listener, cofferdam_embed::app_with_clients(host, clients))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -9,6 +9,29 @@ use cofferdam_test_artifacts as artifacts;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+/// Two agents that may manage schedules and tasks, by token.
+fn clients() -> cofferdam::Clients {
+    let client = |name: &str| cofferdam::ClientSpec {
+        name: name.into(),
+        token_sha256: cofferdam::token_digest(&format!("token-{name}"))
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        agent: format!("agent-{name}"),
+        tenant: None,
+        grant: cofferdam::Grant {
+            tools: vec!["hello".into()],
+            manage: [cofferdam::Manage::Schedules, cofferdam::Manage::Tasks].into(),
+            resolve_escalations: false,
+        },
+    };
+    let clients = cofferdam::Clients::default();
+    clients
+        .replace(&[client("a"), client("b")])
+        .expect("clients");
+    clients
+}
+
 struct Service {
     url: String,
     host: Host,
@@ -66,7 +89,7 @@ async fn service_on(builder: HostBuilder) -> Service {
         .await
         .expect("binds");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let app = cofferdam_embed::app(host.clone());
+    let app = cofferdam_embed::app_with_clients(host.clone(), clients());
     tokio::spawn(async move { axum::serve(listener, app).await });
     Service {
         url,
@@ -330,4 +353,68 @@ async fn health_answers_while_every_compute_thread_spins() {
         call.abort();
     }
     s.wait_in_flight("loop-forever", 0).await;
+}
+
+impl Service {
+    async fn manage(
+        &self,
+        operation: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .post(format!("{}/manage/{operation}", self.url))
+            .body(body.to_string());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("answers");
+        let status = response.status();
+        (status, response.json().await.expect("json"))
+    }
+}
+
+#[tokio::test]
+async fn management_acts_as_the_tokens_agent_under_the_same_rules() {
+    let service = service().await;
+    let daily = json!({
+        "name": "digest", "cron": "0 9 * * *", "timezone": "Europe/Berlin",
+        "tool": "hello", "input": {"name": "digest"}, "budget_tokens": 1000,
+    });
+    let (status, body) = service.manage("schedule_create", None, daily.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, body) = service
+        .manage("schedule_create", Some("token-a"), daily.clone())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["owner"], "agent-a");
+
+    let (status, body) = service
+        .manage("schedule_pause", Some("token-b"), json!({"name": "digest"}))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["rule"], "not-yours");
+    let (_, listed) = service
+        .manage("schedule_list", Some("token-b"), json!({}))
+        .await;
+    assert_eq!(listed["schedules"], json!([]));
+
+    let mut often = daily.clone();
+    often["name"] = json!("often");
+    often["cron"] = json!("*/5 * * * *");
+    let (status, body) = service
+        .manage("schedule_create", Some("token-a"), often)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["rule"], "too-frequent");
+    let (status, body) = service
+        .manage("escalation_list", Some("token-a"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["rule"], "not-granted");
+    let (status, _) = service
+        .manage("schedule_list", Some("token-c"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }

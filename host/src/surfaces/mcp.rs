@@ -37,6 +37,7 @@ pub use identity::{
     ClientError, ClientSpec, Clients, Grant, Identity, Manage, StdioSpec, new_token, token_digest,
 };
 pub(crate) use manage::is_reserved;
+pub use manage::{ManageError, manage};
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};

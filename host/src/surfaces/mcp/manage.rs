@@ -334,12 +334,64 @@ pub(crate) fn offers(identity: &Identity, name: &str) -> bool {
     TOOLS.iter().any(|t| t.name == name && allowed(identity, t))
 }
 
-/// A refusal: a tool error naming the rule.
-#[derive(Debug)]
-pub(crate) struct Refused {
+/// A management operation that was refused: over MCP a tool error, over
+/// another API what that API makes of it. `rule` names what was broken
+/// (`too-frequent`, `quota-exceeded`, `not-yours`, `not-granted`, …);
+/// `class` is the error class a client acts on (`invalid-input`,
+/// `store-unavailable`, `permanent`).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message} ({rule})")]
+pub struct ManageError {
     class: &'static str,
     rule: &'static str,
     message: String,
+}
+
+impl ManageError {
+    /// The rule that refused the operation.
+    pub fn rule(&self) -> &'static str {
+        self.rule
+    }
+
+    /// The error class.
+    pub fn class(&self) -> &'static str {
+        self.class
+    }
+
+    /// What went wrong, for a person.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+pub(crate) type Refused = ManageError;
+
+/// Runs management operation `operation` (a management tool's name, such as
+/// `schedule_create`) with `arguments` as `identity`: the same code and
+/// rules as the MCP tools, for services that offer them over their own API.
+/// An operation the identity's grant does not allow is refused as
+/// `not-granted`.
+pub async fn manage(
+    host: &Host,
+    identity: &Identity,
+    operation: &str,
+    arguments: JsonObject,
+) -> Result<Value, ManageError> {
+    if !TOOLS.iter().any(|t| t.name == operation) {
+        return Err(refused(
+            "unknown-operation",
+            format!("no management operation `{operation}`"),
+        ));
+    }
+    if !offers(identity, operation) {
+        return Err(refused(
+            "not-granted",
+            format!("client `{}` may not use `{operation}`", identity.client),
+        ));
+    }
+    Manager { host, identity }
+        .dispatch(operation, arguments)
+        .await
 }
 
 fn refused(rule: &'static str, message: impl Into<String>) -> Refused {
@@ -1019,16 +1071,6 @@ pub(crate) fn resources(host: &Host, identity: &Identity) -> Result<Vec<Resource
 /// Whether a refusal means the resource is not there (for this caller).
 pub(crate) fn is_missing(refusal: &Refused) -> bool {
     matches!(refusal.rule, "not-found" | "not-yours" | "not-granted")
-}
-
-impl Refused {
-    pub(crate) fn message(&self) -> &str {
-        &self.message
-    }
-
-    pub(crate) fn rule(&self) -> &'static str {
-        self.rule
-    }
 }
 
 /// Reads resource `uri` as `identity`.
