@@ -263,14 +263,15 @@ impl McpServer {
         );
         let retry_after = access.session_init_timeout.as_secs().max(1);
         let clients = self.clients.clone();
+        let bound = Arc::clone(&sessions);
         axum::Router::new()
             .nest_service("/mcp", service)
             .layer(axum::middleware::from_fn(move |request, next| {
                 refuse_beyond_session_cap(Arc::clone(&sessions), retry_after, request, next)
             }))
-            // Outermost: nobody without a token opens a session.
+            // Outermost: nobody without a token opens or uses a session.
             .layer(axum::middleware::from_fn(move |request, next| {
-                authenticate(clients.clone(), request, next)
+                authenticate(clients.clone(), Arc::clone(&bound), request, next)
             }))
     }
 
@@ -609,9 +610,11 @@ fn link(from: &CancellationToken, to: &CancellationToken) -> tokio_util::sync::D
 
 /// Lets a request through only with a bearer token of a known client (when
 /// any is configured), carrying its [`Identity`] to the handlers; answers
-/// `401` with `WWW-Authenticate` (RFC 6750) otherwise.
+/// `401` with `WWW-Authenticate` (RFC 6750) otherwise. A session belongs to
+/// the client that opened it: another client's token on it is `403`.
 async fn authenticate(
     clients: Clients,
+    sessions: Arc<sessions::Sessions>,
     mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -630,8 +633,40 @@ async fn authenticate(
         });
     let identity = presented.and_then(|token| clients.identify(token));
     if let Some(identity) = identity {
+        let session = request
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if let Some(id) = &session
+            && !sessions.may_use(id, &identity.client)
+        {
+            let body = json!({
+                "jsonrpc": "2.0",
+                "error": {
+                    "code": -32001,
+                    "message": "this MCP session belongs to another client; initialize your own",
+                },
+            });
+            return (
+                StatusCode::FORBIDDEN,
+                [(header::CONTENT_TYPE, "application/json".to_owned())],
+                body.to_string(),
+            )
+                .into_response();
+        }
+        let client = identity.client.clone();
         request.extensions_mut().insert(identity);
-        return next.run(request).await;
+        let response = next.run(request).await;
+        if session.is_none()
+            && let Some(id) = response
+                .headers()
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+        {
+            sessions.bind(id, &client);
+        }
+        return response;
     }
     let (challenge, message) = if presented.is_some() {
         (

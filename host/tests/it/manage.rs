@@ -207,12 +207,23 @@ async fn raw_initialize(addr: &str, authorization: Option<&str>) -> (u16, String
         "jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-06-18", "capabilities": {},
                    "clientInfo": {"name": "raw", "version": "0"}},
-    })
-    .to_string();
+    });
+    raw_post(addr, authorization, None, &body).await
+}
+
+/// Status line and headers (lowercase) of a raw `POST /mcp`.
+async fn raw_post(
+    addr: &str,
+    authorization: Option<&str>,
+    session: Option<&str>,
+    body: &Value,
+) -> (u16, String) {
+    let body = body.to_string();
     let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+    let session = session.map_or(String::new(), |s| format!("Mcp-Session-Id: {s}\r\n"));
     let request = format!(
         "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Accept: application/json, text/event-stream\r\n{auth}Content-Length: {}\r\n\
+         Accept: application/json, text/event-stream\r\n{auth}{session}Content-Length: {}\r\n\
          Connection: close\r\n\r\n{body}",
         body.len()
     );
@@ -253,6 +264,22 @@ async fn http_needs_a_known_token_and_a_reload_revokes_one() {
     assert_eq!(status, 401, "only bearer tokens count");
     let (status, head) = raw_initialize(addr, Some(&format!("Bearer {TOKEN_A}"))).await;
     assert_eq!(status, 200, "{head}");
+    // A's session is A's: B's token cannot ride on it.
+    let session = head
+        .lines()
+        .find_map(|l| l.strip_prefix("mcp-session-id: "))
+        .expect("a session id")
+        .trim()
+        .to_owned();
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    let (status, _) = raw_post(
+        addr,
+        Some(&format!("Bearer {TOKEN_B}")),
+        Some(&session),
+        &list,
+    )
+    .await;
+    assert_eq!(status, 403, "another client's session");
 
     // Nothing ran for the refused requests, and a session opened with a
     // token that is then reloaded away is refused on its next request.

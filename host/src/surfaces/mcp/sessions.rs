@@ -42,6 +42,9 @@ struct Use {
     since: Instant,
     /// Whether the client sent `notifications/initialized`.
     initialized: bool,
+    /// The client (by `[[clients]]` name) that opened it, when clients
+    /// authenticate: only it may use the session.
+    client: Option<String>,
 }
 
 /// The session manager `StreamableHttpService` runs on.
@@ -153,6 +156,23 @@ impl Sessions {
         });
     }
 
+    /// Binds session `id` to the client that opened it.
+    pub(crate) fn bind(&self, id: &str, client: &str) {
+        if let Some(u) = self.state().sessions.get_mut(id) {
+            u.client.get_or_insert_with(|| client.to_owned());
+        }
+    }
+
+    /// Whether `client` may use session `id`: it opened it, or the session
+    /// is not bound (unknown ids are left to the session manager's 404).
+    pub(crate) fn may_use(&self, id: &str, client: &str) -> bool {
+        self.state()
+            .sessions
+            .get(id)
+            .and_then(|u| u.client.as_deref())
+            .is_none_or(|owner| owner == client)
+    }
+
     fn touch(&self, id: &SessionId, initialized: bool) {
         if let Some(u) = self.state().sessions.get_mut(id) {
             u.since = Instant::now();
@@ -241,6 +261,7 @@ impl SessionManager for Manager {
                 streams: 0,
                 since: Instant::now(),
                 initialized: false,
+                client: None,
             },
         );
         Ok((id, transport))
