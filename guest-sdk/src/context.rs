@@ -69,6 +69,12 @@ impl Context {
         }
     }
 
+    /// The tool's durable key-value state (the bucket its policy grants);
+    /// see [`crate::State`].
+    pub fn state(&self) -> Result<crate::State, crate::ToolError> {
+        crate::State::open()
+    }
+
     /// Unique id of this call, the same for every attempt.
     pub fn call_id(&self) -> &str {
         &self.call_id

@@ -57,6 +57,7 @@ pub use error::{ResultExt, ToolError};
 pub use handler::Handler;
 pub use schemars::{self, JsonSchema};
 pub use serde_json;
+pub use state::State;
 
 /// Bindings generated from `wit/tool.wit`; used by [`export_tool!`].
 #[doc(hidden)]
@@ -68,6 +69,7 @@ pub mod bindings {
         pub_export_macro: true,
         default_bindings_module: "cofferdam_guest::bindings",
         export_macro_name: "export",
+        generate_all,
     });
 }
 
@@ -79,6 +81,7 @@ pub mod __private {
 }
 
 mod metadata;
+mod state;
 
 /// Exports a handler function as this component's tool.
 ///

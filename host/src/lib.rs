@@ -70,7 +70,8 @@ pub use host::config::{
     ConfigError, ConfigProblem, HostConfig, ReloadReport, ScheduleTable, StoreTable,
 };
 pub use host::{
-    CallOutcome, CallRequest, FallbackUsed, Host, HostBuilder, ToolDescription, ToolStats,
+    CallOutcome, CallRequest, FallbackUsed, Host, HostBuilder, ToolDescription, ToolState,
+    ToolStats,
 };
 pub use jiff::{Timestamp, ZonedDateTime};
 pub use model::budget::{BudgetCap, BudgetStatus, InvalidScope, ScopeId};
@@ -87,6 +88,9 @@ pub use model::policy::{BreakerState, Mount, MountMode, NetPolicyError, PolicyEr
 pub use model::schedule::{
     CatchUp, NextRun, RunStatus, RunningSlot, Schedule, ScheduleConfig, ScheduleRun, ScheduleSpec,
     ScheduleStatus, ScheduleTarget,
+};
+pub use model::state::{
+    DEFAULT_STATE_BYTES, DEFAULT_STATE_KEYS, StateScope, StateSpec, StateUsage,
 };
 pub use model::task::{
     CompensationSpec, StepRecord, StepSpec, StepStatus, TaskRecord, TaskSpec, TaskState,

@@ -17,6 +17,7 @@ const GUESTS: &[&str] = &[
     "examples/weather",
     "examples/flights",
     "examples/booking",
+    "examples/monitor",
     "tests/tools/loop-forever",
     "tests/tools/alloc-forever",
     "tests/tools/deep-recursion",
@@ -29,6 +30,7 @@ const GUESTS: &[&str] = &[
     "tests/tools/introspect",
     "tests/tools/fetch",
     "tests/tools/counter",
+    "tests/tools/state-writer",
 ];
 
 fn main() -> Result<()> {

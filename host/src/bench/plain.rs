@@ -104,7 +104,11 @@ impl PlainWasmtime {
         let component = Component::new(&engine, component)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        Tool::add_to_linker::<_, HasSelf<Plain>>(&mut linker, |s| s)?;
+        // The tool interface only: the baseline tools keep no state.
+        crate::runtime::bindings::cofferdam::tool::host::add_to_linker::<_, HasSelf<Plain>>(
+            &mut linker,
+            |s| s,
+        )?;
         let pre = ToolPre::new(linker.instantiate_pre(&component)?)?;
         Ok(Self {
             engine,

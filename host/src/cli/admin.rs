@@ -339,3 +339,93 @@ pub(super) async fn check(path: &Path) -> Result<ExitCode> {
     println!("{}: ok, {} tool(s)", path.display(), config.tools.len());
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Subcommand)]
+pub(super) enum StateCommand {
+    /// The scopes of BUCKET with their keys and bytes; with --scope, its keys.
+    List {
+        /// The bucket.
+        bucket: String,
+        /// One scope: `tool`, `owner:AGENT` or `schedule:NAME`.
+        #[arg(long)]
+        scope: Option<String>,
+    },
+    /// Print the value of KEY (as text when it is UTF-8).
+    Get {
+        bucket: String,
+        key: String,
+        /// The scope: `tool`, `owner:AGENT` or `schedule:NAME`.
+        #[arg(long)]
+        scope: String,
+    },
+    /// Delete KEY (deleting an absent key is fine).
+    Delete {
+        bucket: String,
+        key: String,
+        /// The scope: `tool`, `owner:AGENT` or `schedule:NAME`.
+        #[arg(long)]
+        scope: String,
+    },
+}
+
+fn state_space(bucket: &str, scope: &str) -> Result<String> {
+    let valid = scope == "tool"
+        || ["owner:", "schedule:"]
+            .iter()
+            .any(|p| scope.strip_prefix(p).is_some_and(|rest| !rest.is_empty()));
+    if !valid {
+        bail!("--scope must be `tool`, `owner:AGENT` or `schedule:NAME`, not `{scope}`");
+    }
+    Ok(format!("{bucket}/{scope}"))
+}
+
+pub(super) async fn state(command: StateCommand, store: Store) -> Result<ExitCode> {
+    let host = store.host()?;
+    let state = host.state();
+    match command {
+        StateCommand::List {
+            bucket,
+            scope: None,
+        } => {
+            let prefix = format!("{bucket}/");
+            let mut any = false;
+            for (space, usage) in state.spaces()? {
+                if let Some(scope) = space.strip_prefix(&prefix) {
+                    any = true;
+                    println!(
+                        "{scope:<40} {:>6} keys {:>10} bytes",
+                        usage.keys, usage.bytes
+                    );
+                }
+            }
+            if !any {
+                eprintln!("bucket `{bucket}` holds nothing");
+            }
+        }
+        StateCommand::List {
+            bucket,
+            scope: Some(scope),
+        } => {
+            for key in state.keys(&state_space(&bucket, &scope)?)? {
+                println!("{key}");
+            }
+        }
+        StateCommand::Get { bucket, key, scope } => {
+            match state.get(&state_space(&bucket, &scope)?, &key)? {
+                Some(value) => match String::from_utf8(value) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => println!("{}", hex::encode(e.into_bytes())),
+                },
+                None => {
+                    eprintln!("no key `{key}` in {bucket}/{scope}");
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
+        StateCommand::Delete { bucket, key, scope } => {
+            let existed = state.delete(&state_space(&bucket, &scope)?, &key).await?;
+            println!("{}", if existed { "deleted" } else { "no such key" });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

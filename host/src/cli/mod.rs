@@ -123,6 +123,14 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Tools' durable state (`[tools.NAME.state]` buckets): list, read,
+    /// delete keys of one scope.
+    State {
+        #[command(subcommand)]
+        command: admin::StateCommand,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Make a bearer token for an MCP client over HTTP: prints the token
     /// (give it to the client) and the `[[clients]]` entry holding its digest.
     Token {
@@ -212,6 +220,7 @@ pub(crate) fn main() -> ExitCode {
             Command::Schedules { command, store } => {
                 schedules::schedules(command, &dirs, &store).await
             }
+            Command::State { command, store } => admin::state(command, dirs.store(&store)?).await,
             Command::Token { name, agent } => serve::token(&name, agent.as_deref()),
             Command::Store { command, store } => migrate::store(command, &dirs.store(&store)?),
             Command::Bench(args) => bench::bench(args, dirs.store.clone()).await,
@@ -439,6 +448,7 @@ mod tests {
                 | Command::Escalations { store, .. }
                 | Command::Tasks { store, .. }
                 | Command::Schedules { store, .. }
+                | Command::State { store, .. }
                 | Command::Store { store, .. } => store,
                 _ => panic!("{args}: not an operator command"),
             };

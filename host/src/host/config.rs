@@ -84,11 +84,11 @@ pub struct HostConfig {
     /// The MCP clients allowed over HTTP, each a bearer token's digest and
     /// the agent it stands for; with any, every HTTP request needs a token.
     #[serde(default)]
-    pub clients: Vec<crate::ClientSpec>,
+    pub clients: Vec<crate::model::identity::ClientSpec>,
     /// The identity of the MCP client over stdio (default: none; its
     /// `_meta` says who it is, and it manages nothing).
     #[serde(default)]
-    pub stdio: Option<crate::StdioSpec>,
+    pub stdio: Option<crate::model::identity::StdioSpec>,
 }
 
 /// `[store]`: a database shared by every replica instead of the embedded
@@ -262,7 +262,7 @@ impl HostConfig {
         for key in self.schedules.zeros() {
             push(format!("schedules.{key}"), "must be above zero".into());
         }
-        if let Err(e) = crate::surfaces::mcp::Clients::check(&self.clients) {
+        if let Err(e) = crate::model::identity::parse_clients(&self.clients) {
             push("clients".into(), e.to_string());
         }
         if let Some(stdio) = &self.stdio
@@ -274,7 +274,7 @@ impl HostConfig {
             );
         }
         for name in self.tools.keys() {
-            if crate::surfaces::mcp::is_reserved(name) {
+            if crate::model::identity::is_reserved(name) {
                 push(
                     format!("tools.{name}"),
                     "is the name of an MCP management tool; choose another".into(),

@@ -374,3 +374,55 @@ fn new_call_id() -> String {
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// Tool state for operators: what each bucket's scopes hold; from
+/// [`Host::state`]. A space is `BUCKET/tool`, `BUCKET/owner:AGENT` or
+/// `BUCKET/schedule:NAME`.
+#[derive(Clone)]
+pub struct ToolState {
+    host: Host,
+}
+
+impl std::fmt::Debug for ToolState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolState").finish_non_exhaustive()
+    }
+}
+
+impl ToolState {
+    /// Every space, with what it holds, in order.
+    pub fn spaces(&self) -> Result<Vec<(String, crate::StateUsage)>, JournalError> {
+        self.host.inner.store.state_spaces()
+    }
+
+    /// The keys of `space`, in order.
+    pub fn keys(&self, space: &str) -> Result<Vec<String>, JournalError> {
+        self.host.inner.store.state_keys(space)
+    }
+
+    /// The value of `key` in `space`.
+    pub fn get(&self, space: &str, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        self.host.inner.store.state_get(space, key)
+    }
+
+    /// Removes `key` from `space` (an operator's change: no quota applies);
+    /// whether it was there.
+    pub async fn delete(&self, space: &str, key: &str) -> Result<bool, JournalError> {
+        let existed = self.get(space, key)?.is_some();
+        let changes = crate::model::state::StateChanges {
+            space: space.to_owned(),
+            writes: [(key.to_owned(), crate::model::state::StateWrite::Delete)].into(),
+            quota: None,
+        };
+        // Without a quota, a delete is never refused.
+        let _ = self.host.inner.store.state_commit(changes).await?;
+        Ok(existed)
+    }
+}
+
+impl Host {
+    /// The tools' durable key-value state, for operators.
+    pub fn state(&self) -> ToolState {
+        ToolState { host: self.clone() }
+    }
+}

@@ -106,6 +106,7 @@ impl Host {
             scratch: policy.scratch,
             net: Arc::new(net),
             fs: FsRules::from_spec(&policy.filesystem),
+            state: policy.state.clone(),
         };
 
         let digest = hex::encode(Sha256::digest(&bytes));
@@ -169,6 +170,7 @@ impl Host {
             warm: None,
             lanes: &inner.lanes,
             cpu: None,
+            state: None,
         }
         .execute(Export::Describe)
         .await;

@@ -48,6 +48,9 @@ pub struct CallRequest {
     /// yield). The call fails with `Cancelled`, or `UnknownOutcome` when a
     /// side-effecting tool was stopped mid-run.
     pub cancel: Option<CancellationToken>,
+    /// The schedule this call is a run of, if any (a `schedule`-scoped
+    /// state bucket is per schedule).
+    pub schedule: Option<String>,
 }
 
 impl CallRequest {
@@ -66,6 +69,7 @@ impl CallRequest {
             timeout: None,
             progress: None,
             cancel: None,
+            schedule: None,
         }
     }
 }

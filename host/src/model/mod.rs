@@ -3,9 +3,11 @@
 pub(crate) mod budget;
 pub(crate) mod error;
 pub(crate) mod escalation;
+pub(crate) mod identity;
 pub(crate) mod journal;
 pub(crate) mod limits;
 pub(crate) mod policy;
 pub(crate) mod schedule;
+pub(crate) mod state;
 pub(crate) mod task;
 pub(crate) mod units;

@@ -227,6 +227,10 @@ pub enum PolicyError {
         /// What the configured path resolves to now.
         now: String,
     },
+    /// `[state]` names a bucket that is not 1–64 of `a-z 0-9 - _`, or a
+    /// zero quota.
+    #[error("`state`: {0}")]
+    BadState(String),
 }
 
 /// A policy's `[http]` that cannot be used.

@@ -121,6 +121,10 @@ pub struct ToolPolicy {
     /// retries, the last attempt's class counts. `unknown-outcome` is never
     /// allowed: the tool may have acted.
     pub fallback_on: Option<Vec<ErrorClass>>,
+    /// `[state]`: the key-value bucket the tool may use through
+    /// `wasi:keyvalue` (none: no state).
+    #[serde(default)]
+    pub state: Option<crate::model::state::StateSpec>,
 }
 
 /// `[budget]`: spending limits of one call of the tool.
@@ -413,6 +417,19 @@ impl ToolPolicy {
             return Err(PolicyError::BadDigest {
                 value: digest.clone(),
             });
+        }
+        if let Some(state) = &self.state {
+            if !crate::model::state::valid_bucket(&state.bucket) {
+                return Err(PolicyError::BadState(format!(
+                    "bucket `{}` is not 1-64 of a-z 0-9 - _",
+                    state.bucket
+                )));
+            }
+            if state.max_keys == Some(0) || state.max_bytes == Some(0) {
+                return Err(PolicyError::BadState(
+                    "max_keys and max_bytes must be above zero".into(),
+                ));
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for mount in &self.mounts {

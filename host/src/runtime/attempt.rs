@@ -7,6 +7,8 @@
 //! store is dropped, and a fresh one costs microseconds with the pooling
 //! allocator.
 
+use crate::model::state::StateChanges;
+use crate::runtime::state::StateView;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,6 +57,8 @@ pub(crate) struct Execution {
     pub http: HttpStats,
     /// Where its time went, by CPU lane.
     pub lane: LaneUsage,
+    /// The state writes of a successful attempt, to commit.
+    pub state: Option<StateChanges>,
 }
 
 /// Fuel a guest burns between two writes of its fuel counter to the store,
@@ -98,6 +102,8 @@ pub(crate) struct Attempt<'a> {
     pub lanes: &'a Arc<Lanes>,
     /// The tool's limit on its demoted calls (`[cpu] max_threads`).
     pub cpu: Option<&'a Arc<Semaphore>>,
+    /// The tool's state bucket for this call, when its policy grants one.
+    pub state: Option<StateView>,
 }
 
 impl Attempt<'_> {
@@ -111,6 +117,7 @@ impl Attempt<'_> {
             max_logs: limits.max_log_records,
             logs_dropped: 0,
             progress: self.progress,
+            state: self.state,
         };
         let deadline = start + limits.timeout;
         let reused = match (&export, self.warm) {
@@ -264,6 +271,14 @@ impl Attempt<'_> {
         };
         let logs = std::mem::take(&mut store.data_mut().services.logs);
         let logs_dropped = store.data().services.logs_dropped;
+        // Kept only when the attempt succeeded; committed by the caller.
+        let state = store
+            .data_mut()
+            .services
+            .state
+            .take()
+            .filter(|_| matches!(result, Ok(Returned::Output(Ok(_)))))
+            .and_then(StateView::into_changes);
         match (self.warm, keep) {
             // Only an instance whose call ended normally goes back.
             (Some(pool), Some(instance)) if matches!(result, Ok(Returned::Output(_))) => {
@@ -290,6 +305,7 @@ impl Attempt<'_> {
             logs_dropped,
             http,
             lane,
+            state,
         }
     }
 }
@@ -308,6 +324,7 @@ impl Execution {
             logs_dropped: 0,
             http: HttpStats::default(),
             lane: LaneUsage::default(),
+            state: None,
         }
     }
 }

@@ -77,6 +77,8 @@ pub(crate) struct GuestServices {
     pub max_logs: usize,
     pub logs_dropped: u64,
     pub progress: Option<ProgressSink>,
+    /// The tool's state bucket for this attempt, when its policy grants one.
+    pub state: Option<crate::runtime::state::StateView>,
 }
 
 impl GuestServices {

@@ -11,5 +11,6 @@ pub(crate) mod host_api;
 pub(crate) mod lanes;
 pub(crate) mod net;
 pub(crate) mod sandbox;
+pub(crate) mod state;
 pub(crate) mod warm;
 pub(crate) mod yielded;

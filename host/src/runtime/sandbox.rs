@@ -141,6 +141,8 @@ pub(crate) struct Grants {
     pub net: Arc<NetPolicy>,
     /// Symlink policy and write quotas inside the mounts.
     pub fs: FsRules,
+    /// The state bucket, its scope and quota (`[state]`).
+    pub state: Option<crate::model::state::StateSpec>,
 }
 
 impl Default for Grants {
@@ -151,6 +153,7 @@ impl Default for Grants {
             scratch: false,
             net: Arc::new(NetPolicy::deny_all()),
             fs: FsRules::default(),
+            state: None,
         }
     }
 }
@@ -539,11 +542,24 @@ impl AsyncWrite for CapturedOutput {
 }
 
 /// Links everything a call's guest may import into `linker`: WASI p2, the
-/// guarded filesystem over it, outbound HTTP, and `cofferdam:tool/host`.
+/// guarded filesystem over it, outbound HTTP, `wasi:keyvalue` (tool state)
+/// and `cofferdam:tool/host`.
 pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     fs_guard::add_to_linker(linker, CallState::fs_view)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+    {
+        use crate::runtime::bindings::wasi::keyvalue::{atomics, store};
+        use crate::runtime::state::{KeyValue, KeyValueData};
+        fn view(state: &mut CallState) -> KeyValue<'_> {
+            KeyValue {
+                table: &mut state.table,
+                state: state.services.state.as_mut(),
+            }
+        }
+        store::add_to_linker::<CallState, KeyValueData>(linker, view)?;
+        atomics::add_to_linker::<CallState, KeyValueData>(linker, view)?;
+    }
     host_api::add_to_linker(linker, |state: &mut CallState| &mut state.services)
 }
 

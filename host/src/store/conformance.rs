@@ -67,6 +67,7 @@ macro_rules! conformance_suite {
     ($open:expr) => {
         $crate::store::conformance::conformance_suite!(@tests $open;
             claim_complete_replay_and_mismatch,
+            state_commits_all_or_nothing_under_the_quota,
             released_key_can_be_claimed_again,
             expired_lease_is_unknown_for_side_effects_and_reclaimable_otherwise,
             fifty_concurrent_claims_of_one_key_claim_it_once,
@@ -719,4 +720,75 @@ pub(crate) async fn history_filters_by_tool_task_and_agent_newest_first(j: Arc<d
         ..HistoryQuery::default()
     };
     assert_eq!(calls(range), ["c2000"]);
+}
+
+pub(crate) async fn state_commits_all_or_nothing_under_the_quota(j: Arc<dyn Store>) {
+    use crate::model::state::{StateChanges, StateQuota, StateRefused, StateUsage, StateWrite};
+    let quota = Some(StateQuota {
+        max_keys: 2,
+        max_bytes: 100,
+    });
+    let changes = |writes: Vec<(&str, StateWrite)>| StateChanges {
+        space: "b/owner:a".into(),
+        writes: writes.into_iter().map(|(k, w)| (k.to_owned(), w)).collect(),
+        quota,
+    };
+    let usage = j
+        .state_commit(changes(vec![
+            ("k", StateWrite::Set(b"v1".to_vec())),
+            ("n", StateWrite::Add(5)),
+        ]))
+        .await
+        .expect("store")
+        .expect("within the quota");
+    assert_eq!(usage, StateUsage { keys: 2, bytes: 5 });
+    // A third key is over the quota: nothing of the batch is written.
+    let refused = j
+        .state_commit(changes(vec![
+            ("k", StateWrite::Set(b"v2".to_vec())),
+            ("x", StateWrite::Set(b"y".to_vec())),
+        ]))
+        .await
+        .expect("store");
+    assert!(
+        matches!(refused, Err(StateRefused::OverQuota { keys: 3, .. })),
+        "{refused:?}"
+    );
+    assert_eq!(j.state_get("b/owner:a", "k").unwrap(), Some(b"v1".to_vec()));
+    // Counters add to what is stored; deletes free room.
+    j.state_commit(changes(vec![
+        ("n", StateWrite::Add(2)),
+        ("k", StateWrite::Delete),
+        ("x", StateWrite::Set(b"y".to_vec())),
+    ]))
+    .await
+    .expect("store")
+    .expect("within the quota");
+    assert_eq!(j.state_get("b/owner:a", "n").unwrap(), Some(b"7".to_vec()));
+    assert_eq!(j.state_keys("b/owner:a").unwrap(), ["n", "x"]);
+    assert_eq!(
+        j.state_usage("b/owner:a").unwrap(),
+        StateUsage { keys: 2, bytes: 4 }
+    );
+    // Another space of the bucket is apart.
+    assert!(j.state_keys("b/owner:other").unwrap().is_empty());
+    let spaces = j.state_spaces().unwrap();
+    assert_eq!(
+        spaces,
+        [("b/owner:a".to_owned(), StateUsage { keys: 2, bytes: 4 })]
+    );
+    // Two commits racing for the last key: one wins.
+    let (one, two) = tokio::join!(
+        j.state_commit(changes(vec![
+            ("p", StateWrite::Set(b"1".to_vec())),
+            ("n", StateWrite::Delete)
+        ])),
+        j.state_commit(changes(vec![("q", StateWrite::Set(b"1".to_vec()))])),
+    );
+    let wins = [one.expect("store"), two.expect("store")]
+        .iter()
+        .filter(|r| r.is_ok())
+        .count();
+    assert!(wins >= 1);
+    assert!(j.state_usage("b/owner:a").unwrap().keys <= 2);
 }

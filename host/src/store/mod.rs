@@ -24,6 +24,7 @@ use crate::model::journal::{
     Reserved, StoredOutcome,
 };
 use crate::model::schedule::{Created, RunEnd, Schedule, ScheduleChange, ScheduleRun, SlotClaim};
+use crate::model::state::{StateChanges, StateReader, StateRefused, StateUsage};
 use crate::model::task::TaskRecord;
 use crate::model::units::Effect;
 use crate::resilience::breaker::BreakerMode;
@@ -161,9 +162,24 @@ pub(crate) trait BreakerModeStore {
     fn set_breaker_mode(&self, tool: &str, mode: BreakerMode) -> Result<(), JournalError>;
 }
 
+/// Tool state: key-value pairs per space (`BUCKET/SCOPE`); the reads are
+/// [`StateReader`]'s.
+pub(crate) trait StateStore: StateReader {
+    /// Every space with what it holds, in order.
+    fn state_spaces(&self) -> Result<Vec<(String, StateUsage)>, JournalError>;
+
+    /// Applies `changes` in one transaction ([`crate::model::state::plan`]),
+    /// or nothing when they are refused.
+    fn state_commit(
+        &self,
+        changes: StateChanges,
+    ) -> StoreFuture<'_, Result<StateUsage, StateRefused>>;
+}
+
 /// Everything the host keeps durably, and who holds it.
 pub(crate) trait Store:
     IdempotencyStore
+    + StateStore
     + BudgetLedger
     + AuditLog
     + EscalationStore

@@ -38,6 +38,8 @@ pub(crate) struct Snapshot {
     /// Runs of the schedules, by schedule name.
     pub(crate) runs: Vec<(String, ScheduleRun)>,
     pub(crate) breaker_modes: BTreeMap<String, BreakerMode>,
+    /// Tool state: (space, key, value), in order.
+    pub(crate) state: Vec<(String, String, Vec<u8>)>,
 }
 
 impl Snapshot {
@@ -53,6 +55,7 @@ impl Snapshot {
             schedules: self.schedules.len(),
             runs: self.runs.len(),
             breaker_modes: self.breaker_modes.len(),
+            state_keys: self.state.len(),
         }
     }
 }
@@ -79,6 +82,8 @@ pub struct Migrated {
     pub runs: usize,
     /// Breaker modes operators set.
     pub breaker_modes: usize,
+    /// Keys of tool state.
+    pub state_keys: usize,
 }
 
 impl std::fmt::Display for Migrated {
@@ -86,7 +91,7 @@ impl std::fmt::Display for Migrated {
         write!(
             f,
             "migrated {} keys, {} budgets, {} attempts, {} escalations, {} tasks, \
-             {} schedules ({} runs), {} breaker modes into {}",
+             {} schedules ({} runs), {} breaker modes, {} state keys into {}",
             self.keys,
             self.budgets,
             self.attempts,
@@ -95,6 +100,7 @@ impl std::fmt::Display for Migrated {
             self.schedules,
             self.runs,
             self.breaker_modes,
+            self.state_keys,
             self.store
         )
     }

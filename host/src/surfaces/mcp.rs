@@ -27,6 +27,8 @@
 //! Protocol-level errors are kept for requests the host cannot understand
 //! (an unknown tool, malformed `_meta` or params).
 
+mod catalog;
+mod http;
 mod identity;
 mod manage;
 mod resources;
@@ -36,7 +38,6 @@ mod stdio;
 pub use identity::{
     ClientError, ClientSpec, Clients, Grant, Identity, Manage, StdioSpec, new_token, token_digest,
 };
-pub(crate) use manage::is_reserved;
 pub use manage::{ManageError, manage};
 
 use std::net::SocketAddr;
@@ -267,11 +268,11 @@ impl McpServer {
         axum::Router::new()
             .nest_service("/mcp", service)
             .layer(axum::middleware::from_fn(move |request, next| {
-                refuse_beyond_session_cap(Arc::clone(&sessions), retry_after, request, next)
+                http::refuse_beyond_session_cap(Arc::clone(&sessions), retry_after, request, next)
             }))
             // Outermost: nobody without a token opens or uses a session.
             .layer(axum::middleware::from_fn(move |request, next| {
-                authenticate(clients.clone(), Arc::clone(&bound), request, next)
+                http::authenticate(clients.clone(), Arc::clone(&bound), request, next)
             }))
     }
 
@@ -378,7 +379,7 @@ impl ServerHandler for McpServer {
         let Some(identity) = self.caller(&context) else {
             return Ok(ListResourcesResult::with_all_items(Vec::new()));
         };
-        let entries = manage::resources(&self.host, &identity)
+        let entries = resources::resources(&self.host, &identity)
             .map_err(|r| ErrorData::internal_error(r.message().to_owned(), None))?;
         let resources = entries
             .into_iter()
@@ -399,7 +400,7 @@ impl ServerHandler for McpServer {
         let Some(identity) = self.caller(&context) else {
             return Ok(ListResourceTemplatesResult::with_all_items(Vec::new()));
         };
-        let templates = manage::TEMPLATES
+        let templates = resources::TEMPLATES
             .iter()
             .filter(|(_, _, _, needs)| identity.grant.may_manage(*needs))
             .map(|(uri, name, description, _)| {
@@ -417,7 +418,7 @@ impl ServerHandler for McpServer {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         let identity = self.identified(&context)?;
-        let value = manage::read(&self.host, &identity, &request.uri)
+        let value = resources::read(&self.host, &identity, &request.uri)
             .map_err(|r| resource_error(&request.uri, &r))?;
         let contents = ResourceContents::text(value.to_string(), request.uri)
             .with_mime_type("application/json");
@@ -518,7 +519,7 @@ impl ServerHandler for McpServer {
 /// caller (missing, or someone else's), with the rule in `data`.
 fn resource_error(uri: &str, refusal: &manage::Refused) -> ErrorData {
     let data = Some(json!({ "uri": uri, "rule": refusal.rule() }));
-    if manage::is_missing(refusal) {
+    if resources::is_missing(refusal) {
         ErrorData::resource_not_found(refusal.message().to_owned(), data)
     } else {
         ErrorData::invalid_params(refusal.message().to_owned(), data)
@@ -606,126 +607,6 @@ fn link(from: &CancellationToken, to: &CancellationToken) -> tokio_util::sync::D
         }
     });
     done.drop_guard()
-}
-
-/// Lets a request through only with a bearer token of a known client (when
-/// any is configured), carrying its [`Identity`] to the handlers; answers
-/// `401` with `WWW-Authenticate` (RFC 6750) otherwise. A session belongs to
-/// the client that opened it: another client's token on it is `403`.
-async fn authenticate(
-    clients: Clients,
-    sessions: Arc<sessions::Sessions>,
-    mut request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::http::{StatusCode, header};
-    use axum::response::IntoResponse as _;
-    if clients.is_empty() {
-        return next.run(request).await;
-    }
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
-    let identity = presented.and_then(|token| clients.identify(token));
-    if let Some(identity) = identity {
-        let session = request
-            .headers()
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        if let Some(id) = &session
-            && !sessions.may_use(id, &identity.client)
-        {
-            let body = json!({
-                "jsonrpc": "2.0",
-                "error": {
-                    "code": -32001,
-                    "message": "this MCP session belongs to another client; initialize your own",
-                },
-            });
-            return (
-                StatusCode::FORBIDDEN,
-                [(header::CONTENT_TYPE, "application/json".to_owned())],
-                body.to_string(),
-            )
-                .into_response();
-        }
-        let client = identity.client.clone();
-        request.extensions_mut().insert(identity);
-        let response = next.run(request).await;
-        if session.is_none()
-            && let Some(id) = response
-                .headers()
-                .get("mcp-session-id")
-                .and_then(|v| v.to_str().ok())
-        {
-            sessions.bind(id, &client);
-        }
-        return response;
-    }
-    let (challenge, message) = if presented.is_some() {
-        (
-            r#"Bearer realm="cofferdam", error="invalid_token", error_description="unknown or revoked token""#,
-            "the bearer token is unknown or revoked",
-        )
-    } else {
-        (
-            r#"Bearer realm="cofferdam""#,
-            "a bearer token is required (Authorization: Bearer TOKEN)",
-        )
-    };
-    let body = json!({
-        "jsonrpc": "2.0",
-        "error": { "code": -32001, "message": message },
-    });
-    (
-        StatusCode::UNAUTHORIZED,
-        [
-            (header::WWW_AUTHENTICATE, challenge.to_owned()),
-            (header::CONTENT_TYPE, "application/json".to_owned()),
-        ],
-        body.to_string(),
-    )
-        .into_response()
-}
-
-/// Answers `503` to a request that would open a session (a POST without
-/// `Mcp-Session-Id`) while every session allowed is in use.
-async fn refuse_beyond_session_cap(
-    sessions: Arc<sessions::Sessions>,
-    retry_after: u64,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::http::{Method, StatusCode, header};
-    use axum::response::IntoResponse as _;
-    let opens_session =
-        request.method() == Method::POST && !request.headers().contains_key("mcp-session-id");
-    if opens_session && !sessions.has_room().await {
-        let body = json!({
-            "jsonrpc": "2.0",
-            "error": {
-                "code": -32000,
-                "message": "too many MCP sessions are open; close an unused one (DELETE /mcp) \
-                            or retry later",
-            },
-        });
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [
-                (header::RETRY_AFTER, retry_after.to_string()),
-                (header::CONTENT_TYPE, "application/json".to_owned()),
-            ],
-            body.to_string(),
-        )
-            .into_response();
-    }
-    next.run(request).await
 }
 
 /// Progress reports waiting for the client, at most: when a tool reports

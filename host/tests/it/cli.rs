@@ -423,6 +423,72 @@ fn token_makes_a_client_entry_that_check_accepts_and_bad_entries_are_named() {
 }
 
 #[test]
+fn state_written_by_a_run_is_listed_read_and_deleted_by_an_operator() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let manifest = dir.path().join("writer.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "component = {:?}\n[state]\nbucket = \"notes\"\nscope = \"owner\"\n",
+            artifacts::STATE_WRITER
+        ),
+    )
+    .expect("write");
+    let manifest_arg = manifest.display().to_string();
+    let artifacts_dir = common::shared_data_dir().join("artifacts");
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_cofferdam"))
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--artifact-dir")
+            .arg(&artifacts_dir)
+            .args(args)
+            .output()
+            .expect("runs");
+        (
+            output.status.code(),
+            text(&output.stdout),
+            text(&output.stderr),
+        )
+    };
+    let (code, _, stderr) = cli(&[
+        "run",
+        "--manifest",
+        &manifest_arg,
+        "--agent",
+        "ada",
+        "--input",
+        r#"{"set":{"greeting":"hello"}}"#,
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stdout, stderr) = cli(&["state", "list", "notes"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("owner:ada") && stdout.contains("1 keys"),
+        "{stdout}"
+    );
+    let (_, stdout, _) = cli(&["state", "list", "notes", "--scope", "owner:ada"]);
+    assert_eq!(stdout.trim(), "greeting");
+    let (code, stdout, _) = cli(&["state", "get", "notes", "greeting", "--scope", "owner:ada"]);
+    assert_eq!((code, stdout.trim()), (Some(0), "\"hello\""));
+    let (code, stdout, _) = cli(&[
+        "state",
+        "delete",
+        "notes",
+        "greeting",
+        "--scope",
+        "owner:ada",
+    ]);
+    assert_eq!((code, stdout.trim()), (Some(0), "deleted"));
+    let (code, _, stderr) = cli(&["state", "get", "notes", "greeting", "--scope", "owner:ada"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    let (code, _, stderr) = cli(&["state", "get", "notes", "greeting", "--scope", "ada"]);
+    assert_eq!(code, Some(2), "a usage error: {stderr}");
+    assert!(stderr.contains("--scope must be"), "{stderr}");
+}
+
+#[test]
 fn operator_commands_use_the_data_dir_of_a_config() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("cofferdam.toml");

@@ -19,6 +19,7 @@ mod replicas;
 mod resilience;
 mod sandbox;
 mod schedules;
+mod state;
 mod task_crash;
 mod tasks;
 mod warm;

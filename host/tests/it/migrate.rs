@@ -49,6 +49,16 @@ async fn load_tools(host: &Host, out: &Path) {
         ..ToolPolicy::default()
     };
     common::load(host, artifacts::SLEEPY, sleepy).await;
+    let writer = ToolPolicy {
+        state: Some(cofferdam::StateSpec {
+            bucket: "w".into(),
+            scope: cofferdam::StateScope::Tool,
+            max_bytes: None,
+            max_keys: None,
+        }),
+        ..ToolPolicy::default()
+    };
+    common::load(host, artifacts::STATE_WRITER, writer).await;
 }
 
 fn greet(key: &str) -> CallRequest {
@@ -108,6 +118,13 @@ async fn fill(data: &Path, out: &Path) -> Before {
         .build()
         .expect("host");
     load_tools(&host, out).await;
+    // Its audit record rides along with the durable writes below.
+    host.call(CallRequest::new(
+        "state-writer",
+        r#"{"set":{"memo":"kept"}}"#,
+    ))
+    .await
+    .expect("state written");
     let first = host.call(greet("greet-1")).await.expect("greets");
     assert!(!first.replayed);
     interrupted_call(&host, out, "charge-1").await;
@@ -183,7 +200,7 @@ async fn a_migrated_data_dir_carries_on_in_postgres() {
         text(&migrated.stdout).trim(),
         format!(
             "migrated {} keys, {} budgets, {} attempts, 1 escalations, 1 tasks, \
-             1 schedules (1 runs), 1 breaker modes into {}",
+             1 schedules (1 runs), 1 breaker modes, 1 state keys into {}",
             before.keys,
             before.budgets.len(),
             before.history.len(),
@@ -238,6 +255,10 @@ async fn a_migrated_data_dir_carries_on_in_postgres() {
     );
     let schedules = host.schedules();
     assert_eq!(schedules.history("morning").expect("runs").len(), 1);
+    assert_eq!(
+        host.state().get("w/tool", "memo").expect("state"),
+        Some(br#""kept""#.to_vec())
+    );
     assert_eq!(
         host.stored_breaker_modes().get("sleepy"),
         Some(&BreakerMode::ForcedOpen)

@@ -11,6 +11,7 @@ use super::CallPlan;
 use super::attempts::Admitted;
 use super::budget::AttemptBudget;
 use crate::host::{Host, LoadedTool};
+use crate::model::state::{self, StateQuota, StateScope};
 use crate::model::units::unix_millis;
 use crate::resilience::breaker::BreakerState;
 use crate::resilience::classify::disposition;
@@ -18,6 +19,7 @@ use crate::runtime::attempt::{Attempt, Execution, Export, Returned};
 use crate::runtime::bindings::cofferdam::tool::types as wit;
 use crate::runtime::lanes::LaneUsage;
 use crate::runtime::net::HttpStats;
+use crate::runtime::state::StateView;
 use crate::{CallError, CallOutcome, ErrorClass, Fuel, Limits, ProgressSink, Tokens, ToolName};
 
 /// An attempt that ran, before it is charged.
@@ -42,6 +44,7 @@ impl Host {
         limits: Limits,
         progress: Option<ProgressSink>,
         cancel: Option<&'a CancellationToken>,
+        state: Option<StateView>,
     ) -> Attempt<'a> {
         Attempt {
             engine: &self.inner.engine,
@@ -56,7 +59,37 @@ impl Host {
             warm: tool.warm.as_deref(),
             lanes: &self.inner.lanes,
             cpu: tool.cpu.as_ref(),
+            state,
         }
+    }
+
+    /// The state bucket a call of `tool` made by `request` sees, when the
+    /// tool's policy grants one: the space of the call's owner (its agent,
+    /// or `anonymous`), of its schedule (none outside one), or of the tool.
+    fn state_view(&self, tool: &LoadedTool, request: &crate::CallRequest) -> Option<StateView> {
+        let spec = tool.grants.state.as_ref()?;
+        let space = match spec.scope {
+            StateScope::Owner => Some(state::space(
+                &spec.bucket,
+                spec.scope,
+                request.agent.as_deref().unwrap_or("anonymous"),
+            )),
+            StateScope::Schedule => request
+                .schedule
+                .as_deref()
+                .map(|schedule| state::space(&spec.bucket, spec.scope, schedule)),
+            StateScope::Tool => Some(state::space(&spec.bucket, spec.scope, "")),
+        };
+        let quota = StateQuota {
+            max_keys: spec.max_keys.unwrap_or(state::DEFAULT_STATE_KEYS),
+            max_bytes: spec.max_bytes.unwrap_or(state::DEFAULT_STATE_BYTES),
+        };
+        Some(StateView::new(
+            spec.bucket.clone(),
+            space,
+            quota,
+            Arc::clone(&self.inner.store) as Arc<dyn crate::model::state::StateReader>,
+        ))
     }
 
     /// Runs one attempt under `budget`, on the compute pool if the host has
@@ -78,9 +111,10 @@ impl Host {
         tool.invocations.fetch_add(1, Ordering::Relaxed);
         let started_ms = unix_millis();
         let (limits, progress) = (budget.limits, request.progress.clone());
+        let state = self.state_view(tool, request);
         let execution = match &self.inner.compute {
             None => {
-                self.attempt(tool, limits, progress, request.cancel.as_ref())
+                self.attempt(tool, limits, progress, request.cancel.as_ref(), state)
                     .execute(Export::Invoke {
                         ctx,
                         input: &request.input,
@@ -92,7 +126,7 @@ impl Host {
                 let (host, tool) = (self.clone(), Arc::clone(tool));
                 let (input, cancel) = (request.input.clone(), request.cancel.clone());
                 pool.run(async move {
-                    host.attempt(&tool, limits, progress, cancel.as_ref())
+                    host.attempt(&tool, limits, progress, cancel.as_ref(), state)
                         .execute(Export::Invoke { ctx, input: &input })
                         .await
                 })
@@ -106,7 +140,27 @@ impl Host {
             execution.lane,
         );
         tool.bulkhead.observe(duration);
-        let result = checked_output(name, &budget.limits, execution);
+        let mut execution = execution;
+        let changes = execution.state.take();
+        let mut result = checked_output(name, &budget.limits, execution);
+        // The attempt's state writes take effect with its success, once.
+        if let (Ok(_), Some(changes)) = (&result, changes) {
+            match self.inner.store.state_commit(changes).await {
+                Ok(Ok(_usage)) => {}
+                Ok(Err(refused)) => {
+                    result = Err(CallError::Tool {
+                        tool: name.clone(),
+                        error: crate::ToolError::Permanent(refused.to_string()),
+                    });
+                }
+                Err(source) => {
+                    result = Err(CallError::Journal {
+                        tool: name.clone(),
+                        source,
+                    });
+                }
+            }
+        }
         let stopped_mid_run = result
             .as_ref()
             .err()

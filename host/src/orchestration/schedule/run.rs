@@ -94,6 +94,7 @@ pub(super) async fn execute(
                     task_id: Some(run_id.clone()),
                     agent: Some(spec.owner.clone()),
                     tenant: spec.tenant.clone(),
+                    schedule: Some(spec.name.clone()),
                     idempotency_key: Some(format!("schedule/{}/{}", spec.name, slot)),
                     max_tokens: Some(budget),
                     cancel: Some(cancel.clone()),

@@ -45,6 +45,7 @@ const TABLES: &[(&str, &str)] = &[
     ("schedules", "schedule"),
     ("audit", "attempt"),
     ("breaker_modes", "breaker mode"),
+    ("state", "state key"),
 ];
 
 /// `Err` names what the database already holds.
@@ -54,7 +55,7 @@ async fn import(shared: Arc<Shared>, snapshot: Snapshot) -> Outcome<Result<(), S
     // No replica writes while the database is checked and filled.
     txn.batch_execute(
         "LOCK TABLE idempotency, budgets, reservations, audit, escalations, tasks,
-                    schedules, schedule_runs, breaker_modes IN EXCLUSIVE MODE",
+                    schedules, schedule_runs, breaker_modes, state IN EXCLUSIVE MODE",
     )
     .await?;
     let mut holds = Vec::new();
@@ -231,6 +232,13 @@ async fn tasks_and_schedules(txn: &Transaction<'_>, snapshot: &Snapshot) -> Outc
         &[&tools, &modes],
     )
     .await?;
+    for (space, key, value) in &snapshot.state {
+        txn.execute(
+            "INSERT INTO state (space, key, value) VALUES ($1, $2, $3)",
+            &[space, key, value],
+        )
+        .await?;
+    }
     Ok(())
 }
 

@@ -36,6 +36,7 @@ pub(crate) mod lease;
 mod ops;
 mod records;
 mod schema;
+mod state;
 
 /// Audit records inserted in one statement at most.
 const AUDIT_BATCH: usize = 512;

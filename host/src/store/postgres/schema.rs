@@ -7,7 +7,10 @@ use super::{Outcome, Shared};
 use crate::model::error::JournalError;
 
 /// The migrations this build knows, in order; version = position + 1.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_state.sql"),
+];
 
 /// The schema version this build writes and reads.
 pub(super) const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;

@@ -38,6 +38,7 @@ pub(crate) mod breaker_modes;
 pub(crate) mod export;
 mod impls;
 mod ops;
+mod state;
 mod writer;
 
 use self::ops::{ScheduleTxn, run_range};

@@ -14,14 +14,15 @@
 //! Schedule names are one namespace for every owner: a name another agent
 //! uses is refused as `name-taken` (which says only that the name is used).
 
-use std::sync::Arc;
-
-use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool, ToolAnnotations};
+use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::identity::{Identity, Manage};
+use super::catalog::TOOLS;
+pub(crate) use super::catalog::{definition, offered, offers};
+use super::identity::Identity;
+pub(crate) use crate::model::identity::is_reserved;
 use crate::model::journal::HistoryQuery;
 use crate::orchestration::schedule::ScheduleError;
 use crate::orchestration::task::TaskError;
@@ -29,310 +30,6 @@ use crate::{
     CatchUp, Escalation, Host, Resolution, Schedule, ScheduleSpec, ScheduleTarget, TaskRecord,
     TaskSpec, TaskState, Tokens,
 };
-
-/// What a management tool needs the client's grant to hold.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Needs {
-    Manage(Manage),
-    Resolve,
-}
-
-/// One management tool.
-struct ManageTool {
-    name: &'static str,
-    needs: Needs,
-    read_only: bool,
-    description: &'static str,
-    schema: fn() -> Value,
-}
-
-/// The names management tools take; a loaded tool of the same name is
-/// hidden from clients offered the management tool.
-pub(crate) fn is_reserved(name: &str) -> bool {
-    TOOLS.iter().any(|t| t.name == name)
-}
-
-const TOOLS: &[ManageTool] = &[
-    ManageTool {
-        name: "schedule_create",
-        needs: Needs::Manage(Manage::Schedules),
-        read_only: false,
-        description: "Create a background schedule that runs one tool call or a multi-step task on a cron, \
-            in a time zone, each run under its own token budget and timeout. Runs are made as you. \
-            Creating the same schedule twice is harmless; the same name with another definition is refused. \
-            Example (every day at 9:00 Berlin time): {\"name\":\"ai-news-digest\",\"cron\":\"0 9 * * *\",\
-            \"timezone\":\"Europe/Berlin\",\"tool\":\"digest\",\"input\":{\"topic\":\"AI\"},\
-            \"budget_tokens\":20000,\"timeout_ms\":120000}. Rules: runs at least the host's minimum \
-            interval apart, a quota of schedules per owner, a budget no higher than the host's maximum, \
-            no tool marked sensitive.",
-        schema: schedule_create_schema,
-    },
-    ManageTool {
-        name: "schedule_list",
-        needs: Needs::Manage(Manage::Schedules),
-        read_only: true,
-        description: "List your schedules with their state (active or paused and why), next run, \
-            runs so far and tokens spent. Example: {}",
-        schema: empty_schema,
-    },
-    ManageTool {
-        name: "schedule_show",
-        needs: Needs::Manage(Manage::Schedules),
-        read_only: true,
-        description: "Show one of your schedules: definition, state, next run (UTC and local), \
-            runs, failures and tokens spent. Example: {\"name\":\"ai-news-digest\"}",
-        schema: name_schema,
-    },
-    ManageTool {
-        name: "schedule_pause",
-        needs: Needs::Manage(Manage::Schedules),
-        read_only: false,
-        description: "Pause one of your schedules: it does not run until resumed; slots that pass \
-            while paused are not caught up. Pausing a paused schedule is harmless. \
-            Example: {\"name\":\"ai-news-digest\",\"reason\":\"on holiday\"}",
-        schema: pause_schema,
-    },
-    ManageTool {
-        name: "schedule_resume",
-        needs: Needs::Manage(Manage::Schedules),
-        read_only: false,
-        description: "Resume one of your paused schedules from now on; its failure count starts \
-            again. Example: {\"name\":\"ai-news-digest\"}",
-        schema: name_schema,
-    },
-    ManageTool {
-        name: "schedule_delete",
-        needs: Needs::Manage(Manage::Schedules),
-        read_only: false,
-        description: "Delete one of your schedules and its history. Deleting one that does not \
-            exist is harmless (deleted: false). Example: {\"name\":\"ai-news-digest\"}",
-        schema: name_schema,
-    },
-    ManageTool {
-        name: "schedule_history",
-        needs: Needs::Manage(Manage::Schedules),
-        read_only: true,
-        description: "The runs of one of your schedules, oldest first: slot, status (succeeded, \
-            failed, skipped, interrupted, refused), tokens spent (the cost), error. \
-            Example: {\"name\":\"ai-news-digest\"}",
-        schema: name_schema,
-    },
-    ManageTool {
-        name: "task_start",
-        needs: Needs::Manage(Manage::Tasks),
-        read_only: false,
-        description: "Start a durable multi-step task in the background and return its id at once; \
-            follow it with task_status. Each step calls a tool; a step that failed for good undoes the \
-            finished steps that have a compensation. Starting a known id with the same steps resumes it. \
-            Example: {\"id\":\"report-42\",\"steps\":[{\"name\":\"fetch\",\"tool\":\"fetch\",\
-            \"input\":{\"url\":\"https://example.com\"}},{\"name\":\"summarize\",\"tool\":\"summarize\",\
-            \"input\":{\"text\":\"{{steps.fetch.output.body}}\"}}]}",
-        schema: task_start_schema,
-    },
-    ManageTool {
-        name: "task_status",
-        needs: Needs::Manage(Manage::Tasks),
-        read_only: true,
-        description: "How far one of your tasks is: its state, the step running now, steps done out \
-            of all, tokens spent so far, and each step's status and error. \
-            Example: {\"id\":\"report-42\"}",
-        schema: id_schema,
-    },
-    ManageTool {
-        name: "task_cancel",
-        needs: Needs::Manage(Manage::Tasks),
-        read_only: false,
-        description: "Cancel one of your tasks: the step running now is stopped and the task ends \
-            cancelled (a side-effecting step stopped midway becomes an escalation for a human). \
-            Finished tasks are left alone. Example: {\"id\":\"report-42\"}",
-        schema: id_schema,
-    },
-    ManageTool {
-        name: "task_list",
-        needs: Needs::Manage(Manage::Tasks),
-        read_only: true,
-        description: "List your tasks with their state and steps done. Example: {}",
-        schema: empty_schema,
-    },
-    ManageTool {
-        name: "escalation_list",
-        needs: Needs::Manage(Manage::Escalations),
-        read_only: true,
-        description: "List the escalations raised for your calls, tasks and schedules: work a human \
-            must decide on (an unknown outcome of a side effect, a failed compensation, a schedule that \
-            paused itself). Open ones only unless include_resolved. Example: {}",
-        schema: escalation_list_schema,
-    },
-    ManageTool {
-        name: "escalation_show",
-        needs: Needs::Manage(Manage::Escalations),
-        read_only: true,
-        description: "Show one of your escalations: why it was raised, the tool, key, task or \
-            schedule, and how a human resolved it. Example: {\"id\":7}",
-        schema: escalation_id_schema,
-    },
-    ManageTool {
-        name: "escalation_resolve",
-        needs: Needs::Resolve,
-        read_only: false,
-        description: "Resolve one of your escalations as a human decided: resume (the work did not \
-            happen; run it again), mark-done (it happened; output is recorded), compensate (undone by \
-            hand) or abort. Example: {\"id\":7,\"resolution\":\"mark-done\",\"output\":{\"sent\":true},\
-            \"note\":\"checked the mail log\"}",
-        schema: escalation_resolve_schema,
-    },
-];
-
-fn object(properties: Value, required: &[&str]) -> Value {
-    json!({
-        "type": "object",
-        "properties": properties,
-        "required": required,
-        "additionalProperties": false,
-    })
-}
-
-fn empty_schema() -> Value {
-    object(json!({}), &[])
-}
-
-fn name_property() -> Value {
-    json!({"type": "string", "description": "The schedule's name (1-64 of A-Z a-z 0-9 . _ -)."})
-}
-
-fn name_schema() -> Value {
-    object(json!({"name": name_property()}), &["name"])
-}
-
-fn pause_schema() -> Value {
-    object(
-        json!({
-            "name": name_property(),
-            "reason": {"type": "string", "description": "Why, for the history."},
-        }),
-        &["name"],
-    )
-}
-
-fn id_schema() -> Value {
-    object(
-        json!({"id": {"type": "string", "description": "The task's id."}}),
-        &["id"],
-    )
-}
-
-fn escalation_id_schema() -> Value {
-    object(
-        json!({"id": {"type": "integer", "minimum": 1, "description": "The escalation's number."}}),
-        &["id"],
-    )
-}
-
-fn escalation_list_schema() -> Value {
-    object(
-        json!({"include_resolved": {"type": "boolean", "default": false}}),
-        &[],
-    )
-}
-
-fn escalation_resolve_schema() -> Value {
-    object(
-        json!({
-            "id": {"type": "integer", "minimum": 1},
-            "resolution": {"enum": ["resume", "mark-done", "compensate", "abort"]},
-            "output": {"description": "With mark-done: the output later calls with the key replay."},
-            "note": {"type": "string", "description": "What was checked or done, for the audit."},
-        }),
-        &["id", "resolution"],
-    )
-}
-
-fn step_schema() -> Value {
-    json!({
-        "type": "object",
-        "properties": {
-            "name": {"type": "string"},
-            "tool": {"type": "string"},
-            "input": {"type": "object", "description": "May refer to earlier steps: {{steps.NAME.output.FIELD}}."},
-            "compensate": {
-                "type": "object",
-                "properties": {"tool": {"type": "string"}, "input": {"type": "object"}},
-                "required": ["tool"],
-            },
-            "pivot": {"type": "boolean"},
-            "fallbacks": {"type": "array", "items": {"type": "string"}},
-        },
-        "required": ["name", "tool"],
-    })
-}
-
-fn task_properties() -> Value {
-    json!({
-        "id": {"type": "string", "description": "The task's id: a new one starts, a known one resumes."},
-        "steps": {"type": "array", "minItems": 1, "items": step_schema()},
-    })
-}
-
-fn task_start_schema() -> Value {
-    object(task_properties(), &["id", "steps"])
-}
-
-fn schedule_create_schema() -> Value {
-    let mut task = task_start_schema();
-    task["description"] = json!("A multi-step task to run instead of one tool.");
-    object(
-        json!({
-            "name": name_property(),
-            "cron": {"type": "string", "description": "Five fields: minute hour day-of-month month day-of-week, e.g. \"0 9 * * 1-5\"."},
-            "timezone": {"type": "string", "default": "UTC", "description": "IANA zone, e.g. Europe/Berlin."},
-            "tool": {"type": "string", "description": "The tool each run calls (or give task)."},
-            "input": {"type": "object", "description": "The tool's input."},
-            "task": task,
-            "budget_tokens": {"type": "integer", "minimum": 1, "description": "Tokens one run may spend (default: the host's maximum)."},
-            "timeout_ms": {"type": "integer", "minimum": 1, "description": "How long one run may take."},
-            "catch_up": {"enum": ["skip", "once"], "default": "skip", "description": "Slots missed while the host was down: skip them, or run the latest once."},
-        }),
-        &["name", "cron"],
-    )
-}
-
-/// The management tools `identity` is offered.
-pub(crate) fn offered(identity: &Identity) -> impl Iterator<Item = Tool> + '_ {
-    TOOLS
-        .iter()
-        .filter(|t| allowed(identity, t))
-        .map(definition_of)
-}
-
-/// The definition of management tool `name`.
-pub(crate) fn definition(name: &str) -> Option<Tool> {
-    TOOLS.iter().find(|t| t.name == name).map(definition_of)
-}
-
-fn definition_of(tool: &ManageTool) -> Tool {
-    let schema = match (tool.schema)() {
-        Value::Object(map) => map,
-        _ => JsonObject::new(),
-    };
-    let annotations = if tool.read_only {
-        ToolAnnotations::new().read_only(true).destructive(false)
-    } else {
-        ToolAnnotations::new().read_only(false).idempotent(true)
-    };
-    Tool::new(tool.name, tool.description, Arc::new(schema)).with_annotations(annotations)
-}
-
-fn allowed(identity: &Identity, tool: &ManageTool) -> bool {
-    match tool.needs {
-        Needs::Manage(what) => identity.grant.may_manage(what),
-        Needs::Resolve => identity.grant.resolve_escalations,
-    }
-}
-
-/// Whether `name` is a management tool `identity` may use.
-pub(crate) fn offers(identity: &Identity, name: &str) -> bool {
-    TOOLS.iter().any(|t| t.name == name && allowed(identity, t))
-}
 
 /// A management operation that was refused: over MCP a tool error, over
 /// another API what that API makes of it. `rule` names what was broken
@@ -394,7 +91,7 @@ pub async fn manage(
         .await
 }
 
-fn refused(rule: &'static str, message: impl Into<String>) -> Refused {
+pub(crate) fn refused(rule: &'static str, message: impl Into<String>) -> Refused {
     Refused {
         class: "invalid-input",
         rule,
@@ -586,12 +283,16 @@ struct TaskArgs {
     steps: Vec<crate::model::task::StepSpec>,
 }
 
-struct Manager<'a> {
+pub(crate) struct Manager<'a> {
     host: &'a Host,
     identity: &'a Identity,
 }
 
-impl Manager<'_> {
+impl<'a> Manager<'a> {
+    pub(crate) fn new(host: &'a Host, identity: &'a Identity) -> Self {
+        Self { host, identity }
+    }
+
     async fn dispatch(&self, name: &str, arguments: JsonObject) -> Result<Value, Refused> {
         match name {
             "schedule_create" => self.schedule_create(args(name, arguments)?).await,
@@ -708,11 +409,11 @@ impl Manager<'_> {
         }
     }
 
-    fn agent(&self) -> &str {
+    pub(crate) fn agent(&self) -> &str {
         &self.identity.agent
     }
 
-    fn schedule_list(&self) -> Result<Value, Refused> {
+    pub(crate) fn schedule_list(&self) -> Result<Value, Refused> {
         let schedules = self
             .host
             .schedules()
@@ -723,7 +424,7 @@ impl Manager<'_> {
         Ok(json!({ "schedules": schedules }))
     }
 
-    fn schedule_history(&self, name: &str) -> Result<Value, Refused> {
+    pub(crate) fn schedule_history(&self, name: &str) -> Result<Value, Refused> {
         self.own_schedule(name)?;
         let runs = self.host.schedules().history(name)?;
         let total: u64 = runs.iter().map(|r| r.tokens.0).sum();
@@ -734,7 +435,7 @@ impl Manager<'_> {
         }))
     }
 
-    fn escalations(&self, include_resolved: bool) -> Result<Vec<Escalation>, Refused> {
+    pub(crate) fn escalations(&self, include_resolved: bool) -> Result<Vec<Escalation>, Refused> {
         Ok(self
             .host
             .escalations()
@@ -746,7 +447,7 @@ impl Manager<'_> {
 
     /// The caller's schedule `name`: `not-found`, or `not-yours` when it
     /// belongs to another agent.
-    fn own_schedule(&self, name: &str) -> Result<Schedule, Refused> {
+    pub(crate) fn own_schedule(&self, name: &str) -> Result<Schedule, Refused> {
         let schedule = self.host.schedules().get(name)?;
         if schedule.spec.owner != self.agent() {
             return Err(refused(
@@ -844,11 +545,11 @@ impl Manager<'_> {
         Ok(schedule_view(&schedule))
     }
 
-    fn owns_task(&self, record: &TaskRecord) -> bool {
+    pub(crate) fn owns_task(&self, record: &TaskRecord) -> bool {
         record.spec.agent.as_deref() == Some(self.agent())
     }
 
-    fn own_task(&self, id: &str) -> Result<TaskRecord, Refused> {
+    pub(crate) fn own_task(&self, id: &str) -> Result<TaskRecord, Refused> {
         let record = self.host.tasks().status(id)?;
         if !self.owns_task(&record) {
             return Err(refused(
@@ -878,7 +579,7 @@ impl Manager<'_> {
 
     /// A task as an agent follows it; with `cost`, the tokens its attempts
     /// spent so far (from the audit history).
-    fn task_view(&self, record: &TaskRecord, cost: bool) -> Result<Value, Refused> {
+    pub(crate) fn task_view(&self, record: &TaskRecord, cost: bool) -> Result<Value, Refused> {
         use crate::model::task::StepStatus;
         let done = record
             .steps
@@ -923,7 +624,7 @@ impl Manager<'_> {
         escalation.agent.as_deref() == Some(self.agent())
     }
 
-    fn own_escalation(&self, id: u64) -> Result<Escalation, Refused> {
+    pub(crate) fn own_escalation(&self, id: u64) -> Result<Escalation, Refused> {
         let escalation = self.host.escalations().get(id)?;
         if !self.owns_escalation(&escalation) {
             return Err(refused(
@@ -940,7 +641,7 @@ impl Manager<'_> {
 struct EmptyArgs {}
 
 /// A schedule as an agent reads it.
-fn schedule_view(schedule: &Schedule) -> Value {
+pub(crate) fn schedule_view(schedule: &Schedule) -> Value {
     let spec = &schedule.spec;
     json!({
         "name": spec.name,
@@ -958,167 +659,4 @@ fn schedule_view(schedule: &Schedule) -> Value {
         "failures": schedule.failures,
         "total_tokens": schedule.total_tokens.0,
     })
-}
-
-/// A resource an agent can read (and subscribe to).
-pub(crate) struct ResourceEntry {
-    pub(crate) uri: String,
-    pub(crate) name: String,
-    pub(crate) description: &'static str,
-}
-
-/// The URI templates of the resources, with what each holds and the grant
-/// it needs.
-pub(crate) const TEMPLATES: &[(&str, &str, &str, Manage)] = &[
-    (
-        "cofferdam://schedules",
-        "schedules",
-        "Your schedules, with state, next run, runs and tokens spent.",
-        Manage::Schedules,
-    ),
-    (
-        "cofferdam://schedules/{name}",
-        "schedule",
-        "One of your schedules: definition, state, next run, runs, failures, tokens.",
-        Manage::Schedules,
-    ),
-    (
-        "cofferdam://schedules/{name}/history",
-        "schedule-history",
-        "The runs of one of your schedules with their cost; updated when a run ends.",
-        Manage::Schedules,
-    ),
-    (
-        "cofferdam://escalations",
-        "escalations",
-        "Your open escalations; updated when one opens or is resolved.",
-        Manage::Escalations,
-    ),
-    (
-        "cofferdam://escalations/{id}",
-        "escalation",
-        "One of your escalations and how it was resolved.",
-        Manage::Escalations,
-    ),
-    (
-        "cofferdam://tasks/{id}",
-        "task",
-        "One of your tasks: state, current step, steps done, tokens spent.",
-        Manage::Tasks,
-    ),
-];
-
-/// The resources `identity` can read now.
-pub(crate) fn resources(host: &Host, identity: &Identity) -> Result<Vec<ResourceEntry>, Refused> {
-    let manager = Manager { host, identity };
-    let grant = &identity.grant;
-    let mut entries = Vec::new();
-    let mut push = |uri: String, name: String, description| {
-        entries.push(ResourceEntry {
-            uri,
-            name,
-            description,
-        });
-    };
-    if grant.may_manage(Manage::Schedules) {
-        push(
-            "cofferdam://schedules".into(),
-            "schedules".into(),
-            TEMPLATES[0].2,
-        );
-        for schedule in host.schedules().list(Some(manager.agent()))? {
-            let name = &schedule.spec.name;
-            push(
-                format!("cofferdam://schedules/{name}"),
-                format!("schedule {name}"),
-                TEMPLATES[1].2,
-            );
-            push(
-                format!("cofferdam://schedules/{name}/history"),
-                format!("history of schedule {name}"),
-                TEMPLATES[2].2,
-            );
-        }
-    }
-    if grant.may_manage(Manage::Escalations) {
-        push(
-            "cofferdam://escalations".into(),
-            "escalations".into(),
-            TEMPLATES[3].2,
-        );
-        for escalation in manager.escalations(false)? {
-            push(
-                format!("cofferdam://escalations/{}", escalation.id),
-                format!("escalation #{}", escalation.id),
-                TEMPLATES[4].2,
-            );
-        }
-    }
-    if grant.may_manage(Manage::Tasks) {
-        for task in host.tasks().list()? {
-            if manager.owns_task(&task) {
-                push(
-                    format!("cofferdam://tasks/{}", task.id),
-                    format!("task {}", task.id),
-                    TEMPLATES[5].2,
-                );
-            }
-        }
-    }
-    Ok(entries)
-}
-
-/// Whether a refusal means the resource is not there (for this caller).
-pub(crate) fn is_missing(refusal: &Refused) -> bool {
-    matches!(refusal.rule, "not-found" | "not-yours" | "not-granted")
-}
-
-/// Reads resource `uri` as `identity`.
-pub(crate) fn read(host: &Host, identity: &Identity, uri: &str) -> Result<Value, Refused> {
-    let manager = Manager { host, identity };
-    let missing = || refused("not-found", format!("no resource `{uri}`"));
-    let need = |what: Manage| {
-        if identity.grant.may_manage(what) {
-            Ok(())
-        } else {
-            Err(refused(
-                "not-granted",
-                format!(
-                    "client `{}` may not read {} resources",
-                    identity.client,
-                    what.as_str()
-                ),
-            ))
-        }
-    };
-    let path = uri.strip_prefix("cofferdam://").ok_or_else(missing)?;
-    let parts: Vec<&str> = path.split('/').collect();
-    match parts.as_slice() {
-        ["schedules"] => {
-            need(Manage::Schedules)?;
-            manager.schedule_list()
-        }
-        ["schedules", name] => {
-            need(Manage::Schedules)?;
-            Ok(schedule_view(&manager.own_schedule(name)?))
-        }
-        ["schedules", name, "history"] => {
-            need(Manage::Schedules)?;
-            manager.schedule_history(name)
-        }
-        ["escalations"] => {
-            need(Manage::Escalations)?;
-            Ok(json!({ "escalations": manager.escalations(false)? }))
-        }
-        ["escalations", id] => {
-            need(Manage::Escalations)?;
-            let id = id.parse().map_err(|_| missing())?;
-            Ok(json!(manager.own_escalation(id)?))
-        }
-        ["tasks", id] => {
-            need(Manage::Tasks)?;
-            manager.task_view(&manager.own_task(id)?, true)
-        }
-        _ => Err(missing()),
-    }
 }

@@ -1,7 +1,7 @@
 //! Background work as MCP resources: an agent's schedules, their run
 //! history, its tasks and its escalations (`cofferdam://schedules/{name}`,
 //! `…/history`, `cofferdam://escalations/{id}`, …; see
-//! [`super::manage::TEMPLATES`]), readable with the same grants and
+//! [`TEMPLATES`]), readable with the same grants and
 //! ownership as the management tools.
 //!
 //! `resources/subscribe` makes the server watch a resource for the client:
@@ -21,8 +21,10 @@ use std::time::Duration;
 use rmcp::model::ResourceUpdatedNotificationParam;
 use rmcp::{Peer, RoleServer};
 
-use super::identity::Identity;
-use super::manage;
+use serde_json::{Value, json};
+
+use super::identity::{Identity, Manage};
+use super::manage::{self, Manager, Refused, schedule_view};
 use crate::Host;
 
 /// How often watched resources are read again.
@@ -55,13 +57,13 @@ struct WatchState {
 
 /// Why a subscription was refused.
 pub(crate) enum SubscribeError {
-    Refused(manage::Refused),
+    Refused(Refused),
     TooMany,
 }
 
 /// A digest of what reading a resource gave (a refusal, such as a deleted
 /// schedule's `not-found`, digests as its rule).
-fn digest_of(read: &Result<serde_json::Value, manage::Refused>) -> u64 {
+fn digest_of(read: &Result<Value, Refused>) -> u64 {
     let mut hasher = DefaultHasher::new();
     match read {
         Ok(value) => value.to_string().hash(&mut hasher),
@@ -71,7 +73,7 @@ fn digest_of(read: &Result<serde_json::Value, manage::Refused>) -> u64 {
 }
 
 fn digest(host: &Host, identity: &Identity, uri: &str) -> u64 {
-    digest_of(&manage::read(host, identity, uri))
+    digest_of(&read(host, identity, uri))
 }
 
 impl Watches {
@@ -90,7 +92,7 @@ impl Watches {
         peer: Peer<RoleServer>,
         uri: String,
     ) -> Result<(), SubscribeError> {
-        let read = manage::read(host, &identity, &uri);
+        let read = read(host, &identity, &uri);
         let seen = digest_of(&read);
         read.map_err(SubscribeError::Refused)?;
         let mut state = self.state();
@@ -187,5 +189,168 @@ async fn watch(watches: Weak<Mutex<WatchState>>, host: Host) {
                 tracing::debug!(%uri, error = %e, "cannot tell a client a resource changed");
             }
         }
+    }
+}
+
+/// A resource an agent can read (and subscribe to).
+pub(crate) struct ResourceEntry {
+    pub(crate) uri: String,
+    pub(crate) name: String,
+    pub(crate) description: &'static str,
+}
+
+/// The URI templates of the resources, with what each holds and the grant
+/// it needs.
+pub(crate) const TEMPLATES: &[(&str, &str, &str, Manage)] = &[
+    (
+        "cofferdam://schedules",
+        "schedules",
+        "Your schedules, with state, next run, runs and tokens spent.",
+        Manage::Schedules,
+    ),
+    (
+        "cofferdam://schedules/{name}",
+        "schedule",
+        "One of your schedules: definition, state, next run, runs, failures, tokens.",
+        Manage::Schedules,
+    ),
+    (
+        "cofferdam://schedules/{name}/history",
+        "schedule-history",
+        "The runs of one of your schedules with their cost; updated when a run ends.",
+        Manage::Schedules,
+    ),
+    (
+        "cofferdam://escalations",
+        "escalations",
+        "Your open escalations; updated when one opens or is resolved.",
+        Manage::Escalations,
+    ),
+    (
+        "cofferdam://escalations/{id}",
+        "escalation",
+        "One of your escalations and how it was resolved.",
+        Manage::Escalations,
+    ),
+    (
+        "cofferdam://tasks/{id}",
+        "task",
+        "One of your tasks: state, current step, steps done, tokens spent.",
+        Manage::Tasks,
+    ),
+];
+
+/// The resources `identity` can read now.
+pub(crate) fn resources(host: &Host, identity: &Identity) -> Result<Vec<ResourceEntry>, Refused> {
+    let manager = Manager::new(host, identity);
+    let grant = &identity.grant;
+    let mut entries = Vec::new();
+    let mut push = |uri: String, name: String, description| {
+        entries.push(ResourceEntry {
+            uri,
+            name,
+            description,
+        });
+    };
+    if grant.may_manage(Manage::Schedules) {
+        push(
+            "cofferdam://schedules".into(),
+            "schedules".into(),
+            TEMPLATES[0].2,
+        );
+        for schedule in host.schedules().list(Some(manager.agent()))? {
+            let name = &schedule.spec.name;
+            push(
+                format!("cofferdam://schedules/{name}"),
+                format!("schedule {name}"),
+                TEMPLATES[1].2,
+            );
+            push(
+                format!("cofferdam://schedules/{name}/history"),
+                format!("history of schedule {name}"),
+                TEMPLATES[2].2,
+            );
+        }
+    }
+    if grant.may_manage(Manage::Escalations) {
+        push(
+            "cofferdam://escalations".into(),
+            "escalations".into(),
+            TEMPLATES[3].2,
+        );
+        for escalation in manager.escalations(false)? {
+            push(
+                format!("cofferdam://escalations/{}", escalation.id),
+                format!("escalation #{}", escalation.id),
+                TEMPLATES[4].2,
+            );
+        }
+    }
+    if grant.may_manage(Manage::Tasks) {
+        for task in host.tasks().list()? {
+            if manager.owns_task(&task) {
+                push(
+                    format!("cofferdam://tasks/{}", task.id),
+                    format!("task {}", task.id),
+                    TEMPLATES[5].2,
+                );
+            }
+        }
+    }
+    Ok(entries)
+}
+
+/// Whether a refusal means the resource is not there (for this caller).
+pub(crate) fn is_missing(refusal: &Refused) -> bool {
+    matches!(refusal.rule(), "not-found" | "not-yours" | "not-granted")
+}
+
+/// Reads resource `uri` as `identity`.
+pub(crate) fn read(host: &Host, identity: &Identity, uri: &str) -> Result<Value, Refused> {
+    let manager = Manager::new(host, identity);
+    let missing = || manage::refused("not-found", format!("no resource `{uri}`"));
+    let need = |what: Manage| {
+        if identity.grant.may_manage(what) {
+            Ok(())
+        } else {
+            Err(manage::refused(
+                "not-granted",
+                format!(
+                    "client `{}` may not read {} resources",
+                    identity.client,
+                    what.as_str()
+                ),
+            ))
+        }
+    };
+    let path = uri.strip_prefix("cofferdam://").ok_or_else(missing)?;
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.as_slice() {
+        ["schedules"] => {
+            need(Manage::Schedules)?;
+            manager.schedule_list()
+        }
+        ["schedules", name] => {
+            need(Manage::Schedules)?;
+            Ok(schedule_view(&manager.own_schedule(name)?))
+        }
+        ["schedules", name, "history"] => {
+            need(Manage::Schedules)?;
+            manager.schedule_history(name)
+        }
+        ["escalations"] => {
+            need(Manage::Escalations)?;
+            Ok(json!({ "escalations": manager.escalations(false)? }))
+        }
+        ["escalations", id] => {
+            need(Manage::Escalations)?;
+            let id = id.parse().map_err(|_| missing())?;
+            Ok(json!(manager.own_escalation(id)?))
+        }
+        ["tasks", id] => {
+            need(Manage::Tasks)?;
+            manager.task_view(&manager.own_task(id)?, true)
+        }
+        _ => Err(missing()),
     }
 }
