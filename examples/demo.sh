@@ -9,7 +9,7 @@ rustup target add wasm32-wasip2
 echo "== building the tools (wasm32-wasip2 components) and the cofferdam CLI"
 # Without debug info, as tools ship: loading hashes the component, so size matters.
 CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=debuginfo \
-  cargo build --release --target wasm32-wasip2 -p hello -p grep -p notes -p weather -p booking -p loop-forever -p fs-escape
+  cargo build --release --target wasm32-wasip2 -p hello -p grep -p notes -p weather -p booking -p monitor -p loop-forever -p fs-escape
 cargo build -p cofferdam
 tools=target/wasm32-wasip2/release
 cofferdam=target/debug/cofferdam
@@ -80,6 +80,11 @@ component = "$PWD/$tools/notes.wasm"
 host = "$work/notes"
 guest = "/notes"
 mode = "rw"
+[tools.monitor]
+component = "$PWD/$tools/monitor.wasm"
+[tools.monitor.state]
+bucket = "monitor"
+scope = "owner"
 [tools.booking]
 component = "$PWD/$tools/booking.wasm"
 [[tools.booking.mounts]]
@@ -131,6 +136,10 @@ echo "2026-11-26T07:59:00Z" > "$work/now"
 step "a daily background run at 09:00 Berlin time, with its own budget" \
   $cofferdam --clock-file "$work/now" schedules create morning-digest --config "$work/cofferdam.toml" \
     --owner ops --cron "0 9 * * *" --zone Europe/Berlin --tool hello --input '{"name":"morning"}' --budget 500
+step "a price monitor at the same hour: it remembers what it saw in its state bucket" \
+  $cofferdam --clock-file "$work/now" schedules create price-watch --config "$work/cofferdam.toml" \
+    --owner ops --cron "0 9 * * *" --zone Europe/Berlin --tool monitor \
+    --input '{"prices":{"widget":1200,"gadget":800}}'
 step "every five minutes is refused: background runs are at least 60 minutes apart" \
   $cofferdam --clock-file "$work/now" schedules create chatty --config "$work/cofferdam.toml" \
     --owner ops --cron "*/5 * * * *" --tool hello
@@ -139,12 +148,22 @@ serve_until_the_slot_runs() {
   local server=$!
   echo "clock moves to 09:00:01 Berlin time"; echo "2026-11-26T08:00:01Z" > "$work/now"
   for _ in $(seq 100); do
-    $cofferdam schedules history morning-digest --json | grep -q '"succeeded"' && break
+    $cofferdam schedules history morning-digest --json | grep -q '"succeeded"' &&
+      $cofferdam schedules history price-watch --json | grep -q '"succeeded"' && break
+    sleep 0.1
+  done
+  echo "clock moves to the next day, 09:00:01 Berlin time"; echo "2026-11-27T08:00:01Z" > "$work/now"
+  for _ in $(seq 100); do
+    [ "$($cofferdam schedules history price-watch --json | grep -c '"succeeded"')" -ge 2 ] && break
     sleep 0.1
   done
   kill -TERM $server; wait $server
 }
-step "cofferdam serve runs the scheduler; the 09:00 slot fires once" serve_until_the_slot_runs
+step "cofferdam serve runs the scheduler; each day's 09:00 slot fires once" serve_until_the_slot_runs
 step "its history, with the cost of each run" $cofferdam --clock-file "$work/now" schedules history morning-digest
+step "the monitor ran twice and remembered between runs (its counter and what it saw)" \
+  $cofferdam state list monitor --scope owner:ops
+step "  runs" $cofferdam state get monitor runs --scope owner:ops
+step "  prices" $cofferdam state get monitor prices --scope owner:ops
 echo
 echo "== done: every call above ran in a fresh sandboxed instance"
