@@ -84,6 +84,7 @@ pub use model::escalation::{
 };
 pub use model::journal::{AttemptRecord, HistoryQuery, JournalEntry, KeyState, StoredOutcome};
 pub use model::limits::{Limits, LimitsSpec};
+pub use model::money::{InvalidMoney, Money, PriceError, Prices};
 pub use model::policy::{BreakerState, Mount, MountMode, NetPolicyError, PolicyError};
 pub use model::schedule::{
     CatchUp, NextRun, RunStatus, RunningSlot, Schedule, ScheduleConfig, ScheduleRun, ScheduleSpec,
@@ -118,6 +119,7 @@ pub use runtime::host_api::{LogLevel, LogRecord, Progress, ProgressSink};
 pub use runtime::lanes::LaneStats;
 pub use runtime::net::{HttpSpec, HttpStats};
 pub use runtime::warm::WarmStats;
+pub use rust_decimal::Decimal;
 pub use store::config::{PostgresConfig, StoreConfig};
 pub use store::migrate::migrate_to_postgres;
 pub use store::snapshot::{MigrateError, Migrated};

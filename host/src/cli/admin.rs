@@ -295,8 +295,12 @@ pub(super) fn history(args: HistoryArgs, store: Store) -> Result<ExitCode> {
     }
     for r in &records {
         let replayed = if r.replayed { " (replayed)" } else { "" };
+        let cost = host
+            .prices()
+            .cost(&r.tool, cofferdam::Tokens(r.tokens))
+            .map_or_else(String::new, |c| format!(" {c}"));
         println!(
-            "{} {:<16} {:<28} #{} {:<20} {:>12} fuel {:>8} tokens{replayed}",
+            "{} {:<16} {:<28} #{} {:<20} {:>12} fuel {:>8} tokens{cost}{replayed}",
             r.started_ms, r.tool, r.call_id, r.attempt, r.status, r.fuel, r.tokens
         );
     }

@@ -300,7 +300,8 @@ impl Dirs {
         let data_dir = config.data_dir.unwrap_or_else(|| self.data.clone());
         let mut builder = Host::builder()
             .data_dir(&data_dir)
-            .schedule_config(config.schedules.apply(ScheduleConfig::default()));
+            .schedule_config(config.schedules.apply(ScheduleConfig::default()))
+            .prices(config.prices.clone());
         if let Some(url) = &config.store.url {
             builder = builder.store_url(url);
         }

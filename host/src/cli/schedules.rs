@@ -95,6 +95,10 @@ pub(super) struct CreateScheduleArgs {
     /// Tokens one run may spend [default: the host's maximum].
     #[arg(long)]
     budget: Option<u64>,
+    /// Money one run may spend, such as "2.00 USD", at the config's
+    /// [prices] (the tighter of this and --budget holds).
+    #[arg(long, value_name = "AMOUNT")]
+    max_cost_per_run: Option<cofferdam::Money>,
     /// How long one run may take, such as 30s or 5m [default: the host's].
     #[arg(long, value_parser = parse_duration)]
     timeout: Option<Duration>,
@@ -140,6 +144,7 @@ pub(super) async fn schedules(
             zone: args.zone,
             target,
             budget: args.budget.map(Tokens),
+            max_cost_per_run: args.max_cost_per_run,
             timeout_ms: args.timeout.map(|t| t.as_millis() as u64),
             catch_up: args.catch_up,
         };
@@ -213,7 +218,14 @@ pub(super) async fn schedules(
             if runs.is_empty() {
                 println!("no runs yet");
             }
+            let s = schedules.get(&name)?;
+            let mut costs = Vec::new();
             for r in &runs {
+                let cost = schedules.run_cost(&s, r);
+                let shown = cost
+                    .as_ref()
+                    .map_or_else(String::new, |c| format!(" {c:>12}"));
+                costs.extend(cost);
                 let ended = r.ended.map_or_else(|| "-".to_owned(), |t| t.to_string());
                 let detail = match (r.status, &r.error) {
                     (RunStatus::Skipped, Some(e)) => format!("{} slot(s) {e}", r.missed),
@@ -221,7 +233,7 @@ pub(super) async fn schedules(
                     (_, None) => String::new(),
                 };
                 println!(
-                    "{} {:<11} started {} ended {} {:>8} tokens {:>12} fuel  {detail}",
+                    "{} {:<11} started {} ended {} {:>8} tokens{shown} {:>12} fuel  {detail}",
                     r.slot,
                     r.status.as_str(),
                     r.started,
@@ -230,9 +242,12 @@ pub(super) async fn schedules(
                     r.fuel
                 );
             }
-            let s = schedules.get(&name)?;
+            let total_cost = host
+                .prices()
+                .sum(costs)
+                .map_or_else(String::new, |c| format!(" ({c})"));
             println!(
-                "total: {} runs ({} failed), {} tokens, {} fuel",
+                "total: {} runs ({} failed), {} tokens{total_cost}, {} fuel",
                 s.runs, s.failures, s.total_tokens.0, s.total_fuel
             );
         }

@@ -70,6 +70,7 @@ pub struct HostBuilder {
     retention: Duration,
     wall_clock: Option<Arc<dyn WallClock>>,
     schedules: ScheduleConfig,
+    prices: crate::Prices,
     batch_threads: Option<u32>,
     cpu_quantum: Option<Duration>,
     compute_threads: Option<usize>,
@@ -98,6 +99,7 @@ impl Default for HostBuilder {
             batch_threads: None,
             cpu_quantum: None,
             compute_threads: None,
+            prices: crate::Prices::default(),
             wall_clock: None,
             schedules: ScheduleConfig::default(),
         }
@@ -201,6 +203,13 @@ impl HostBuilder {
         self
     }
 
+    /// What 1,000 tokens cost, per tool and by default, in one currency:
+    /// costs are shown beside tokens, and schedules may cap a run in money.
+    pub fn prices(mut self, prices: crate::Prices) -> Self {
+        self.prices = prices;
+        self
+    }
+
     /// Where precompiled artifacts live, instead of `<data_dir>/artifacts`
     /// (several hosts may share one artifact directory).
     pub fn artifact_dir(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -269,6 +278,7 @@ impl HostBuilder {
 
     /// Builds the host: engine, epoch ticker, linker, artifact cache.
     pub fn build(self) -> Result<Host, BuildError> {
+        self.prices.check().map_err(BuildError::Prices)?;
         let mut roots = Vec::with_capacity(self.allowed_roots.len());
         for root in &self.allowed_roots {
             let canonical = root
@@ -355,6 +365,7 @@ impl HostBuilder {
                 tasks_running: Arc::default(),
                 wall_clock: self.wall_clock.unwrap_or_else(|| Arc::new(SystemWallClock)),
                 schedules: self.schedules,
+                prices: self.prices,
                 lanes,
                 compute,
             }),

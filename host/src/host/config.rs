@@ -85,6 +85,9 @@ pub struct HostConfig {
     /// the agent it stands for; with any, every HTTP request needs a token.
     #[serde(default)]
     pub clients: Vec<crate::model::identity::ClientSpec>,
+    /// What 1,000 tokens cost: `default = "0.002 USD"` and `[prices.tools]`.
+    #[serde(default)]
+    pub prices: crate::Prices,
     /// The identity of the MCP client over stdio (default: none; its
     /// `_meta` says who it is, and it manages nothing).
     #[serde(default)]
@@ -262,6 +265,9 @@ impl HostConfig {
         for key in self.schedules.zeros() {
             push(format!("schedules.{key}"), "must be above zero".into());
         }
+        if let Err(e) = self.prices.check() {
+            push("prices".into(), e.to_string());
+        }
         if let Err(e) = crate::model::identity::parse_clients(&self.clients) {
             push("clients".into(), e.to_string());
         }
@@ -357,6 +363,7 @@ impl HostConfig {
     pub fn builder(&self) -> HostBuilder {
         let mut builder =
             Host::builder().default_limits(self.defaults.apply(crate::Limits::default()));
+        builder = builder.prices(self.prices.clone());
         if let Some(dir) = &self.data_dir {
             builder = builder.data_dir(dir);
         }

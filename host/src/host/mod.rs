@@ -95,6 +95,7 @@ struct Inner {
     tasks_running: Arc<std::sync::Mutex<HashMap<String, CancellationToken>>>,
     wall_clock: Arc<dyn WallClock>,
     schedules: ScheduleConfig,
+    prices: crate::Prices,
     /// The CPU lanes every attempt runs in.
     lanes: Arc<Lanes>,
     /// Threads of the host's own for guest code, when the embedder asked.
@@ -203,6 +204,11 @@ impl Host {
     /// The rules every schedule follows.
     pub(crate) fn schedule_config(&self) -> &ScheduleConfig {
         &self.inner.schedules
+    }
+
+    /// What tokens cost ([`crate::HostBuilder::prices`]).
+    pub fn prices(&self) -> &crate::Prices {
+        &self.inner.prices
     }
 
     /// The budget ledger: caps, outside charges, balances.

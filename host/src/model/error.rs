@@ -50,6 +50,9 @@ pub enum BuildError {
     /// The compute threads could not be started.
     #[error("cannot start the compute threads")]
     ComputePool(#[source] std::io::Error),
+    /// The prices are not all in one currency.
+    #[error("invalid [prices]")]
+    Prices(#[source] crate::model::money::PriceError),
 }
 
 /// Loading a tool failed; nothing was registered.

@@ -6,6 +6,7 @@ pub(crate) mod escalation;
 pub(crate) mod identity;
 pub(crate) mod journal;
 pub(crate) mod limits;
+pub(crate) mod money;
 pub(crate) mod policy;
 pub(crate) mod schedule;
 pub(crate) mod state;

@@ -113,6 +113,11 @@ pub struct ScheduleSpec {
     /// Tokens one run may spend (default: the system maximum).
     #[serde(default)]
     pub budget: Option<Tokens>,
+    /// Money one run may spend (`"2.00 USD"`), turned into tokens at the
+    /// host's prices of the tools it may call (the dearest); the tighter of
+    /// this and `budget` holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_per_run: Option<crate::model::money::Money>,
     /// How long one run may take, in ms (default: the host's).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
@@ -140,6 +145,7 @@ impl ScheduleSpec {
                 input,
             },
             budget: None,
+            max_cost_per_run: None,
             timeout_ms: None,
             catch_up: CatchUp::Skip,
         }

@@ -15,6 +15,7 @@ mod manage;
 mod mcp;
 mod migrate;
 mod postgres;
+mod prices;
 mod replicas;
 mod resilience;
 mod sandbox;

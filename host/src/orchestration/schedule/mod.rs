@@ -198,6 +198,16 @@ pub enum ScheduleError {
         /// The name.
         name: String,
     },
+    /// A money cap cannot be priced (no price for a tool, another
+    /// currency, a free tool).
+    #[error("schedule `{name}`: {source}")]
+    Price {
+        /// The schedule.
+        name: String,
+        /// Why.
+        #[source]
+        source: crate::model::money::PriceError,
+    },
     /// The journal failed.
     #[error(transparent)]
     Journal(#[from] JournalError),
@@ -326,6 +336,15 @@ impl Schedules {
                 budget,
                 max,
             });
+        }
+        if let Some(cost) = &spec.max_cost_per_run {
+            self.host
+                .prices()
+                .tokens_for(cost, spec.tools())
+                .map_err(|source| ScheduleError::Price {
+                    name: name.clone(),
+                    source,
+                })?;
         }
         let max_ms = self.config.max_timeout.as_millis() as u64;
         if let Some(timeout_ms) = spec.timeout_ms
@@ -462,6 +481,31 @@ impl Schedules {
             self.get(name)?;
         }
         Ok(runs)
+    }
+
+    /// What a run cost in money at the host's prices (`None` when its tools
+    /// are not priced): a tool run's tokens at the tool's price, a task
+    /// run's attempts each at its tool's price.
+    pub fn run_cost(&self, schedule: &Schedule, run: &ScheduleRun) -> Option<crate::Money> {
+        let prices = self.host.prices();
+        match &schedule.spec.target {
+            ScheduleTarget::Tool { tool, .. } => prices.cost(tool, run.tokens),
+            ScheduleTarget::Task { .. } => {
+                let attempts = self
+                    .host
+                    .history(&crate::HistoryQuery {
+                        task: Some(run.run_id.clone()),
+                        limit: Some(usize::MAX),
+                        ..crate::HistoryQuery::default()
+                    })
+                    .ok()?;
+                prices.sum(
+                    attempts
+                        .iter()
+                        .filter_map(|a| prices.cost(&a.tool, Tokens(a.tokens))),
+                )
+            }
+        }
     }
 
     /// A runner for these schedules: call [`Runner::tick`], or let

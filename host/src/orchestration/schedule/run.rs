@@ -78,7 +78,14 @@ pub(super) async fn execute(
         None => {}
     }
     let run_id = schedule.run_id(slot);
-    let budget = spec.budget.unwrap_or(schedules.config.max_run_budget);
+    let mut budget = spec.budget.unwrap_or(schedules.config.max_run_budget);
+    if let Some(cost) = &spec.max_cost_per_run {
+        match host.prices().tokens_for(cost, spec.tools()) {
+            Ok(tokens) => budget = budget.min(tokens),
+            // Prices changed since the schedule was made: no run without one.
+            Err(e) => return failed(format!("cannot price the run: {e}"), None),
+        }
+    }
     let scope = ScopeId::Task(run_id.clone());
     if let Err(e) = host.budgets().set_cap(&scope, BudgetCap::new(budget)).await {
         return failed(format!("cannot set the run budget: {e}"), None);

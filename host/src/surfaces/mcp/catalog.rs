@@ -261,6 +261,7 @@ fn schedule_create_schema() -> Value {
             "input": {"type": "object", "description": "The tool's input."},
             "task": task,
             "budget_tokens": {"type": "integer", "minimum": 1, "description": "Tokens one run may spend (default: the host's maximum)."},
+            "max_cost_per_run": {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)? [A-Z]{3}$", "description": "Money one run may spend, such as \"2.00 USD\", at the host's prices (the tighter of this and budget_tokens holds)."},
             "timeout_ms": {"type": "integer", "minimum": 1, "description": "How long one run may take."},
             "catch_up": {"enum": ["skip", "once"], "default": "skip", "description": "Slots missed while the host was down: skip them, or run the latest once."},
         }),

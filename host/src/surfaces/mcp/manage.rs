@@ -115,6 +115,7 @@ impl From<ScheduleError> for Refused {
             ScheduleError::Task { .. } => "invalid-task",
             ScheduleError::Exists { .. } => "exists",
             ScheduleError::NotFound { .. } => "not-found",
+            ScheduleError::Price { .. } => "price",
             ScheduleError::Journal(e) => return store_failure(e.to_string(), e.is_unavailable()),
         };
         refused(rule, e.to_string())
@@ -265,6 +266,8 @@ struct CreateArgs {
     task: Option<TaskArgs>,
     #[serde(default)]
     budget_tokens: Option<u64>,
+    #[serde(default)]
+    max_cost_per_run: Option<crate::Money>,
     #[serde(default)]
     timeout_ms: Option<u64>,
     #[serde(default)]
@@ -425,13 +428,29 @@ impl<'a> Manager<'a> {
     }
 
     pub(crate) fn schedule_history(&self, name: &str) -> Result<Value, Refused> {
-        self.own_schedule(name)?;
-        let runs = self.host.schedules().history(name)?;
+        let schedule = self.own_schedule(name)?;
+        let schedules = self.host.schedules();
+        let runs = schedules.history(name)?;
         let total: u64 = runs.iter().map(|r| r.tokens.0).sum();
+        let costs: Vec<Option<crate::Money>> = runs
+            .iter()
+            .map(|run| schedules.run_cost(&schedule, run))
+            .collect();
+        let total_cost = self.host.prices().sum(costs.iter().flatten().cloned());
+        let runs: Vec<Value> = runs
+            .iter()
+            .zip(&costs)
+            .map(|(run, cost)| {
+                let mut value = json!(run);
+                value["cost"] = json!(cost);
+                value
+            })
+            .collect();
         Ok(json!({
             "name": name,
             "runs": runs,
             "total_tokens": total,
+            "total_cost": total_cost,
         }))
     }
 
@@ -538,6 +557,7 @@ impl<'a> Manager<'a> {
             zone: create.timezone,
             target,
             budget: create.budget_tokens.map(Tokens),
+            max_cost_per_run: create.max_cost_per_run,
             timeout_ms: create.timeout_ms,
             catch_up: create.catch_up,
         };
@@ -650,6 +670,7 @@ pub(crate) fn schedule_view(schedule: &Schedule) -> Value {
         "timezone": spec.zone,
         "target": spec.target,
         "budget_tokens": spec.budget.map(|t| t.0),
+        "max_cost_per_run": spec.max_cost_per_run,
         "timeout_ms": spec.timeout_ms,
         "catch_up": spec.catch_up.as_str(),
         "status": schedule.status,
