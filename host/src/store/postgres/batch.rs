@@ -46,7 +46,9 @@ use crate::model::units::Effect;
 /// Writes in one batch at most.
 const MAX_BATCH: usize = 64;
 
-/// Batches committing at once.
+/// Batches committing at once. Measured with the durable bench (64 calls
+/// in flight, loopback server, 2 cores): 2, 4 and 8 were alike within the
+/// noise, so the fewest connections.
 const IN_FLIGHT: usize = 2;
 
 /// Runs of a write alone that the server aborts as a deadlock or a

@@ -504,6 +504,18 @@ pub(super) async fn reserve(
 ) -> Outcome<Reserved> {
     let names: Vec<String> = scopes.iter().map(ScopeId::to_string).collect();
     let mut client = shared.pool.get().await?;
+    // Most calls name no capped scope: one read answers them without a
+    // transaction (a cap set just after it is as if set after the call).
+    let capped: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM budgets WHERE scope = ANY($1))",
+            &[&names],
+        )
+        .await?
+        .get(0);
+    if !capped {
+        return Ok(Reserved::Unlimited);
+    }
     let txn = client.transaction().await?;
     let now = db_now(&txn).await?;
     let mut capped = lock_budgets(&txn, &names, now).await?;
