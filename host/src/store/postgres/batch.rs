@@ -229,6 +229,10 @@ async fn commit(shared: &Shared, mut batch: Vec<Queued>) {
         let _ = batch.pop().map(|one| one.reply.send(done));
         return;
     }
+    tracing::trace!(
+        writes = batch.len(),
+        "committing a batch of keyed-call writes"
+    );
     let ended = match tokio::time::timeout(shared.deadline, together(shared, &batch)).await {
         Ok(ended) => ended,
         Err(_) => Ended::Failed(Failure::TimedOut),
