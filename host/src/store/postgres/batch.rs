@@ -18,6 +18,10 @@
 //! each and stay a transaction per operation ([`super::ops`]): in a batch
 //! their rows would be taken in the order of the writes, not one global
 //! order, and two replicas' batches could deadlock on a shared cap.
+//! Resolving an escalation locks the escalation and then its key, the
+//! other way round from a claim that escalates a key: should the two meet,
+//! the server breaks the cycle by aborting one, and a batch it aborts runs
+//! its writes alone (below).
 //!
 //! Failure isolation: a write that fails aborts the whole PostgreSQL
 //! transaction (or, as a logical error, may have written half), so the batch
