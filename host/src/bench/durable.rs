@@ -1,5 +1,6 @@
 //! Durable keyed calls: the journal commits each call's claim and result
-//! before the caller hears back, one commit per write against group commit.
+//! before the caller hears back, one commit per write against group commit,
+//! on redb and (with `--store URL`) on PostgreSQL.
 //!
 //! It measures the journal through `Host::call`, not the store on its own.
 
@@ -32,13 +33,29 @@ pub(super) async fn durable(
     );
     report.target(">= 10x", grouped / single >= 10.0);
     if let Some(url) = &options.store_url {
-        let shared = durable_calls_per_sec(options, Journal::Shared(url)).await?;
+        let batched =
+            durable_calls_per_sec(options, Journal::Shared { url, grouped: true }).await?;
+        let alone = durable_calls_per_sec(
+            options,
+            Journal::Shared {
+                url,
+                grouped: false,
+            },
+        )
+        .await?;
+        report.push(
+            group,
+            "PostgreSQL store, group commit",
+            batched,
+            Unit::CallsPerSecond,
+            Some(batched / single),
+        );
         report.push(
             group,
             "PostgreSQL store, a transaction per operation",
-            shared,
+            alone,
             Unit::CallsPerSecond,
-            Some(shared / single),
+            Some(alone / single),
         );
     }
     Ok(())
@@ -51,8 +68,9 @@ enum Journal<'a> {
     OneCommitPerWrite,
     /// The same, writes of concurrent calls committed together.
     GroupCommit,
-    /// A shared database.
-    Shared(&'a str),
+    /// A shared database, keyed-call writes of concurrent calls in one
+    /// transaction (`grouped`) or each in its own.
+    Shared { url: &'a str, grouped: bool },
 }
 
 /// Throughput of keyed calls whose claims and results are committed to disk
@@ -66,7 +84,7 @@ async fn durable_calls_per_sec(
     let builder = match journal {
         Journal::OneCommitPerWrite => builder.group_commit(false),
         Journal::GroupCommit => builder.group_commit(true),
-        Journal::Shared(url) => builder.store_url(url),
+        Journal::Shared { url, grouped } => builder.store_url(url).group_commit(grouped),
     };
     let host = builder.build().map_err(host_error)?;
     // Keys no earlier run of the benchmark used (a shared store keeps them).

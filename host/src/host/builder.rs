@@ -18,7 +18,7 @@ use crate::runtime::engine::{self, EngineSettings};
 use crate::runtime::lanes::{LaneConfig, Lanes};
 use crate::runtime::sandbox::{self, ScratchRoot};
 use crate::store::Store;
-use crate::store::config::StoreConfig;
+use crate::store::config::{PostgresConfig, StoreConfig};
 use crate::store::postgres::PgStore;
 use crate::store::redb::RedbStore;
 use crate::{BuildError, JournalError, Limits, TokenPrice};
@@ -218,7 +218,8 @@ impl HostBuilder {
     }
 
     /// Whether journal writes of concurrent calls share one commit (default
-    /// on). Off, every durable write commits alone: for measuring only.
+    /// on), on redb and on PostgreSQL alike. Off, every durable write
+    /// commits alone: for measuring only.
     pub fn group_commit(mut self, enabled: bool) -> Self {
         self.group_commit = enabled;
         self
@@ -323,7 +324,10 @@ impl HostBuilder {
         let cache = ComponentCache::new(&engine, artifact_dir);
         let store_config = self.store_config()?;
         let store: Arc<dyn Store> = match (&store_config, &self.data_dir) {
-            (StoreConfig::Postgres(config), _) => Arc::new(PgStore::open(config)?),
+            (StoreConfig::Postgres(config), _) => Arc::new(PgStore::open(&PostgresConfig {
+                group_commit: self.group_commit,
+                ..config.clone()
+            })?),
             (StoreConfig::Embedded, Some(dir)) => Arc::new(RedbStore::open(
                 &dir.join("journal.redb"),
                 self.group_commit,

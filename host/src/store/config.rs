@@ -59,6 +59,9 @@ pub struct PostgresConfig {
     pub(crate) statement_timeout: Duration,
     /// The owner id this store heartbeats (default: this process's).
     pub(crate) owner: Option<String>,
+    /// Whether keyed-call writes of concurrent calls share one transaction
+    /// (`HostBuilder::group_commit`; on by default).
+    pub(crate) group_commit: bool,
 }
 
 impl std::fmt::Debug for PostgresConfig {
@@ -69,6 +72,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
+            .field("group_commit", &self.group_commit)
             .finish_non_exhaustive()
     }
 }
@@ -84,6 +88,7 @@ impl PostgresConfig {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
             owner: None,
+            group_commit: true,
         }
     }
 

@@ -1,9 +1,11 @@
 //! The store traits, each method one operation of [`super::ops`],
-//! [`super::records`] or [`super::lease`] run on the store's runtime.
+//! [`super::records`] or [`super::lease`] run on the store's runtime; the
+//! keyed-call writes go through [`super::batch`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::batch::{self, KeyWrite};
 use super::{PgStore, lease, ops, records};
 use crate::model::budget::{BudgetCap, BudgetStatus, ScopeId};
 use crate::model::error::JournalError;
@@ -30,15 +32,31 @@ impl IdempotencyStore for PgStore {
         lease: Duration,
         context: Option<NewEscalation>,
     ) -> StoreFuture<'_, Claim> {
-        self.write(move |s| ops::claim(s, key, fingerprint, effect, lease, context))
+        let write = KeyWrite::Claim {
+            key,
+            fingerprint,
+            effect,
+            lease,
+            context,
+        };
+        self.write(move |s| async move {
+            let done = batch::submit(s, write).await?;
+            Ok(done.unwrap_or(Claim::Claimed))
+        })
     }
 
     fn complete(&self, key: JournalKey, outcome: StoredOutcome) -> StoreFuture<'_, ()> {
-        self.write(move |s| ops::update(s, key, KeyState::Completed { outcome }, None))
+        let write = KeyWrite::Update {
+            key,
+            state: KeyState::Completed { outcome },
+            escalation: None,
+        };
+        self.write(move |s| async move { batch::submit(s, write).await.map(drop) })
     }
 
     fn release(&self, key: JournalKey) -> StoreFuture<'_, ()> {
-        self.write(move |s| ops::release(s, key))
+        let write = KeyWrite::Release { key };
+        self.write(move |s| async move { batch::submit(s, write).await.map(drop) })
     }
 
     fn mark_unknown(
@@ -51,7 +69,12 @@ impl IdempotencyStore for PgStore {
             error: reason.clone(),
             ..context
         };
-        self.write(move |s| ops::update(s, key, KeyState::Unknown { reason }, Some(escalation)))
+        let write = KeyWrite::Update {
+            key,
+            state: KeyState::Unknown { reason },
+            escalation: Some(escalation),
+        };
+        self.write(move |s| async move { batch::submit(s, write).await.map(drop) })
     }
 
     fn reap(&self, before_ms: u64) -> StoreFuture<'_, usize> {

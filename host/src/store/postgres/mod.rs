@@ -16,9 +16,13 @@
 //! counted as spent. Time is the database's (`now()`), so the replicas'
 //! clocks do not matter.
 //!
-//! It does not batch durable writes like the redb writer's group commit
-//! (one transaction per operation); audit records alone are buffered and
-//! inserted in batches.
+//! The keyed-call writes (idempotency claims, outcomes, releases) of
+//! concurrent calls share one transaction and one commit, like the redb
+//! writer's group commit (see [`batch`], which says why budget operations
+//! stay a transaction each); every other operation is a transaction of its
+//! own. Audit records are buffered and inserted in batches. With group
+//! commit off ([`PostgresConfig`]'s `group_commit`, set by
+//! `HostBuilder::group_commit`), every write is a transaction of its own.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -30,6 +34,7 @@ use crate::model::error::{JournalError, StorageCause, storage};
 use crate::model::journal::AttemptRecord;
 use crate::store::config::PostgresConfig;
 
+mod batch;
 mod impls;
 mod import;
 pub(crate) mod lease;
@@ -119,6 +124,8 @@ pub(super) struct Shared {
     deadline: Duration,
     audit: Mutex<Vec<AttemptRecord>>,
     audit_wake: Notify,
+    /// The queue of keyed-call writes to batch (none without group commit).
+    batches: Option<tokio::sync::mpsc::UnboundedSender<batch::Queued>>,
 }
 
 impl Shared {
@@ -215,6 +222,7 @@ impl PgStore {
                     reason: e.to_string(),
                 })?
         };
+        let (batches, queue) = tokio::sync::mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             pool,
             owner: config
@@ -226,6 +234,7 @@ impl PgStore {
             deadline,
             audit: Mutex::new(Vec::new()),
             audit_wake: Notify::new(),
+            batches: config.group_commit.then_some(batches),
         });
         let handle = runtime.handle().clone();
         let store = Self {
@@ -248,6 +257,11 @@ impl PgStore {
         store
             .handle
             .spawn(audit_loop(Arc::downgrade(&store.shared)));
+        if config.group_commit {
+            store
+                .handle
+                .spawn(batch::batcher(Arc::downgrade(&store.shared), queue));
+        }
         Ok(store)
     }
 

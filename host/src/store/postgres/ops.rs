@@ -1,6 +1,8 @@
 //! Each operation of the store as one transaction: idempotency keys,
 //! escalations and the budget ledger (schedules, tasks, audit and breaker
-//! modes live in [`super::records`]). The rules are the redb store's, step
+//! modes live in [`super::records`]). The keyed-call writes (claim, update,
+//! release) are bodies run inside a transaction someone else owns
+//! (`*_in`): [`super::batch`] runs them alone or many in one transaction. The rules are the redb store's, step
 //! for step; what differs is how each step is made safe across replicas:
 //! `INSERT … ON CONFLICT` for a new key, `SELECT … FOR UPDATE` before any
 //! change, budget rows locked in scope order (so no two reservations
@@ -91,24 +93,30 @@ async fn locked_entry(txn: &Transaction<'_>, encoded: &str) -> Outcome<Option<Jo
     Ok(row.map(|row| decode(encoded, row.get(0))).transpose()?)
 }
 
-pub(super) async fn claim(
-    shared: Arc<Shared>,
-    key: JournalKey,
-    fingerprint: Fingerprint,
+/// Claims `key` in `txn`: a new key is inserted in-progress, an existing
+/// one is locked and [`JournalEntry::reclaim`] decides. Takes its inputs by
+/// reference, so a batch that rolls back can run it again alone.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the claim's inputs, as the trait takes them"
+)]
+pub(super) async fn claim_in(
+    txn: &Transaction<'_>,
+    shared: &Shared,
+    now: u64,
+    key: &JournalKey,
+    fingerprint: &Fingerprint,
     effect: Effect,
     lease: Duration,
-    context: Option<NewEscalation>,
+    context: Option<&NewEscalation>,
 ) -> Outcome<Claim> {
-    let mut client = shared.pool.get().await?;
     let encoded = key.encode();
+    let in_progress = KeyState::InProgress {
+        lease_until_ms: now.saturating_add(lease.as_millis() as u64),
+        owner_pid: std::process::id(),
+        owner: Some(shared.owner.clone()),
+    };
     for _ in 0..CLAIM_TRIES {
-        let txn = client.transaction().await?;
-        let now = db_now(&txn).await?;
-        let in_progress = KeyState::InProgress {
-            lease_until_ms: now.saturating_add(lease.as_millis() as u64),
-            owner_pid: std::process::id(),
-            owner: Some(shared.owner.clone()),
-        };
         let fresh = JournalEntry {
             v: 1,
             scope: key.scope.clone(),
@@ -129,32 +137,32 @@ pub(super) async fn claim(
             )
             .await?;
         if inserted == 1 {
-            txn.commit().await?;
             return Ok(Claim::Claimed);
         }
-        // Released between the insert and this read: insert again.
-        let Some(mut entry) = locked_entry(&txn, &encoded).await? else {
+        // Released between the insert and this read: insert again (each
+        // statement of a read-committed transaction sees the latest commits).
+        let Some(mut entry) = locked_entry(txn, &encoded).await? else {
             continue;
         };
         let holder_gone = match &entry.state {
             KeyState::InProgress { owner, .. }
-                if !alive_in(&txn, &shared, owner.as_deref()).await? =>
+                if !alive_in(txn, shared, owner.as_deref()).await? =>
             {
                 Some(lapsed_reason(owner.as_deref()))
             }
             _ => None,
         };
-        match entry.reclaim(&fingerprint, now, holder_gone) {
+        match entry.reclaim(fingerprint, now, holder_gone) {
             Reclaim::Answer(claim) => return Ok(claim),
             Reclaim::Unknown(reason) => {
                 entry.state = KeyState::Unknown {
                     reason: reason.clone(),
                 };
                 entry.updated_ms = now;
-                put_entry(&txn, &encoded, &entry).await?;
-                let context = context.unwrap_or_default();
+                put_entry(txn, &encoded, &entry).await?;
+                let context = context.cloned().unwrap_or_default();
                 escalate_in(
-                    &txn,
+                    txn,
                     NewEscalation {
                         reason: Some(EscalationReason::UnknownOutcome),
                         tool: Some(key.tool.clone()),
@@ -165,7 +173,6 @@ pub(super) async fn claim(
                     now,
                 )
                 .await?;
-                txn.commit().await?;
                 return Ok(Claim::Unknown { reason });
             }
             Reclaim::Take => {}
@@ -173,8 +180,7 @@ pub(super) async fn claim(
         entry.claims += 1;
         entry.state = in_progress;
         entry.updated_ms = now;
-        put_entry(&txn, &encoded, &entry).await?;
-        txn.commit().await?;
+        put_entry(txn, &encoded, &entry).await?;
         return Ok(Claim::Claimed);
     }
     Err(
@@ -185,35 +191,31 @@ pub(super) async fn claim(
     )
 }
 
-/// Changes a claimed key's record (`Missing` when it is gone); with
-/// `escalation`, raises it in the same transaction.
-pub(super) async fn update(
-    shared: Arc<Shared>,
-    key: JournalKey,
-    state: KeyState,
-    escalation: Option<NewEscalation>,
+/// Changes a claimed key's record in `txn` (`Missing` when it is gone);
+/// with `escalation`, raises it in the same transaction.
+pub(super) async fn update_in(
+    txn: &Transaction<'_>,
+    now: u64,
+    key: &JournalKey,
+    state: &KeyState,
+    escalation: Option<&NewEscalation>,
 ) -> Outcome<()> {
-    let mut client = shared.pool.get().await?;
-    let txn = client.transaction().await?;
-    let now = db_now(&txn).await?;
     let encoded = key.encode();
-    let Some(mut entry) = locked_entry(&txn, &encoded).await? else {
+    let Some(mut entry) = locked_entry(txn, &encoded).await? else {
         return Err(JournalError::Missing { key: encoded }.into());
     };
-    entry.state = state;
+    entry.state = state.clone();
     entry.updated_ms = now;
-    put_entry(&txn, &encoded, &entry).await?;
+    put_entry(txn, &encoded, &entry).await?;
     if let Some(new) = escalation {
-        escalate_in(&txn, new, now).await?;
+        escalate_in(txn, new.clone(), now).await?;
     }
-    txn.commit().await?;
     Ok(())
 }
 
-pub(super) async fn release(shared: Arc<Shared>, key: JournalKey) -> Outcome<()> {
-    let client = shared.pool.get().await?;
-    client
-        .execute("DELETE FROM idempotency WHERE key = $1", &[&key.encode()])
+/// Forgets `key` in `txn` (nothing when it is gone).
+pub(super) async fn release_in(txn: &Transaction<'_>, key: &JournalKey) -> Outcome<()> {
+    txn.execute("DELETE FROM idempotency WHERE key = $1", &[&key.encode()])
         .await?;
     Ok(())
 }
@@ -502,6 +504,18 @@ pub(super) async fn reserve(
 ) -> Outcome<Reserved> {
     let names: Vec<String> = scopes.iter().map(ScopeId::to_string).collect();
     let mut client = shared.pool.get().await?;
+    // Most calls name no capped scope: one read answers them without a
+    // transaction (a cap set just after it is as if set after the call).
+    let capped: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM budgets WHERE scope = ANY($1))",
+            &[&names],
+        )
+        .await?
+        .get(0);
+    if !capped {
+        return Ok(Reserved::Unlimited);
+    }
     let txn = client.transaction().await?;
     let now = db_now(&txn).await?;
     let mut capped = lock_budgets(&txn, &names, now).await?;

@@ -137,6 +137,20 @@ mod conformance {
     crate::store::conformance::conformance_suite!(super::open_fresh());
 }
 
+/// The same store with group commit off: every write a transaction of its
+/// own (the path `HostBuilder::group_commit(false)` takes).
+fn open_fresh_alone() -> (Arc<dyn Store>, TestDb) {
+    let db = TestDb::create();
+    let mut config = PostgresConfig::new(&db.url);
+    config.group_commit = false;
+    let store: Arc<dyn Store> = Arc::new(PgStore::open(&config).expect("open the store"));
+    (store, db)
+}
+
+mod conformance_alone {
+    crate::store::conformance::conformance_suite!(super::open_fresh_alone());
+}
+
 fn key(k: &str) -> JournalKey {
     JournalKey {
         scope: "agent:a".into(),
