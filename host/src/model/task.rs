@@ -17,6 +17,10 @@ pub struct TaskSpec {
     /// Tenant (outermost budget scope; the idempotency scope when set).
     #[serde(default)]
     pub tenant: Option<String>,
+    /// The schedule this task is a run of (set by the scheduler): its
+    /// steps see the schedule's `schedule`-scoped state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
     /// The steps, run in order.
     pub steps: Vec<StepSpec>,
 }

@@ -617,6 +617,7 @@ impl Tasks {
                 task_id: Some(record.id.clone()),
                 agent: record.spec.agent.clone(),
                 tenant: record.spec.tenant.clone(),
+                schedule: record.spec.schedule.clone(),
                 cancel: Some(cancel.clone()),
                 ..CallRequest::new(tool, input.to_string())
             })

@@ -539,6 +539,7 @@ fn task(id: &str, state: TaskState) -> TaskRecord {
             id: id.into(),
             agent: Some("a".into()),
             tenant: None,
+            schedule: None,
             steps: Vec::new(),
         },
         state,

@@ -214,3 +214,59 @@ async fn a_tool_without_a_grant_gets_no_state() {
     );
     common::assert_host_still_serves(&host).await;
 }
+
+#[tokio::test]
+async fn a_schedule_scoped_bucket_is_shared_by_its_runs_tool_or_task_and_closed_outside() {
+    let clock = Arc::new(ManualWallClock::new(at("2026-11-30T07:00:00Z")));
+    let host = common::builder()
+        .wall_clock(clock.clone())
+        .build()
+        .expect("host");
+    writer(&host, state("runs", StateScope::Schedule)).await;
+    let schedules = host.schedules();
+    let counting = json!({"count": "n"});
+    schedules
+        .create(ScheduleSpec::tool(
+            "by-tool",
+            "ops",
+            "0 9 * * *",
+            "state-writer",
+            counting.clone(),
+        ))
+        .await
+        .expect("schedule");
+    let task: cofferdam::TaskSpec = serde_json::from_value(json!({
+        "id": "count",
+        "steps": [{"name": "count", "tool": "state-writer", "input": counting}],
+    }))
+    .expect("task");
+    schedules
+        .create(ScheduleSpec {
+            target: cofferdam::ScheduleTarget::Task { task },
+            ..ScheduleSpec::tool("by-task", "ops", "0 9 * * *", "state-writer", json!({}))
+        })
+        .await
+        .expect("schedule");
+    let runner = schedules.runner();
+    for day in ["2026-11-30", "2026-12-01"] {
+        clock.set(at(&format!("{day}T09:00:00Z")));
+        runner.tick().await.expect("tick").finished().await;
+    }
+    let state = host.state();
+    for name in ["by-tool", "by-task"] {
+        let space = format!("runs/schedule:{name}");
+        assert_eq!(
+            state.get(&space, "n").expect("state"),
+            Some(b"2".to_vec()),
+            "{name}: both runs counted in the schedule's own space"
+        );
+    }
+    // Outside a schedule run there is no schedule scope to open.
+    let error = write(&host, "x", json!({"count": "n"}), None)
+        .await
+        .expect_err("no schedule");
+    assert!(
+        format!("{error:?}").contains("no state is granted"),
+        "{error:?}"
+    );
+}

@@ -117,6 +117,7 @@ pub(super) async fn execute(
                     id: run_id.clone(),
                     agent: task.agent.clone().or_else(|| Some(spec.owner.clone())),
                     tenant: task.tenant.clone().or_else(|| spec.tenant.clone()),
+                    schedule: Some(spec.name.clone()),
                     ..task.clone()
                 };
                 match tasks.run(spec).await {

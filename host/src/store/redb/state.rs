@@ -42,14 +42,24 @@ fn usage_of<T: ReadableTable<(&'static str, &'static str), &'static [u8]>>(
     Ok(usage)
 }
 
+/// The state table in `read`, or `None` before anything was written.
+fn opened(
+    read: &redb::ReadTransaction,
+) -> Result<Option<redb::ReadOnlyTable<(&'static str, &'static str), &'static [u8]>>, JournalError>
+{
+    match read.open_table(STATE) {
+        Ok(table) => Ok(Some(table)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(storage(e)),
+    }
+}
+
 /// Every pair of tool state, for a migration.
 pub(super) fn export(
     read: &redb::ReadTransaction,
 ) -> Result<Vec<(String, String, Vec<u8>)>, JournalError> {
-    let table = match read.open_table(STATE) {
-        Ok(table) => table,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(storage(e)),
+    let Some(table) = opened(read)? else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
     for row in table.iter().map_err(storage)? {
@@ -69,10 +79,9 @@ impl RedbStore {
         ) -> Result<T, JournalError>,
     ) -> Result<T, JournalError> {
         let txn = self.db.begin_read().map_err(storage)?;
-        match txn.open_table(STATE) {
-            Ok(table) => read(&table),
-            Err(redb::TableError::TableDoesNotExist(_)) => Ok(T::default()),
-            Err(e) => Err(storage(e)),
+        match opened(&txn)? {
+            Some(table) => read(&table),
+            None => Ok(T::default()),
         }
     }
 }

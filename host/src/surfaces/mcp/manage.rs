@@ -511,6 +511,7 @@ impl<'a> Manager<'a> {
             id: task.id,
             agent: Some(self.identity.agent.clone()),
             tenant: self.identity.tenant.clone(),
+            schedule: None,
             steps: task.steps,
         }
     }
