@@ -13,6 +13,9 @@ use crate::store::{StateStore, StoreFuture};
 /// (space, key) → value.
 pub(super) const STATE: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("state");
 
+/// The state table as a read transaction sees it.
+type StateTable = redb::ReadOnlyTable<(&'static str, &'static str), &'static [u8]>;
+
 /// Every pair of `space`, in key order, through `each`.
 fn scan<T: ReadableTable<(&'static str, &'static str), &'static [u8]>>(
     table: &T,
@@ -43,10 +46,7 @@ fn usage_of<T: ReadableTable<(&'static str, &'static str), &'static [u8]>>(
 }
 
 /// The state table in `read`, or `None` before anything was written.
-fn opened(
-    read: &redb::ReadTransaction,
-) -> Result<Option<redb::ReadOnlyTable<(&'static str, &'static str), &'static [u8]>>, JournalError>
-{
+fn opened(read: &redb::ReadTransaction) -> Result<Option<StateTable>, JournalError> {
     match read.open_table(STATE) {
         Ok(table) => Ok(Some(table)),
         Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
