@@ -28,6 +28,9 @@ pub(crate) use crate::runtime::bindings::{Bucket, StateError};
 /// Keys a `list-keys` page holds at most.
 const PAGE: usize = 1000;
 
+/// Longest key, in bytes.
+const MAX_KEY_BYTES: usize = 1024;
+
 /// One attempt's view of its bucket: reads go to the store, writes to a
 /// buffer committed when the attempt succeeds.
 pub(crate) struct StateView {
@@ -38,9 +41,10 @@ pub(crate) struct StateView {
     quota: StateQuota,
     store: Arc<dyn StateReader>,
     writes: BTreeMap<String, StateWrite>,
-    /// Stored values of the keys touched so far (read once).
+    /// Stored values of the keys written so far (read once).
     stored: HashMap<String, Option<Vec<u8>>>,
-    /// What the space held when first written.
+    /// What the space would hold with the buffered writes (read when first
+    /// written, then kept up to date).
     usage: Option<StateUsage>,
 }
 
@@ -76,13 +80,14 @@ impl StateView {
         self.space.as_deref().ok_or(StateError::AccessDenied)
     }
 
+    /// The stored value of a key this attempt wrote (read once, kept for
+    /// the projection); other keys are read each time, never cached, so a
+    /// guest reading many keys does not grow the host's memory.
     fn stored(&mut self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         if let Some(value) = self.stored.get(key) {
             return Ok(value.clone());
         }
-        let value = self.store.state_get(self.space()?, key)?;
-        self.stored.insert(key.to_owned(), value.clone());
-        Ok(value)
+        Ok(self.store.state_get(self.space()?, key)?)
     }
 
     /// The value `key` has for this attempt: its buffered write over what
@@ -95,45 +100,61 @@ impl StateView {
         }
     }
 
-    /// Buffers `write`, refusing it when the space would go past its quota.
+    /// Keys one attempt may change: the quota's keys (a whole rewrite)
+    /// plus room for deletes and counters, so a guest cannot grow the
+    /// buffer without bound by deleting keys that do not exist.
+    fn max_changes(&self) -> usize {
+        usize::try_from(self.quota.max_keys.saturating_mul(2).saturating_add(64))
+            .unwrap_or(usize::MAX)
+    }
+
+    /// Buffers `write`, refusing it when the space would go past its quota
+    /// or the attempt changes too many keys. O(1) in the number of keys
+    /// written so far: the projection is kept up to date.
     fn write(&mut self, key: String, write: StateWrite) -> Result<(), StateError> {
+        if key.len() > MAX_KEY_BYTES {
+            return Err(StateError::Other(format!(
+                "state key of {} bytes: keys are at most {MAX_KEY_BYTES} bytes",
+                key.len()
+            )));
+        }
+        if !self.writes.contains_key(&key) && self.writes.len() >= self.max_changes() {
+            return Err(StateError::Other(format!(
+                "state-too-many-writes: one call may change at most {} keys of bucket `{}`",
+                self.max_changes(),
+                self.bucket
+            )));
+        }
         if self.usage.is_none() {
             self.usage = Some(self.store.state_usage(self.space()?)?);
         }
-        let before = self.projected()?;
-        let previous = self.writes.insert(key.clone(), write);
-        let after = self.projected()?;
+        if !self.stored.contains_key(&key) {
+            let value = self.store.state_get(self.space()?, &key)?;
+            self.stored.insert(key.clone(), value);
+        }
+        let before_value = self.get(&key)?;
+        let stored = self.stored.get(&key).cloned().flatten();
+        let after_value = applied(stored.as_deref(), &write).map_err(StateError::Other)?;
+        let before = self.usage.unwrap_or_default();
+        let mut after = before;
+        if let Some(old) = &before_value {
+            after.keys = after.keys.saturating_sub(1);
+            after.bytes = after.bytes.saturating_sub(pair_bytes(&key, old));
+        }
+        if let Some(new) = &after_value {
+            after.keys += 1;
+            after.bytes += pair_bytes(&key, new);
+        }
         let grew = after.keys > before.keys || after.bytes > before.bytes;
         if grew && (after.keys > self.quota.max_keys || after.bytes > self.quota.max_bytes) {
-            match previous {
-                Some(previous) => self.writes.insert(key, previous),
-                None => self.writes.remove(&key),
-            };
             return Err(StateError::Other(format!(
                 "state-quota-exceeded: bucket `{}` may hold {} keys and {} bytes; this write would make {} keys and {} bytes",
                 self.bucket, self.quota.max_keys, self.quota.max_bytes, after.keys, after.bytes
             )));
         }
+        self.usage = Some(after);
+        self.writes.insert(key, write);
         Ok(())
-    }
-
-    /// What the space would hold with the buffered writes.
-    fn projected(&mut self) -> Result<StateUsage, StateError> {
-        let mut usage = self.usage.unwrap_or_default();
-        let keys: Vec<String> = self.writes.keys().cloned().collect();
-        for key in keys {
-            let stored = self.stored(&key)?;
-            let new = self.get(&key)?;
-            if let Some(old) = &stored {
-                usage.keys = usage.keys.saturating_sub(1);
-                usage.bytes = usage.bytes.saturating_sub(pair_bytes(&key, old));
-            }
-            if let Some(value) = &new {
-                usage.keys += 1;
-                usage.bytes += pair_bytes(&key, value);
-            }
-        }
-        Ok(usage)
     }
 
     fn list(&mut self, cursor: Option<u64>) -> Result<store::KeyResponse, StateError> {

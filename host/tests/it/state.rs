@@ -270,3 +270,25 @@ async fn a_schedule_scoped_bucket_is_shared_by_its_runs_tool_or_task_and_closed_
         "{error:?}"
     );
 }
+
+#[tokio::test]
+async fn a_guest_cannot_grow_the_hosts_buffer_by_deleting_absent_keys() {
+    let host = common::host();
+    let spec = Some(StateSpec {
+        max_keys: Some(10),
+        ..state("small", StateScope::Tool).unwrap()
+    });
+    writer(&host, spec).await;
+    let started = std::time::Instant::now();
+    let error = write(&host, "x", json!({"delete_many": 1_000_000}), None)
+        .await
+        .expect_err("too many writes");
+    assert!(
+        format!("{error:?}").contains("state-too-many-writes"),
+        "{error:?}"
+    );
+    assert_eq!(error.class().as_str(), "permanent");
+    // Refused after 84 keys, not after a million: the call was quick.
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    common::assert_host_still_serves(&host).await;
+}

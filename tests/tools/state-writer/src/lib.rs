@@ -1,7 +1,8 @@
 //! Writes `set` into its state bucket, increments `count` (when given),
 //! then fails with a transient error while the attempt is below
 //! `fail_below_attempt` — so a test sees which attempt's writes persist —
-//! and returns what it reads back for `read`.
+//! and returns what it reads back for `read`. With `delete_many` it first
+//! deletes that many absent keys, as a hostile guest would.
 
 use std::collections::BTreeMap;
 
@@ -25,6 +26,10 @@ struct Input {
     /// Attempts below this one fail (transient) after writing.
     #[serde(default)]
     fail_below_attempt: u32,
+    /// Deletes this many keys that do not exist (a guest trying to grow
+    /// the host's buffer).
+    #[serde(default)]
+    delete_many: u32,
 }
 
 #[derive(Serialize)]
@@ -44,6 +49,9 @@ fn write(ctx: &Context, input: Input) -> Result<Output, ToolError> {
             value.clone()
         };
         state.set(key, &value)?;
+    }
+    for i in 0..input.delete_many {
+        state.delete(&format!("absent-{i}"))?;
     }
     let counter = match &input.count {
         Some(key) => Some(state.increment(key, 1)?),
