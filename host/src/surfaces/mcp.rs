@@ -444,8 +444,9 @@ impl ServerHandler for McpServer {
                 resources::SubscribeError::Refused(r) => resource_error(&request.uri, &r),
                 resources::SubscribeError::TooMany => ErrorData::invalid_request(
                     format!(
-                        "a session may watch at most {} resources",
-                        resources::MAX_PER_SESSION
+                        "too many watched resources: at most {} per session and {} in all",
+                        resources::MAX_PER_SESSION,
+                        resources::MAX_WATCHES
                     ),
                     None,
                 ),

@@ -33,6 +33,10 @@ pub(crate) const POLL: Duration = Duration::from_millis(250);
 /// Most resources one session may watch.
 pub(crate) const MAX_PER_SESSION: usize = 256;
 
+/// Most resources watched at once by all sessions: each costs a store read
+/// every [`POLL`].
+pub(crate) const MAX_WATCHES: usize = 4096;
+
 /// One client's watch on one resource.
 struct Watch {
     session: String,
@@ -104,12 +108,13 @@ impl Watches {
         {
             return Ok(());
         }
-        if state
-            .watches
-            .iter()
-            .filter(|w| w.session == session)
-            .count()
-            >= MAX_PER_SESSION
+        if state.watches.len() >= MAX_WATCHES
+            || state
+                .watches
+                .iter()
+                .filter(|w| w.session == session)
+                .count()
+                >= MAX_PER_SESSION
         {
             return Err(SubscribeError::TooMany);
         }
