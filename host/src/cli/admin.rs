@@ -110,8 +110,16 @@ pub(super) enum BudgetCommand {
         /// The scope: tenant:ID, agent:ID or task:ID.
         scope: String,
         /// Hard cap in tokens.
-        #[arg(long)]
-        cap: u64,
+        #[arg(
+            long,
+            required_unless_present = "cap_money",
+            conflicts_with = "cap_money"
+        )]
+        cap: Option<u64>,
+        /// Hard cap in money, such as "2.00 USD": tokens at the config's
+        /// [prices] default (the ledger counts every tool's tokens alike).
+        #[arg(long, value_name = "AMOUNT")]
+        cap_money: Option<cofferdam::Money>,
         /// Percent of the cap at which a warning is logged.
         #[arg(long, default_value_t = 80)]
         soft_percent: u8,
@@ -144,13 +152,29 @@ pub(super) async fn budget(command: BudgetCommand, store: Store) -> Result<ExitC
             } else if list.is_empty() {
                 println!("no budget caps set");
             } else {
+                let prices = host.prices();
+                let money = prices.default.is_some();
                 println!(
-                    "{:<28} {:>12} {:>12} {:>12} {:>12}",
-                    "scope", "cap", "spent", "reserved", "left"
+                    "{:<28} {:>12} {:>12} {:>12} {:>12}{}",
+                    "scope",
+                    "cap",
+                    "spent",
+                    "reserved",
+                    "left",
+                    if money {
+                        "   (money at the default price: spent / left)"
+                    } else {
+                        ""
+                    }
                 );
                 for b in list {
+                    let in_money = match (prices.ledger_money(b.spent), prices.ledger_money(b.left))
+                    {
+                        (Some(spent), Some(left)) => format!("   {spent} / {left}"),
+                        _ => String::new(),
+                    };
                     println!(
-                        "{:<28} {:>12} {:>12} {:>12} {:>12}",
+                        "{:<28} {:>12} {:>12} {:>12} {:>12}{in_money}",
                         b.scope, b.cap.hard.0, b.spent.0, b.reserved.0, b.left.0
                     );
                 }
@@ -159,17 +183,32 @@ pub(super) async fn budget(command: BudgetCommand, store: Store) -> Result<ExitC
         BudgetCommand::Set {
             scope,
             cap,
+            cap_money,
             soft_percent,
             window,
         } => {
             let scope: ScopeId = scope.parse()?;
+            let tokens = match (cap, &cap_money) {
+                (Some(tokens), _) => Tokens(tokens),
+                (None, Some(money)) => host
+                    .prices()
+                    .ledger_tokens(money)
+                    .context("--cap-money needs [prices] default in the same currency")?,
+                (None, None) => bail!("give --cap or --cap-money"),
+            };
             let cap = BudgetCap {
-                hard: Tokens(cap),
+                hard: tokens,
                 soft_percent,
                 window_ms: window.map(|w| w.as_millis() as u64),
             };
             budgets.set_cap(&scope, cap).await?;
-            println!("budget of `{scope}` capped at {} tokens", cap.hard.0);
+            match &cap_money {
+                Some(money) => println!(
+                    "budget of `{scope}` capped at {} tokens ({money} at the default price)",
+                    cap.hard.0
+                ),
+                None => println!("budget of `{scope}` capped at {} tokens", cap.hard.0),
+            }
         }
         BudgetCommand::Charge { scope, tokens } => {
             let scope: ScopeId = scope.parse()?;

@@ -193,6 +193,37 @@ impl Prices {
         Ok(Tokens(u64::try_from(tokens).unwrap_or(u64::MAX)))
     }
 
+    /// The budget ledger's tokens in money: at the default price (the
+    /// ledger counts tokens of every tool alike).
+    pub fn ledger_money(&self, tokens: Tokens) -> Option<Money> {
+        let price = self.default.as_ref()?;
+        Some(Money {
+            amount: price.amount * Decimal::from(tokens.0) / Decimal::from(1000),
+            currency: price.currency.clone(),
+        })
+    }
+
+    /// The tokens a ledger cap of `money` is, at the default price (never
+    /// more than the money pays for).
+    pub fn ledger_tokens(&self, money: &Money) -> Result<Tokens, PriceError> {
+        let price = self.default.as_ref().ok_or_else(|| PriceError::NoPrice {
+            tool: "(default)".to_owned(),
+        })?;
+        if price.currency != money.currency {
+            return Err(PriceError::OtherCurrency {
+                expected: price.currency.clone(),
+                found: money.to_string(),
+            });
+        }
+        if price.amount.is_zero() {
+            return Err(PriceError::Free {
+                tool: "(default)".to_owned(),
+            });
+        }
+        let tokens = (money.amount * Decimal::from(1000) / price.amount).floor();
+        Ok(Tokens(u64::try_from(tokens).unwrap_or(u64::MAX)))
+    }
+
     /// Sums money in the prices' currency (`None` when nothing is priced).
     pub fn sum(&self, amounts: impl IntoIterator<Item = Money>) -> Option<Money> {
         amounts.into_iter().reduce(|a, b| Money {
@@ -256,6 +287,11 @@ mod tests {
             Prices::default().tokens_for(&two, ["x"]),
             Err(PriceError::NoPrice { .. })
         ));
+        assert_eq!(prices.ledger_tokens(&two).unwrap(), Tokens(1_000_000));
+        assert_eq!(
+            prices.ledger_money(Tokens(1500)).unwrap(),
+            money("0.003 USD")
+        );
         let mixed = Prices {
             default: Some(money("1 USD")),
             tools: [("x".to_owned(), money("1 EUR"))].into(),

@@ -489,6 +489,61 @@ fn state_written_by_a_run_is_listed_read_and_deleted_by_an_operator() {
 }
 
 #[test]
+fn a_budget_capped_in_money_becomes_tokens_at_the_default_price_and_shows_both() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("cofferdam.toml");
+    std::fs::write(
+        &config,
+        "data_dir = \"data\"\n[prices]\ndefault = \"0.002 USD\"\n[prices.tools]\nhello = \"0.01 USD\"\n",
+    )
+    .expect("write");
+    let config = config.display().to_string();
+    let data = common::shared_data_dir();
+    let set = cofferdam(
+        &data,
+        &[
+            "budget",
+            "set",
+            "agent:ada",
+            "--cap-money",
+            "2.00 USD",
+            "--config",
+            &config,
+        ],
+    );
+    assert!(set.status.success(), "{}", text(&set.stderr));
+    assert!(
+        text(&set.stdout).contains("capped at 1000000 tokens (2.00 USD at the default price)"),
+        "{}",
+        text(&set.stdout)
+    );
+    let show = cofferdam(&data, &["budget", "show", "--config", &config]);
+    assert!(
+        text(&show.stdout).contains("0.00 USD / 2.00 USD"),
+        "{}",
+        text(&show.stdout)
+    );
+    let euros = cofferdam(
+        &data,
+        &[
+            "budget",
+            "set",
+            "agent:ada",
+            "--cap-money",
+            "2.00 EUR",
+            "--config",
+            &config,
+        ],
+    );
+    assert!(!euros.status.success());
+    assert!(
+        text(&euros.stderr).contains("not in the host's currency"),
+        "{}",
+        text(&euros.stderr)
+    );
+}
+
+#[test]
 fn operator_commands_use_the_data_dir_of_a_config() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("cofferdam.toml");
