@@ -70,8 +70,8 @@ pub use host::config::{
     ConfigError, ConfigProblem, HostConfig, ReloadReport, ScheduleTable, StoreTable,
 };
 pub use host::{
-    CallOutcome, CallRequest, FallbackUsed, Host, HostBuilder, ToolDescription, ToolState,
-    ToolStats,
+    CallOutcome, CallRequest, FallbackUsed, Host, HostBuilder, ToolDescription, ToolFilter,
+    ToolState, ToolStats,
 };
 pub use jiff::{Timestamp, ZonedDateTime};
 pub use model::budget::{BudgetCap, BudgetStatus, InvalidScope, ScopeId};

@@ -389,7 +389,7 @@ pub(super) enum StateCommand {
     List {
         /// The bucket.
         bucket: String,
-        /// One scope: `tool`, `owner:AGENT` or `schedule:NAME`.
+        /// One scope: `tool`, `owner:AGENT` or `schedule:OWNER/NAME`.
         #[arg(long)]
         scope: Option<String>,
     },
@@ -397,7 +397,7 @@ pub(super) enum StateCommand {
     Get {
         bucket: String,
         key: String,
-        /// The scope: `tool`, `owner:AGENT` or `schedule:NAME`.
+        /// The scope: `tool`, `owner:AGENT` or `schedule:OWNER/NAME`.
         #[arg(long)]
         scope: String,
     },
@@ -405,7 +405,7 @@ pub(super) enum StateCommand {
     Delete {
         bucket: String,
         key: String,
-        /// The scope: `tool`, `owner:AGENT` or `schedule:NAME`.
+        /// The scope: `tool`, `owner:AGENT` or `schedule:OWNER/NAME`.
         #[arg(long)]
         scope: String,
     },
@@ -417,7 +417,7 @@ fn state_space(bucket: &str, scope: &str) -> Result<String> {
             .iter()
             .any(|p| scope.strip_prefix(p).is_some_and(|rest| !rest.is_empty()));
     if !valid {
-        bail!("--scope must be `tool`, `owner:AGENT` or `schedule:NAME`, not `{scope}`");
+        bail!("--scope must be `tool`, `owner:AGENT` or `schedule:OWNER/NAME`, not `{scope}`");
     }
     Ok(format!("{bucket}/{scope}"))
 }

@@ -43,7 +43,7 @@ mod request;
 
 pub use self::builder::HostBuilder;
 use self::metrics::{Metrics, ToolMetrics};
-pub use self::request::{CallOutcome, CallRequest, FallbackUsed};
+pub use self::request::{CallOutcome, CallRequest, FallbackUsed, ToolFilter};
 use crate::runtime::compute::ComputePool;
 use crate::runtime::lanes::{LaneStats, Lanes};
 
@@ -383,7 +383,7 @@ fn new_call_id() -> String {
 
 /// Tool state for operators: what each bucket's scopes hold; from
 /// [`Host::state`]. A space is `BUCKET/tool`, `BUCKET/owner:AGENT` or
-/// `BUCKET/schedule:NAME`.
+/// `BUCKET/schedule:OWNER/NAME`.
 #[derive(Clone)]
 pub struct ToolState {
     host: Host,

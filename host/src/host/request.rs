@@ -51,7 +51,13 @@ pub struct CallRequest {
     /// The schedule this call is a run of, if any (a `schedule`-scoped
     /// state bucket is per schedule).
     pub schedule: Option<String>,
+    /// The tools this call may run, its policy fallbacks included (`None`:
+    /// any); a fallback it may not run is skipped. An MCP client's grant.
+    pub allowed: Option<ToolFilter>,
 }
+
+/// Which tools a call may run ([`CallRequest::allowed`]).
+pub type ToolFilter = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 impl CallRequest {
     /// A request with only the tool and input set.
@@ -70,6 +76,7 @@ impl CallRequest {
             progress: None,
             cancel: None,
             schedule: None,
+            allowed: None,
         }
     }
 }

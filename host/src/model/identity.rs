@@ -166,6 +166,12 @@ pub enum ClientError {
         /// The other.
         second: String,
     },
+    /// Two clients have the same name (sessions are bound by name).
+    #[error("two clients are named `{client}`; names must differ")]
+    SameName {
+        /// The name.
+        client: String,
+    },
     /// A name or agent is empty, too long or has control characters.
     #[error("client `{client}`: {field} must be 1 to 128 printable characters")]
     BadField {
@@ -221,6 +227,11 @@ pub(crate) fn parse_clients(specs: &[ClientSpec]) -> Result<Vec<Known>, ClientEr
             .ok_or_else(|| ClientError::BadDigest {
                 client: spec.name.clone(),
             })?;
+        if let Some((_, first)) = known.iter().find(|(_, i)| i.client == spec.name) {
+            return Err(ClientError::SameName {
+                client: first.client.clone(),
+            });
+        }
         if let Some((_, first)) = known.iter().find(|(d, _)| *d == digest) {
             return Err(ClientError::SameToken {
                 first: first.client.clone(),

@@ -152,11 +152,7 @@ impl Prices {
 
     /// What `tokens` of `tool` cost.
     pub fn cost(&self, tool: &str, tokens: Tokens) -> Option<Money> {
-        let price = self.price(tool)?;
-        Some(Money {
-            amount: price.amount * Decimal::from(tokens.0) / Decimal::from(1000),
-            currency: price.currency.clone(),
-        })
+        price_of(self.price(tool)?, tokens)
     }
 
     /// The most tokens `money` pays for, whichever of `tools` spends them
@@ -189,18 +185,13 @@ impl Prices {
         let Some(price) = dearest else {
             return Ok(Tokens(0));
         };
-        let tokens = (money.amount * Decimal::from(1000) / price.amount).floor();
-        Ok(Tokens(u64::try_from(tokens).unwrap_or(u64::MAX)))
+        Ok(tokens_at(money, price))
     }
 
     /// The budget ledger's tokens in money: at the default price (the
     /// ledger counts tokens of every tool alike).
     pub fn ledger_money(&self, tokens: Tokens) -> Option<Money> {
-        let price = self.default.as_ref()?;
-        Some(Money {
-            amount: price.amount * Decimal::from(tokens.0) / Decimal::from(1000),
-            currency: price.currency.clone(),
-        })
+        price_of(self.default.as_ref()?, tokens)
     }
 
     /// The tokens a ledger cap of `money` is, at the default price (never
@@ -220,17 +211,39 @@ impl Prices {
                 tool: "(default)".to_owned(),
             });
         }
-        let tokens = (money.amount * Decimal::from(1000) / price.amount).floor();
-        Ok(Tokens(u64::try_from(tokens).unwrap_or(u64::MAX)))
+        Ok(tokens_at(money, price))
     }
 
     /// Sums money in the prices' currency (`None` when nothing is priced).
     pub fn sum(&self, amounts: impl IntoIterator<Item = Money>) -> Option<Money> {
         amounts.into_iter().reduce(|a, b| Money {
-            amount: a.amount + b.amount,
+            amount: a.amount.saturating_add(b.amount),
             currency: a.currency,
         })
     }
+}
+
+/// What `tokens` cost at `price` per 1,000 (saturating: never a panic).
+fn price_of(price: &Money, tokens: Tokens) -> Option<Money> {
+    let amount = price
+        .amount
+        .checked_mul(Decimal::from(tokens.0))
+        .map_or(Decimal::MAX, |a| a / Decimal::from(1000));
+    Some(Money {
+        amount,
+        currency: price.currency.clone(),
+    })
+}
+
+/// The tokens `money` buys at `price` per 1,000, rounded down (a price
+/// too small or an amount too large to compute buys every token).
+fn tokens_at(money: &Money, price: &Money) -> Tokens {
+    let tokens = money
+        .amount
+        .checked_mul(Decimal::from(1000))
+        .and_then(|m| m.checked_div(price.amount))
+        .map(|t| t.floor());
+    Tokens(tokens.map_or(u64::MAX, |t| u64::try_from(t).unwrap_or(u64::MAX)))
 }
 
 #[cfg(test)]
@@ -249,6 +262,18 @@ mod tests {
         for bad in ["2", "USD 2", "-1 USD", "2 usd", "2 USD extra", "two USD"] {
             assert!(bad.parse::<Money>().is_err(), "{bad}");
         }
+        // Amounts far past any price never panic.
+        let huge = money("79228162514264337593543950335 USD");
+        let tiny = Prices {
+            default: Some(money("0.0000000001 USD")),
+            ..Prices::default()
+        };
+        assert_eq!(tiny.tokens_for(&huge, ["x"]).unwrap(), Tokens(u64::MAX));
+        let dear = Prices {
+            default: Some(huge.clone()),
+            ..Prices::default()
+        };
+        assert!(dear.cost("x", Tokens(u64::MAX)).is_some());
         // No float rounding: 0.1 + 0.2 is 0.3.
         let prices = Prices {
             default: Some(money("0.1 USD")),

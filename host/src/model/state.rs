@@ -83,7 +83,7 @@ pub(crate) fn valid_bucket(bucket: &str) -> bool {
 }
 
 /// The key space one scope of a bucket is: `BUCKET/tool`,
-/// `BUCKET/owner:AGENT` or `BUCKET/schedule:NAME`.
+/// `BUCKET/owner:AGENT` or `BUCKET/schedule:OWNER/NAME`.
 pub(crate) fn space(bucket: &str, scope: StateScope, owner: &str) -> String {
     match scope {
         StateScope::Tool => format!("{bucket}/tool"),

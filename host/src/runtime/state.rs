@@ -93,6 +93,7 @@ impl StateView {
     /// The value `key` has for this attempt: its buffered write over what
     /// is stored.
     fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        check_key(key)?;
         let stored = self.stored(key)?;
         match self.writes.get(key) {
             None => Ok(stored),
@@ -112,12 +113,7 @@ impl StateView {
     /// or the attempt changes too many keys. O(1) in the number of keys
     /// written so far: the projection is kept up to date.
     fn write(&mut self, key: String, write: StateWrite) -> Result<(), StateError> {
-        if key.len() > MAX_KEY_BYTES {
-            return Err(StateError::Other(format!(
-                "state key of {} bytes: keys are at most {MAX_KEY_BYTES} bytes",
-                key.len()
-            )));
-        }
+        check_key(&key)?;
         if !self.writes.contains_key(&key) && self.writes.len() >= self.max_changes() {
             return Err(StateError::Other(format!(
                 "state-too-many-writes: one call may change at most {} keys of bucket `{}`",
@@ -173,6 +169,22 @@ impl StateView {
         let cursor = more.then(|| (start + PAGE) as u64);
         Ok(store::KeyResponse { keys, cursor })
     }
+}
+
+/// Refuses a key too long or with control characters (NUL breaks stores).
+fn check_key(key: &str) -> Result<(), StateError> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(StateError::Other(format!(
+            "state key of {} bytes: keys are at most {MAX_KEY_BYTES} bytes",
+            key.len()
+        )));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(StateError::Other(
+            "state keys may not hold control characters".to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// What the `wasi:keyvalue` bindings see of a call: its resource table and

@@ -153,7 +153,9 @@ impl McpServer {
 
     /// Makes `clients` the ones allowed over HTTP, at once for every
     /// session (a token no longer listed is refused on its next request).
-    /// With none, HTTP is anonymous. Nothing changes when one is invalid.
+    /// Never configured, HTTP is anonymous; once configured, tokens stay
+    /// required even when a reload empties the list (it then admits
+    /// nobody). Nothing changes when one is invalid.
     pub fn set_clients(&self, clients: &[ClientSpec]) -> Result<(), ClientError> {
         self.clients.replace(clients)
     }
@@ -303,9 +305,18 @@ impl McpServer {
         );
         read_meta(&context.meta, &mut request)?;
         if let Some(identity) = caller {
-            // Who the token proved, whatever `_meta` claims.
-            request.agent = Some(identity.agent);
-            request.tenant = identity.tenant;
+            // Who the token proved, whatever `_meta` claims; a task id is
+            // the agent's own (`AGENT/ID`), so it cannot name another's
+            // task or schedule run and spend its budget.
+            if let Some(task) = request.task_id.take() {
+                request.task_id = Some(format!("{}/{task}", identity.agent));
+            }
+            request.agent = Some(identity.agent.clone());
+            request.tenant = identity.tenant.clone();
+            let grant = identity.grant;
+            request.allowed = Some(Arc::new(move |tool: &str| {
+                grant.may_call(tool) && !manage::is_reserved(tool)
+            }));
         }
         // Cancelled by the client (`notifications/cancelled`, a closed HTTP
         // stream) or by the end of its input.

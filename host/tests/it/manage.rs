@@ -100,6 +100,11 @@ async fn served() -> Served {
         ..ToolPolicy::default()
     };
     common::load(&host, artifacts::TRAP, sensitive).await;
+    serve(host, clock).await
+}
+
+/// `host` served on loopback to [`clients`].
+async fn serve(host: Host, clock: Arc<ManualWallClock>) -> Served {
     let server = McpServer::new(host.clone());
     server.set_clients(&clients()).expect("clients");
     let stop = CancellationToken::new();
@@ -298,6 +303,45 @@ async fn http_needs_a_known_token_and_a_reload_revokes_one() {
     );
     let (status, _) = raw_initialize(addr, Some(&format!("Bearer {TOKEN_B}"))).await;
     assert_eq!(status, 401);
+    // A reload that empties the list does not turn authentication off.
+    served.server.set_clients(&[]).expect("reload");
+    assert_eq!(raw_initialize(addr, None).await.0, 401);
+    assert_eq!(
+        raw_initialize(addr, Some(&format!("Bearer {TOKEN_A}")))
+            .await
+            .0,
+        401
+    );
+}
+
+#[tokio::test]
+async fn a_fallback_outside_the_grant_is_not_run_for_the_client() {
+    let clock = Arc::new(ManualWallClock::new(at("2026-11-30T07:00:00Z")));
+    let host = common::builder().build().expect("host");
+    let primary = ToolPolicy {
+        fallbacks: vec![cofferdam::ToolName::new("strong").expect("name")],
+        ..ToolPolicy::default()
+    };
+    common::load(&host, artifacts::HELLO, primary).await;
+    let strong = ToolPolicy {
+        name: Some(cofferdam::ToolName::new("strong").expect("name")),
+        ..ToolPolicy::default()
+    };
+    common::load(&host, artifacts::HELLO, strong).await;
+    host.set_breaker_mode("hello", cofferdam::BreakerMode::ForcedOpen)
+        .expect("set");
+    let served = serve(host, clock).await;
+    // `plain` may call hello only: the open breaker is its answer.
+    let plain = connect(&served.addr, TOKEN_PLAIN).await;
+    let result = call(&plain, "hello", json!({"name": "x"})).await;
+    assert_eq!(crate::mcp::error_class(&result), "circuit-open");
+    // A client granted every tool gets the fallback's answer.
+    let mut everything = clients();
+    everything[2].grant.tools = vec!["*".into()];
+    served.server.set_clients(&everything).expect("reload");
+    let result = call(&plain, "hello", json!({"name": "x"})).await;
+    assert_ne!(result.is_error, Some(true), "{result:?}");
+    assert_eq!(result.meta.as_ref().unwrap().0["tool"], "strong");
 }
 
 #[tokio::test]
@@ -312,6 +356,17 @@ async fn a_token_decides_who_calls_whatever_meta_says() {
     assert_ne!(result.is_error, Some(true), "{result:?}");
     let attempts = audited(&served.host, HistoryQuery::default(), 1).await;
     assert_eq!(attempts[0].agent.as_deref(), Some("agent-a"));
+    // A task id is the caller's own: it cannot name another's run.
+    let named = with_meta(
+        params("hello", json!({"name": "t"})),
+        json!({"taskId": "news-digest-20261130T0800Z"}),
+    );
+    session.call_tool(named).await.expect("call");
+    let query = HistoryQuery {
+        task: Some("agent-a/news-digest-20261130T0800Z".into()),
+        ..HistoryQuery::default()
+    };
+    audited(&served.host, query, 1).await;
     assert_eq!(attempts[0].tenant.as_deref(), Some("tenant-of-agent-a"));
 
     // A client sees and calls only the tools its grant names, and no

@@ -254,7 +254,7 @@ async fn a_schedule_scoped_bucket_is_shared_by_its_runs_tool_or_task_and_closed_
     }
     let state = host.state();
     for name in ["by-tool", "by-task"] {
-        let space = format!("runs/schedule:{name}");
+        let space = format!("runs/schedule:ops/{name}");
         assert_eq!(
             state.get(&space, "n").expect("state"),
             Some(b"2".to_vec()),

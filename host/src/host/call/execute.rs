@@ -68,16 +68,22 @@ impl Host {
     /// or `anonymous`), of its schedule (none outside one), or of the tool.
     fn state_view(&self, tool: &LoadedTool, request: &crate::CallRequest) -> Option<StateView> {
         let spec = tool.grants.state.as_ref()?;
+        let owner = request.agent.as_deref().unwrap_or("anonymous");
+        // A name with control characters gets no state (NUL breaks stores).
+        let clean = |s: &str| !s.chars().any(char::is_control);
         let space = match spec.scope {
-            StateScope::Owner => Some(state::space(
-                &spec.bucket,
-                spec.scope,
-                request.agent.as_deref().unwrap_or("anonymous"),
-            )),
+            StateScope::Owner => {
+                clean(owner).then(|| state::space(&spec.bucket, spec.scope, owner))
+            }
+            // Per owner and name: a schedule deleted and its name reused by
+            // another owner does not inherit its state.
             StateScope::Schedule => request
                 .schedule
                 .as_deref()
-                .map(|schedule| state::space(&spec.bucket, spec.scope, schedule)),
+                .filter(|schedule| clean(owner) && clean(schedule))
+                .map(|schedule| {
+                    state::space(&spec.bucket, spec.scope, &format!("{owner}/{schedule}"))
+                }),
             StateScope::Tool => Some(state::space(&spec.bucket, spec.scope, "")),
         };
         let quota = StateQuota {
@@ -154,9 +160,20 @@ impl Host {
                     });
                 }
                 Err(source) => {
-                    result = Err(CallError::Journal {
+                    let failed = CallError::Journal {
                         tool: name.clone(),
                         source,
+                    };
+                    // The tool ran and may have acted: a side-effecting
+                    // call whose writes are lost is an unknown outcome (its
+                    // key stays, a human decides), never a retry.
+                    result = Err(if tool.description.effect == crate::Effect::SideEffecting {
+                        CallError::UnknownOutcome {
+                            tool: name.clone(),
+                            cause: Box::new(failed),
+                        }
+                    } else {
+                        failed
                     });
                 }
             }

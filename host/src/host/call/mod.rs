@@ -188,6 +188,12 @@ impl Host {
             return Err(error);
         }
         for fallback in &tool.description.fallbacks {
+            if let Some(allowed) = &request.allowed
+                && !allowed(fallback.as_str())
+            {
+                tracing::debug!(tool = %tool.description.name, %fallback, "fallback not allowed to this caller; skipped");
+                continue;
+            }
             let Some(fallback_tool) = self.find(fallback.as_str()) else {
                 tracing::warn!(tool = %tool.description.name, %fallback, "fallback tool is not loaded; skipped");
                 continue;

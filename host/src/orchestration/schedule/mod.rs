@@ -338,9 +338,10 @@ impl Schedules {
             });
         }
         if let Some(cost) = &spec.max_cost_per_run {
+            let tools = run::spending_tools(&self.host, spec);
             self.host
                 .prices()
-                .tokens_for(cost, spec.tools())
+                .tokens_for(cost, tools.iter().map(String::as_str))
                 .map_err(|source| ScheduleError::Price {
                     name: name.clone(),
                     source,

@@ -40,6 +40,21 @@ pub(super) fn blocked(host: &Host, spec: &ScheduleSpec) -> Option<Blocked> {
     None
 }
 
+/// Every tool a run of `spec` may spend tokens on: its targets and their
+/// policy fallbacks (what a money cap must be priced at).
+pub(super) fn spending_tools(host: &Host, spec: &ScheduleSpec) -> Vec<String> {
+    let mut tools: Vec<String> = Vec::new();
+    for tool in spec.tools() {
+        tools.push(tool.to_owned());
+        if let Some(description) = host.tool(tool) {
+            tools.extend(description.fallbacks.iter().map(|f| f.to_string()));
+        }
+    }
+    tools.sort();
+    tools.dedup();
+    tools
+}
+
 /// Runs one slot under its budget scope and timeout.
 pub(super) async fn execute(
     schedules: &Schedules,
@@ -80,7 +95,11 @@ pub(super) async fn execute(
     let run_id = schedule.run_id(slot);
     let mut budget = spec.budget.unwrap_or(schedules.config.max_run_budget);
     if let Some(cost) = &spec.max_cost_per_run {
-        match host.prices().tokens_for(cost, spec.tools()) {
+        let tools = spending_tools(host, spec);
+        match host
+            .prices()
+            .tokens_for(cost, tools.iter().map(String::as_str))
+        {
             Ok(tokens) => budget = budget.min(tokens),
             // Prices changed since the schedule was made: no run without one.
             Err(e) => return failed(format!("cannot price the run: {e}"), None),

@@ -251,7 +251,10 @@ fn task_start_schema() -> Value {
 
 fn schedule_create_schema() -> Value {
     let mut task = task_start_schema();
-    task["description"] = json!("A multi-step task to run instead of one tool.");
+    task["description"] = json!(
+        "A multi-step task to run instead of one tool; its runs are named after the schedule."
+    );
+    task["required"] = json!(["steps"]);
     object(
         json!({
             "name": name_property(),

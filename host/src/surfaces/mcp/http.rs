@@ -20,7 +20,7 @@ pub(super) async fn authenticate(
 ) -> axum::response::Response {
     use axum::http::{StatusCode, header};
     use axum::response::IntoResponse as _;
-    if clients.is_empty() {
+    if !clients.required() {
         return next.run(request).await;
     }
     let presented = request

@@ -21,12 +21,19 @@ use crate::model::identity::{Known, parse_clients};
 #[derive(Debug, Clone, Default)]
 pub struct Clients {
     known: Arc<RwLock<Vec<Known>>>,
+    /// Set once any client was configured: from then on a token is needed,
+    /// even if a reload empties the list (which then admits nobody).
+    required: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Clients {
     /// Checks `specs` and makes them the clients allowed (all or nothing).
     pub fn replace(&self, specs: &[ClientSpec]) -> Result<(), ClientError> {
         let known = Self::parse(specs)?;
+        if !known.is_empty() {
+            self.required
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         *self.known.write().unwrap_or_else(|e| e.into_inner()) = known;
         Ok(())
     }
@@ -40,8 +47,14 @@ impl Clients {
         parse_clients(specs)
     }
 
-    /// Whether any client is configured (then every HTTP request needs a
-    /// token).
+    /// Whether every HTTP request needs a token: some client is, or once
+    /// was, configured (emptying the list by a reload does not turn
+    /// authentication off; it admits nobody until a restart).
+    pub fn required(&self) -> bool {
+        self.required.load(std::sync::atomic::Ordering::SeqCst) || !self.is_empty()
+    }
+
+    /// Whether no client is configured now.
     pub fn is_empty(&self) -> bool {
         self.known
             .read()
@@ -95,6 +108,10 @@ mod tests {
         let held = clients.clone();
         clients.replace(&[spec("b", "token-b", "agent-b")]).unwrap();
         assert!(held.identify("token-a").is_none(), "revoked everywhere");
+        // Emptying the list by a reload keeps tokens required.
+        clients.replace(&[]).unwrap();
+        assert!(held.required() && held.identify("token-b").is_none());
+        assert!(!Clients::default().required());
     }
 
     #[test]
@@ -109,6 +126,11 @@ mod tests {
                 client: "broken".into()
             }
         );
+        let named_twice = [spec("one", "t1", "a"), spec("one", "t2", "b")];
+        assert!(matches!(
+            Clients::check(&named_twice),
+            Err(ClientError::SameName { .. })
+        ));
         let twice = [spec("one", "same", "a"), spec("two", "same", "b")];
         assert!(matches!(
             Clients::check(&twice),

@@ -282,6 +282,8 @@ fn utc() -> String {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TaskArgs {
+    /// Required by `task_start`; a schedule's task is named after it.
+    #[serde(default)]
     id: String,
     steps: Vec<crate::model::task::StepSpec>,
 }
@@ -320,7 +322,9 @@ impl<'a> Manager<'a> {
             }
             "schedule_resume" => {
                 let NameArgs { name } = args(name, arguments)?;
-                self.own_schedule(&name)?;
+                let schedule = self.own_schedule(&name)?;
+                // Grants may have narrowed since it was made.
+                self.may_target_schedule(&schedule.spec.target)?;
                 Ok(schedule_view(&self.host.schedules().resume(&name).await?))
             }
             "schedule_delete" => {
@@ -376,7 +380,11 @@ impl<'a> Manager<'a> {
             }
             "escalation_resolve" => {
                 let resolve: ResolveArgs = args(name, arguments)?;
-                self.own_escalation(resolve.id)?;
+                let escalation = self.own_escalation(resolve.id)?;
+                // `resume` may run the tool again: only one the caller may call.
+                if let Some(tool) = &escalation.tool {
+                    self.may_target(tool)?;
+                }
                 let resolution = match resolve.resolution.as_str() {
                     "resume" => Resolution::Resume,
                     "mark-done" => Resolution::MarkDone {
@@ -492,6 +500,13 @@ impl<'a> Manager<'a> {
         }
     }
 
+    fn may_target_schedule(&self, target: &ScheduleTarget) -> Result<(), Refused> {
+        match target {
+            ScheduleTarget::Tool { tool, .. } => self.may_target(tool),
+            ScheduleTarget::Task { task } => self.may_run_task(task),
+        }
+    }
+
     fn may_run_task(&self, task: &TaskSpec) -> Result<(), Refused> {
         for step in &task.steps {
             self.may_target(&step.tool)?;
@@ -526,7 +541,12 @@ impl<'a> Manager<'a> {
                 }
             }
             (None, Some(task)) if create.input.is_none() => {
-                let task = self.task_spec(task);
+                // Runs are named after the schedule (names are unique), so
+                // two owners' runs never share a task id or budget scope.
+                let task = self.task_spec(TaskArgs {
+                    id: create.name.clone(),
+                    ..task
+                });
                 self.may_run_task(&task)?;
                 ScheduleTarget::Task { task }
             }
@@ -582,6 +602,12 @@ impl<'a> Manager<'a> {
     }
 
     async fn task_start(&self, task: TaskArgs) -> Result<Value, Refused> {
+        if task.id.contains('/') {
+            return Err(refused(
+                "invalid-task",
+                "a task id may not contain `/` (AGENT/ID names a caller's own task scope)",
+            ));
+        }
         let spec = self.task_spec(task);
         self.may_run_task(&spec)?;
         match self.host.tasks().status(&spec.id) {
