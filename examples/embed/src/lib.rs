@@ -8,6 +8,9 @@
 //!   stored response on a repeat, marked `Idempotent-Replayed: true`),
 //!   `X-Budget-Tokens` (what this request may spend at most), and
 //!   `X-Agent-Id` / `X-Tenant-Id` / `X-Task-Id` (budget and idempotency scopes).
+//!   With `[[clients]]` configured, a bearer token is required and its agent
+//!   and tenant replace those headers (the task id becomes `AGENT/ID`); a
+//!   tool outside the client's grant is not found.
 //! - `GET /health`: each tool's breaker state and bulkhead load; `503` when
 //!   every tool's breaker refuses calls.
 //! - `GET /tools`: the loaded tools.
@@ -69,29 +72,37 @@ impl FromRef<Service> for Host {
     }
 }
 
+/// The client whose bearer token the request carries.
+fn bearer(headers: &HeaderMap, clients: &Clients) -> Option<cofferdam::Identity> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|token| clients.identify(token.trim()))
+}
+
+fn unauthorized() -> Response {
+    let mut response = problem(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "send a client's token: Authorization: Bearer TOKEN",
+        None,
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(r#"Bearer realm="cofferdam""#),
+    );
+    response
+}
+
 async fn manage(
     State(service): State<Service>,
     Path(operation): Path<String>,
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let identity = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .and_then(|token| service.clients.identify(token.trim()));
-    let Some(identity) = identity else {
-        let mut response = problem(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "send a client's token: Authorization: Bearer TOKEN",
-            None,
-        );
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(r#"Bearer realm="cofferdam""#),
-        );
-        return response;
+    let Some(identity) = bearer(&headers, &service.clients) else {
+        return unauthorized();
     };
     let arguments = if body.trim().is_empty() {
         serde_json::Map::new()
@@ -132,12 +143,25 @@ async fn manage(
 }
 
 async fn call(
-    State(host): State<Host>,
+    State(service): State<Service>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let Some(tool) = host.tool(&name) else {
+    let host = service.host;
+    // With clients configured, the token says who calls (and what it may).
+    let identity = if service.clients.required() {
+        match bearer(&headers, &service.clients) {
+            Some(identity) => Some(identity),
+            None => return unauthorized(),
+        }
+    } else {
+        None
+    };
+    let tool = host
+        .tool(&name)
+        .filter(|_| identity.as_ref().is_none_or(|i| i.grant.may_call(&name)));
+    let Some(tool) = tool else {
         return problem(
             StatusCode::NOT_FOUND,
             "unknown-tool",
@@ -153,6 +177,15 @@ async fn call(
             &format!("header `{name}` {why}"),
             None,
         );
+    }
+    if let Some(identity) = identity {
+        if let Some(task) = request.task_id.take() {
+            request.task_id = Some(format!("{}/{task}", identity.agent));
+        }
+        request.agent = Some(identity.agent);
+        request.tenant = identity.tenant;
+        let grant = identity.grant;
+        request.allowed = Some(std::sync::Arc::new(move |t: &str| grant.may_call(t)));
     }
     if tool.effect == Effect::SideEffecting && request.idempotency_key.is_none() {
         return problem(

@@ -43,8 +43,18 @@ async fn service() -> Service {
     service_on(Host::builder()).await
 }
 
+/// The service with [`clients`] configured: every request needs a token.
+async fn managed() -> Service {
+    service_with(Host::builder(), Some(clients())).await
+}
+
 /// The service around a host from `builder`.
 async fn service_on(builder: HostBuilder) -> Service {
+    service_with(builder, None).await
+}
+
+/// The service around a host from `builder`, with `clients` if given.
+async fn service_with(builder: HostBuilder, clients: Option<cofferdam::Clients>) -> Service {
     let notes = tempfile::tempdir().expect("tempdir");
     let host = builder
         .artifact_dir(Path::new(env!("CARGO_TARGET_TMPDIR")).join("cofferdam-test-data/artifacts"))
@@ -89,7 +99,10 @@ async fn service_on(builder: HostBuilder) -> Service {
         .await
         .expect("binds");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let app = cofferdam_embed::app_with_clients(host.clone(), clients());
+    let app = match clients {
+        Some(clients) => cofferdam_embed::app_with_clients(host.clone(), clients),
+        None => cofferdam_embed::app(host.clone()),
+    };
     tokio::spawn(async move { axum::serve(listener, app).await });
     Service {
         url,
@@ -377,7 +390,7 @@ impl Service {
 
 #[tokio::test]
 async fn management_acts_as_the_tokens_agent_under_the_same_rules() {
-    let service = service().await;
+    let service = managed().await;
     let daily = json!({
         "name": "digest", "cron": "0 9 * * *", "timezone": "Europe/Berlin",
         "tool": "hello", "input": {"name": "digest"}, "budget_tokens": 1000,
@@ -417,4 +430,52 @@ async fn management_acts_as_the_tokens_agent_under_the_same_rules() {
         .manage("schedule_list", Some("token-c"), json!({}))
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn with_clients_a_tool_call_needs_a_token_whose_agent_replaces_the_headers() {
+    let service = managed().await;
+    let hello = json!({"name": "Ada"});
+    let refused = service
+        .call("hello", hello.clone(), &[("x-agent-id", "agent-b")])
+        .await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let response = service
+        .http
+        .post(format!("{}/tools/hello/call", service.url))
+        .bearer_auth("token-a")
+        .header("x-agent-id", "agent-b")
+        .body(hello.to_string())
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), StatusCode::OK);
+    // Charged to the token's agent, not the header's.
+    let mut attempts = Vec::new();
+    for _ in 0..400 {
+        attempts = service
+            .host
+            .history(&cofferdam::HistoryQuery::default())
+            .expect("history");
+        if !attempts.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        attempts[0].agent.as_deref(),
+        Some("agent-a"),
+        "{attempts:?}"
+    );
+    // A tool outside the grant is not there for the client.
+    let response = service
+        .http
+        .post(format!("{}/tools/sleepy/call", service.url))
+        .bearer_auth("token-a")
+        .header("idempotency-key", "k")
+        .body(json!({"millis": 1}).to_string())
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
