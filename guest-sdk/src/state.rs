@@ -35,7 +35,15 @@ fn error(e: store::Error) -> ToolError {
         store::Error::AccessDenied => ToolError::permanent(
             "no state is granted to this tool (or to this call's scope): add [tools.NAME.state] to the host's config",
         ),
-        // `state-quota-exceeded: …` and store failures, as the host says.
+        // The caller's scope is full: its fault, not the tool's, so it is
+        // not retried and does not count against the tool's breaker.
+        store::Error::Other(message)
+            if message.starts_with("state-quota-exceeded")
+                || message.starts_with("state-too-many-writes") =>
+        {
+            ToolError::invalid_input(message)
+        }
+        // Store failures and the rest, as the host says.
         store::Error::Other(message) => ToolError::permanent(message),
     }
 }

@@ -186,7 +186,11 @@ async fn a_write_past_the_quota_is_a_typed_error_and_writes_nothing() {
         .expect_err("over the quota");
     let message = error.to_string() + &format!("{error:?}");
     assert!(message.contains("state-quota-exceeded"), "{message}");
-    assert_eq!(error.class().as_str(), "permanent");
+    assert_eq!(
+        error.class().as_str(),
+        "invalid-input",
+        "the caller's scope is full: not a tool failure the breaker counts"
+    );
     let seen = write(&host, "x", json!({"read": ["a", "b"]}), None)
         .await
         .expect("read");
@@ -287,7 +291,7 @@ async fn a_guest_cannot_grow_the_hosts_buffer_by_deleting_absent_keys() {
         format!("{error:?}").contains("state-too-many-writes"),
         "{error:?}"
     );
-    assert_eq!(error.class().as_str(), "permanent");
+    assert_eq!(error.class().as_str(), "invalid-input");
     // Refused after 84 keys, not after a million: the call was quick.
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     common::assert_host_still_serves(&host).await;

@@ -153,10 +153,12 @@ impl Host {
         if let (Ok(_), Some(changes)) = (&result, changes) {
             match self.inner.store.state_commit(changes).await {
                 Ok(Ok(_usage)) => {}
+                // A concurrent writer filled the scope first: the caller's
+                // quota, not the tool's fault (no breaker failure).
                 Ok(Err(refused)) => {
                     result = Err(CallError::Tool {
                         tool: name.clone(),
-                        error: crate::ToolError::Permanent(refused.to_string()),
+                        error: crate::ToolError::InvalidInput(refused.to_string()),
                     });
                 }
                 Err(source) => {
