@@ -799,3 +799,46 @@ async fn serve_takes_identities_from_its_config() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn an_agent_cannot_flood_the_host_with_background_tasks() {
+    let served = served().await;
+    let a = connect(&served.addr, TOKEN_A).await;
+    let step = json!({"name": "wait", "tool": "sleepy", "input": {"millis": 5000}});
+    let too_long: Vec<Value> = (0..65)
+        .map(|i| json!({"name": format!("s{i}"), "tool": "hello", "input": {"name": "x"}}))
+        .collect();
+    assert_eq!(
+        refused(&a, "task_start", json!({"id": "long", "steps": too_long})).await,
+        "too-many-steps"
+    );
+    for i in 0..16 {
+        ok(
+            &a,
+            "task_start",
+            json!({"id": format!("t{i}"), "steps": [step.clone()]}),
+        )
+        .await;
+    }
+    assert_eq!(
+        refused(
+            &a,
+            "task_start",
+            json!({"id": "t16", "steps": [step.clone()]})
+        )
+        .await,
+        "quota-exceeded"
+    );
+    // Another agent is not held back by A's tasks.
+    let b = connect(&served.addr, TOKEN_B).await;
+    ok(
+        &b,
+        "task_start",
+        json!({"id": "b0", "steps": [step.clone()]}),
+    )
+    .await;
+    for i in 0..16 {
+        ok(&a, "task_cancel", json!({"id": format!("t{i}")})).await;
+    }
+    ok(&b, "task_cancel", json!({"id": "b0"})).await;
+}

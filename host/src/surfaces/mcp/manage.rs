@@ -170,6 +170,12 @@ fn store_failure(message: String, unavailable: bool) -> Refused {
     }
 }
 
+/// Tasks one agent may have running at once through `task_start`.
+const MAX_RUNNING_TASKS: usize = 16;
+
+/// Steps of a task started through `task_start`, at most.
+const MAX_TASK_STEPS: usize = 64;
+
 /// Reads a tool's arguments; a missing or unknown field names itself.
 fn args<T: DeserializeOwned>(tool: &str, arguments: JsonObject) -> Result<T, Refused> {
     serde_json::from_value(Value::Object(arguments))
@@ -602,6 +608,33 @@ impl<'a> Manager<'a> {
     }
 
     async fn task_start(&self, task: TaskArgs) -> Result<Value, Refused> {
+        if task.steps.len() > MAX_TASK_STEPS {
+            return Err(refused(
+                "too-many-steps",
+                format!(
+                    "a task started over MCP has at most {MAX_TASK_STEPS} steps, not {}",
+                    task.steps.len()
+                ),
+            ));
+        }
+        let running = self
+            .host
+            .tasks()
+            .list()?
+            .iter()
+            .filter(|t| {
+                self.owns_task(t) && matches!(t.state, TaskState::Running | TaskState::Compensating)
+            })
+            .count();
+        if running >= MAX_RUNNING_TASKS {
+            return Err(refused(
+                "quota-exceeded",
+                format!(
+                    "agent `{}` has {running} tasks running, the most allowed; wait for one or cancel one",
+                    self.agent()
+                ),
+            ));
+        }
         if task.id.contains('/') {
             return Err(refused(
                 "invalid-task",
