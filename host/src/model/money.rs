@@ -167,17 +167,7 @@ impl Prices {
             let price = self.price(tool).ok_or_else(|| PriceError::NoPrice {
                 tool: tool.to_owned(),
             })?;
-            if price.currency != money.currency {
-                return Err(PriceError::OtherCurrency {
-                    expected: price.currency.clone(),
-                    found: money.to_string(),
-                });
-            }
-            if price.amount.is_zero() {
-                return Err(PriceError::Free {
-                    tool: tool.to_owned(),
-                });
-            }
+            usable(price, money, tool)?;
             if dearest.is_none_or(|d| price.amount > d.amount) {
                 dearest = Some(price);
             }
@@ -200,17 +190,7 @@ impl Prices {
         let price = self.default.as_ref().ok_or_else(|| PriceError::NoPrice {
             tool: "(default)".to_owned(),
         })?;
-        if price.currency != money.currency {
-            return Err(PriceError::OtherCurrency {
-                expected: price.currency.clone(),
-                found: money.to_string(),
-            });
-        }
-        if price.amount.is_zero() {
-            return Err(PriceError::Free {
-                tool: "(default)".to_owned(),
-            });
-        }
+        usable(price, money, "(default)")?;
         Ok(tokens_at(money, price))
     }
 
@@ -221,6 +201,23 @@ impl Prices {
             currency: a.currency,
         })
     }
+}
+
+/// Refuses `price` for capping `money`: another currency, or free (no cap
+/// can limit a free tool).
+fn usable(price: &Money, money: &Money, tool: &str) -> Result<(), PriceError> {
+    if price.currency != money.currency {
+        return Err(PriceError::OtherCurrency {
+            expected: price.currency.clone(),
+            found: money.to_string(),
+        });
+    }
+    if price.amount.is_zero() {
+        return Err(PriceError::Free {
+            tool: tool.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// What `tokens` cost at `price` per 1,000 (saturating: never a panic).
