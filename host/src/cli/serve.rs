@@ -65,6 +65,10 @@ pub(super) struct ServeArgs {
     /// beyond them gets 503.
     #[arg(long, value_name = "N", requires = "http")]
     max_sessions: Option<usize>,
+    /// With --http: MCP sessions one `[[clients]]` client may hold (default
+    /// 32); beyond them its initialize gets 429.
+    #[arg(long, value_name = "N", requires = "http")]
+    max_sessions_per_client: Option<usize>,
     /// With --http: how long a new MCP session may wait for
     /// `notifications/initialized` (default 10s).
     #[arg(long, value_parser = parse_duration, requires = "http")]
@@ -115,6 +119,9 @@ pub(super) async fn serve(args: ServeArgs, dirs: &Dirs) -> Result<ExitCode> {
     access.allowed_origins.extend(args.allow_origins);
     if let Some(max) = args.max_sessions {
         access.max_sessions = max;
+    }
+    if let Some(max) = args.max_sessions_per_client {
+        access.max_sessions_per_client = max;
     }
     if let Some(timeout) = args.session_init_timeout {
         access.session_init_timeout = timeout;

@@ -110,6 +110,9 @@ pub struct HttpAccess {
     /// MCP sessions open at once; an `initialize` beyond them is answered
     /// `503 Service Unavailable` with `Retry-After` (default 256).
     pub max_sessions: usize,
+    /// MCP sessions one `[[clients]]` client may hold open, so one token
+    /// cannot take every session; beyond them `429` (default 32).
+    pub max_sessions_per_client: usize,
     /// How long a new session may go without `notifications/initialized`
     /// (default 10 s).
     pub session_init_timeout: Duration,
@@ -127,6 +130,7 @@ impl Default for HttpAccess {
                 .map(String::from)
                 .into(),
             max_sessions: 256,
+            max_sessions_per_client: 32,
             session_init_timeout: Duration::from_secs(10),
             session_idle_timeout: Duration::from_secs(120),
         }
@@ -267,6 +271,7 @@ impl McpServer {
         let retry_after = access.session_init_timeout.as_secs().max(1);
         let clients = self.clients.clone();
         let bound = Arc::clone(&sessions);
+        let per_client = access.max_sessions_per_client.max(1);
         axum::Router::new()
             .nest_service("/mcp", service)
             .layer(axum::middleware::from_fn(move |request, next| {
@@ -274,7 +279,13 @@ impl McpServer {
             }))
             // Outermost: nobody without a token opens or uses a session.
             .layer(axum::middleware::from_fn(move |request, next| {
-                http::authenticate(clients.clone(), Arc::clone(&bound), request, next)
+                http::authenticate(
+                    clients.clone(),
+                    Arc::clone(&bound),
+                    per_client,
+                    request,
+                    next,
+                )
             }))
     }
 

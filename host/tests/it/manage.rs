@@ -105,10 +105,14 @@ async fn served() -> Served {
 
 /// `host` served on loopback to [`clients`].
 async fn serve(host: Host, clock: Arc<ManualWallClock>) -> Served {
+    serve_with(host, clock, &HttpAccess::default()).await
+}
+
+async fn serve_with(host: Host, clock: Arc<ManualWallClock>, access: &HttpAccess) -> Served {
     let server = McpServer::new(host.clone());
     server.set_clients(&clients()).expect("clients");
     let stop = CancellationToken::new();
-    let router = server.router(&HttpAccess::default(), stop.clone());
+    let router = server.router(access, stop.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -841,4 +845,40 @@ async fn an_agent_cannot_flood_the_host_with_background_tasks() {
         ok(&a, "task_cancel", json!({"id": format!("t{i}")})).await;
     }
     ok(&b, "task_cancel", json!({"id": "b0"})).await;
+}
+
+#[tokio::test]
+async fn one_client_cannot_take_every_session() {
+    let clock = Arc::new(ManualWallClock::new(at("2026-11-30T07:00:00Z")));
+    let host = common::builder().build().expect("host");
+    let access = HttpAccess {
+        max_sessions_per_client: 2,
+        ..HttpAccess::default()
+    };
+    let served = serve_with(host, clock, &access).await;
+    let a = format!("Bearer {TOKEN_A}");
+    // Two sessions, initialized and in use, are A's share.
+    let first = connect(&served.addr, TOKEN_A).await;
+    let second = connect(&served.addr, TOKEN_A).await;
+    let (status, head) = raw_initialize(&served.addr, Some(&a)).await;
+    assert_eq!(status, 429, "{head}");
+    // Another client still gets in.
+    assert_eq!(
+        raw_initialize(&served.addr, Some(&format!("Bearer {TOKEN_B}")))
+            .await
+            .0,
+        200
+    );
+    // A closed session frees A's share.
+    first.cancel().await.expect("closes");
+    let mut status = 0;
+    for _ in 0..200 {
+        status = raw_initialize(&served.addr, Some(&a)).await.0;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(status, 200);
+    drop(second);
 }

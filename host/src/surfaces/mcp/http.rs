@@ -15,6 +15,7 @@ use super::sessions;
 pub(super) async fn authenticate(
     clients: Clients,
     sessions: Arc<sessions::Sessions>,
+    per_client: usize,
     mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -50,6 +51,26 @@ pub(super) async fn authenticate(
             });
             return (
                 StatusCode::FORBIDDEN,
+                [(header::CONTENT_TYPE, "application/json".to_owned())],
+                body.to_string(),
+            )
+                .into_response();
+        }
+        let opens = session.is_none() && request.method() == axum::http::Method::POST;
+        if opens && !sessions.has_room_for(&identity.client, per_client).await {
+            let body = json!({
+                "jsonrpc": "2.0",
+                "error": {
+                    "code": -32000,
+                    "message": format!(
+                        "client `{}` holds {per_client} MCP sessions, the most one client may; \
+                         close one (DELETE /mcp) or reuse it",
+                        identity.client
+                    ),
+                },
+            });
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
                 [(header::CONTENT_TYPE, "application/json".to_owned())],
                 body.to_string(),
             )

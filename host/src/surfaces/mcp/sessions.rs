@@ -156,6 +156,24 @@ impl Sessions {
         });
     }
 
+    /// Whether `client` may open one more session (after closing unused
+    /// ones): it holds fewer than `max`.
+    pub(crate) async fn has_room_for(&self, client: &str, max: usize) -> bool {
+        if self.held_by(client) < max {
+            return true;
+        }
+        self.close_unused().await;
+        self.held_by(client) < max
+    }
+
+    fn held_by(&self, client: &str) -> usize {
+        self.state()
+            .sessions
+            .values()
+            .filter(|u| u.client.as_deref() == Some(client))
+            .count()
+    }
+
     /// Binds session `id` to the client that opened it.
     pub(crate) fn bind(&self, id: &str, client: &str) {
         if let Some(u) = self.state().sessions.get_mut(id) {
