@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 
 use super::{
     AUDIT, BUDGETS, ESCALATIONS, IDEMPOTENCY, META, RESERVATIONS, SCHEDULE_RUNS, SCHEDULES,
-    SCHEMA_VERSION, TASKS, breaker_modes, decode,
+    SCHEMA_VERSION, TASKS, breaker_modes, decode, open_existing,
 };
 use crate::model::error::{JournalError, storage};
 use crate::model::schedule::Schedule;
@@ -60,10 +60,9 @@ pub(crate) fn export(data_dir: &Path) -> Result<Export, MigrateError> {
 }
 
 fn read_all(read: &ReadTransaction, path: &Path, dir: &Path) -> Result<Snapshot, JournalError> {
-    let schema = match read.open_table(META) {
-        Ok(meta) => meta.get("schema").map_err(storage)?.map(|v| v.value()),
-        Err(redb::TableError::TableDoesNotExist(_)) => None,
-        Err(e) => return Err(storage(e)),
+    let schema = match open_existing(read, META)? {
+        Some(meta) => meta.get("schema").map_err(storage)?.map(|v| v.value()),
+        None => None,
     };
     if let Some(found) = schema
         && found > SCHEMA_VERSION
@@ -104,14 +103,12 @@ fn values<T>(rows: Vec<(String, T)>) -> Vec<T> {
 }
 
 /// Every record of a table keyed by name, in key order.
-fn by_name<T: DeserializeOwned>(
+pub(super) fn by_name<T: DeserializeOwned>(
     read: &ReadTransaction,
     definition: TableDefinition<'_, &str, &[u8]>,
 ) -> Result<Vec<(String, T)>, JournalError> {
-    let table = match read.open_table(definition) {
-        Ok(table) => table,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(storage(e)),
+    let Some(table) = open_existing(read, definition)? else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
     for row in table.iter().map_err(storage)? {
@@ -131,10 +128,8 @@ where
     for<'a> K::SelfType<'a>: std::fmt::Debug,
     T: DeserializeOwned,
 {
-    let table = match read.open_table(definition) {
-        Ok(table) => table,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(storage(e)),
+    let Some(table) = open_existing(read, definition)? else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
     for row in table.iter().map_err(storage)? {

@@ -101,6 +101,19 @@ pub(crate) struct RedbStore {
 
 type AuditBuffer = std::sync::Mutex<Vec<AttemptRecord>>;
 
+/// `definition` as `read` sees it, or `None` when nothing was ever written
+/// to it (redb creates a table on its first write).
+pub(super) fn open_existing<K: redb::Key + 'static, V: redb::Value + 'static>(
+    read: &redb::ReadTransaction,
+    definition: TableDefinition<'_, K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, JournalError> {
+    match read.open_table(definition) {
+        Ok(table) => Ok(Some(table)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(storage(e)),
+    }
+}
+
 /// Joins the writer thread when the last journal handle goes away.
 struct WriterThread(std::sync::Mutex<Option<std::thread::JoinHandle<()>>>);
 
@@ -201,10 +214,8 @@ impl RedbStore {
     /// Every budget with a cap.
     fn read_budgets(&self) -> Result<Vec<BudgetStatus>, JournalError> {
         let read = self.db.begin_read().map_err(storage)?;
-        let table = match read.open_table(BUDGETS) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(storage(e)),
+        let Some(table) = open_existing(&read, BUDGETS)? else {
+            return Ok(Vec::new());
         };
         let now = unix_millis();
         let mut out = Vec::new();
@@ -220,10 +231,8 @@ impl RedbStore {
     /// One task's stored state.
     fn read_task(&self, id: &str) -> Result<Option<TaskRecord>, JournalError> {
         let read = self.db.begin_read().map_err(storage)?;
-        let table = match read.open_table(TASKS) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(storage(e)),
+        let Some(table) = open_existing(&read, TASKS)? else {
+            return Ok(None);
         };
         let value = table.get(id).map_err(storage)?;
         value.map(|v| decode(id, v.value())).transpose()
@@ -251,10 +260,8 @@ impl RedbStore {
     /// One schedule's runs, oldest slot first.
     fn read_schedule_runs(&self, name: &str) -> Result<Vec<ScheduleRun>, JournalError> {
         let read = self.db.begin_read().map_err(storage)?;
-        let table = match read.open_table(SCHEDULE_RUNS) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(storage(e)),
+        let Some(table) = open_existing(&read, SCHEDULE_RUNS)? else {
+            return Ok(Vec::new());
         };
         let (from, to) = run_range(name);
         let mut out = Vec::new();
@@ -268,10 +275,8 @@ impl RedbStore {
     /// Every escalation, oldest first.
     fn read_escalations(&self) -> Result<Vec<Escalation>, JournalError> {
         let read = self.db.begin_read().map_err(storage)?;
-        let table = match read.open_table(ESCALATIONS) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(storage(e)),
+        let Some(table) = open_existing(&read, ESCALATIONS)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for row in table.iter().map_err(storage)? {
@@ -284,10 +289,8 @@ impl RedbStore {
     /// One escalation.
     fn read_escalation(&self, id: u64) -> Result<Option<Escalation>, JournalError> {
         let read = self.db.begin_read().map_err(storage)?;
-        let table = match read.open_table(ESCALATIONS) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(storage(e)),
+        let Some(table) = open_existing(&read, ESCALATIONS)? else {
+            return Ok(None);
         };
         let value = table.get(id).map_err(storage)?;
         value
@@ -301,26 +304,17 @@ impl RedbStore {
         definition: TableDefinition<'_, &str, &[u8]>,
     ) -> Result<Vec<T>, JournalError> {
         let read = self.db.begin_read().map_err(storage)?;
-        let table = match read.open_table(definition) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(storage(e)),
-        };
-        let mut out = Vec::new();
-        for row in table.iter().map_err(storage)? {
-            let (key, value) = row.map_err(storage)?;
-            out.push(decode(key.value(), value.value())?);
-        }
-        Ok(out)
+        Ok(export::by_name(&read, definition)?
+            .into_iter()
+            .map(|(_, value)| value)
+            .collect())
     }
 
     /// Attempts matching `query`, newest first.
     fn read_history(&self, query: &HistoryQuery) -> Result<Vec<AttemptRecord>, JournalError> {
         let read = self.db.begin_read().map_err(storage)?;
-        let table = match read.open_table(AUDIT) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(storage(e)),
+        let Some(table) = open_existing(&read, AUDIT)? else {
+            return Ok(Vec::new());
         };
         let since = u128::from(query.since_ms.unwrap_or(0)) << 64;
         let until = query.until_ms.map_or(u128::MAX, |ms| u128::from(ms) << 64);
@@ -365,10 +359,9 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 /// opening an existing journal costs no commit.
 fn check_schema(db: &Database, path: &Path) -> Result<(), JournalError> {
     let read = db.begin_read().map_err(storage)?;
-    let stamped = match read.open_table(META) {
-        Ok(meta) => meta.get("schema").map_err(storage)?.map(|v| v.value()),
-        Err(redb::TableError::TableDoesNotExist(_)) => None,
-        Err(e) => return Err(storage(e)),
+    let stamped = match open_existing(&read, META)? {
+        Some(meta) => meta.get("schema").map_err(storage)?.map(|v| v.value()),
+        None => None,
     };
     drop(read);
     match stamped {
@@ -432,8 +425,8 @@ fn create_atomically(path: &Path) -> Result<(), StorageCause> {
 /// handled when next claimed (see `claim`).
 fn recover(db: &Database, live: &Liveness) -> Result<(), JournalError> {
     let read = db.begin_read().map_err(storage)?;
-    let orphans = match read.open_table(RESERVATIONS) {
-        Ok(table) => {
+    let orphans = match open_existing(&read, RESERVATIONS)? {
+        Some(table) => {
             let mut any = false;
             for row in table.iter().map_err(storage)? {
                 let (id, value) = row.map_err(storage)?;
@@ -442,8 +435,7 @@ fn recover(db: &Database, live: &Liveness) -> Result<(), JournalError> {
             }
             any
         }
-        Err(redb::TableError::TableDoesNotExist(_)) => false,
-        Err(e) => return Err(storage(e)),
+        None => false,
     };
     drop(read);
     if !orphans {

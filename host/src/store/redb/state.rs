@@ -47,11 +47,7 @@ fn usage_of<T: ReadableTable<(&'static str, &'static str), &'static [u8]>>(
 
 /// The state table in `read`, or `None` before anything was written.
 fn opened(read: &redb::ReadTransaction) -> Result<Option<StateTable>, JournalError> {
-    match read.open_table(STATE) {
-        Ok(table) => Ok(Some(table)),
-        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
-        Err(e) => Err(storage(e)),
-    }
+    super::open_existing(read, STATE)
 }
 
 /// Every pair of tool state, for a migration.
