@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::model::error::{ErrorClass, ToolError};
-use crate::model::escalation::{EscalationKey, Resolution};
+use crate::model::escalation::{EscalationKey, EscalationReason, NewEscalation, Resolution};
 use crate::model::units::{Effect, Tokens};
 
 /// Where a keyed call stands.
@@ -79,6 +79,29 @@ pub(crate) enum Reclaim {
 }
 
 impl JournalEntry {
+    /// Marks a key whose holder is gone unknown at `now` (the
+    /// [`Reclaim::Unknown`] case) and returns the escalation that asks a
+    /// human about it, with `context` from the claim.
+    pub(crate) fn lapse(
+        &mut self,
+        key: &JournalKey,
+        reason: &str,
+        now: u64,
+        context: NewEscalation,
+    ) -> NewEscalation {
+        self.state = KeyState::Unknown {
+            reason: reason.to_owned(),
+        };
+        self.updated_ms = now;
+        NewEscalation {
+            reason: Some(EscalationReason::UnknownOutcome),
+            tool: Some(key.tool.clone()),
+            key: Some(key.escalation_key()),
+            error: reason.to_owned(),
+            ..context
+        }
+    }
+
     /// What a claim with `fingerprint` at `now` makes of this record.
     /// `holder_gone` is, for an in-progress key whose holder is dead, the
     /// reason to give (each store names the holder its own way).

@@ -155,24 +155,10 @@ pub(super) async fn claim_in(
         match entry.reclaim(fingerprint, now, holder_gone) {
             Reclaim::Answer(claim) => return Ok(claim),
             Reclaim::Unknown(reason) => {
-                entry.state = KeyState::Unknown {
-                    reason: reason.clone(),
-                };
-                entry.updated_ms = now;
+                let escalation =
+                    entry.lapse(key, &reason, now, context.cloned().unwrap_or_default());
                 put_entry(txn, &encoded, &entry).await?;
-                let context = context.cloned().unwrap_or_default();
-                escalate_in(
-                    txn,
-                    NewEscalation {
-                        reason: Some(EscalationReason::UnknownOutcome),
-                        tool: Some(key.tool.clone()),
-                        key: Some(key.escalation_key()),
-                        error: reason.clone(),
-                        ..context
-                    },
-                    now,
-                )
-                .await?;
+                escalate_in(txn, escalation, now).await?;
                 return Ok(Claim::Unknown { reason });
             }
             Reclaim::Take => {}

@@ -479,26 +479,13 @@ pub(super) fn claim(
             match entry.reclaim(&fingerprint, now, holder_gone) {
                 Reclaim::Answer(claim) => return Ok(claim),
                 Reclaim::Unknown(reason) => {
-                    entry.state = KeyState::Unknown {
-                        reason: reason.clone(),
-                    };
-                    entry.updated_ms = now;
+                    let context = context.map_or_else(NewEscalation::default, |c| *c);
+                    let escalation = entry.lapse(key, &reason, now, context);
                     table
                         .insert(encoded.as_str(), encode(&entry).as_slice())
                         .map_err(storage)?;
                     drop(table);
-                    let context = context.map_or_else(NewEscalation::default, |c| *c);
-                    escalate(
-                        txn,
-                        NewEscalation {
-                            reason: Some(EscalationReason::UnknownOutcome),
-                            tool: Some(key.tool.clone()),
-                            key: Some(key.escalation_key()),
-                            error: reason.clone(),
-                            ..context
-                        },
-                        now,
-                    )?;
+                    escalate(txn, escalation, now)?;
                     return Ok(Claim::Unknown { reason });
                 }
                 Reclaim::Take => {}
