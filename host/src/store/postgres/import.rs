@@ -232,13 +232,18 @@ async fn tasks_and_schedules(txn: &Transaction<'_>, snapshot: &Snapshot) -> Outc
         &[&tools, &modes],
     )
     .await?;
-    for (space, key, value) in &snapshot.state {
-        txn.execute(
-            "INSERT INTO state (space, key, value) VALUES ($1, $2, $3)",
-            &[space, key, value],
-        )
-        .await?;
-    }
+    let (spaces, rest): (Vec<&str>, Vec<(&str, &[u8])>) = snapshot
+        .state
+        .iter()
+        .map(|(space, key, value)| (space.as_str(), (key.as_str(), value.as_slice())))
+        .unzip();
+    let (keys, values): (Vec<&str>, Vec<&[u8]>) = rest.into_iter().unzip();
+    txn.execute(
+        "INSERT INTO state (space, key, value)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])",
+        &[&spaces, &keys, &values],
+    )
+    .await?;
     Ok(())
 }
 
