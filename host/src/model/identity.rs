@@ -84,6 +84,11 @@ impl Grant {
         self.tools.iter().any(|t| t == "*" || t == tool)
     }
 
+    /// Whether the client may call every tool (`"*"`).
+    pub fn may_call_any(&self) -> bool {
+        self.tools.iter().any(|t| t == "*")
+    }
+
     /// Whether the client may manage `what`.
     pub fn may_manage(&self, what: Manage) -> bool {
         self.manage.contains(&what)
@@ -201,7 +206,7 @@ pub fn new_token() -> Result<(String, String), getrandom::Error> {
 }
 
 /// A token digest and the identity it stands for.
-pub(crate) type Known = ([u8; 32], Identity);
+pub(crate) type Known = ([u8; 32], std::sync::Arc<Identity>);
 
 /// Checks `specs` and pairs each token digest with its identity.
 pub(crate) fn parse_clients(specs: &[ClientSpec]) -> Result<Vec<Known>, ClientError> {
@@ -240,12 +245,12 @@ pub(crate) fn parse_clients(specs: &[ClientSpec]) -> Result<Vec<Known>, ClientEr
         }
         known.push((
             digest,
-            Identity {
+            std::sync::Arc::new(Identity {
                 client: spec.name.clone(),
                 agent: spec.agent.clone(),
                 tenant: spec.tenant.clone(),
                 grant: spec.grant.clone(),
-            },
+            }),
         ));
     }
     Ok(known)

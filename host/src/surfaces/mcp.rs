@@ -69,7 +69,7 @@ pub struct McpServer {
     /// The HTTP clients, by token (none: HTTP is anonymous).
     clients: Clients,
     /// Who the stdio client is (none: its `_meta` says).
-    local: Arc<RwLock<Option<Identity>>>,
+    local: Arc<RwLock<Option<Arc<Identity>>>>,
     /// Resources clients subscribed to.
     watches: resources::Watches,
     /// Cancelled when the client's input ends (stdio): calls still running
@@ -167,13 +167,14 @@ impl McpServer {
     /// Sets who the stdio client is (`None`: whoever its `_meta` says,
     /// with no management tools).
     pub fn set_stdio_identity(&self, spec: Option<&StdioSpec>) {
-        *self.local.write().unwrap_or_else(|e| e.into_inner()) = spec.map(Identity::from);
+        *self.local.write().unwrap_or_else(|e| e.into_inner()) =
+            spec.map(|spec| Arc::new(Identity::from(spec)));
     }
 
     /// Who sent a request: the identity its bearer token proved (HTTP with
     /// clients configured), the stdio identity, or nobody in particular.
     /// The caller, for requests only an identified client may make.
-    fn identified(&self, context: &RequestContext<RoleServer>) -> Result<Identity, ErrorData> {
+    fn identified(&self, context: &RequestContext<RoleServer>) -> Result<Arc<Identity>, ErrorData> {
         self.caller(context).ok_or_else(|| {
             ErrorData::invalid_request(
                 "resources are per agent: configure [[clients]] tokens (HTTP) or [stdio] agent",
@@ -192,9 +193,9 @@ impl McpServer {
             .map_or_else(|| "stdio".to_owned(), |id| format!("http:{id}"))
     }
 
-    fn caller(&self, context: &RequestContext<RoleServer>) -> Option<Identity> {
+    fn caller(&self, context: &RequestContext<RoleServer>) -> Option<Arc<Identity>> {
         match context.extensions.get::<axum::http::request::Parts>() {
-            Some(parts) => parts.extensions.get::<Identity>().cloned(),
+            Some(parts) => parts.extensions.get::<Arc<Identity>>().cloned(),
             None => self.local.read().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }
@@ -324,10 +325,12 @@ impl McpServer {
             }
             request.agent = Some(identity.agent.clone());
             request.tenant = identity.tenant.clone();
-            let grant = identity.grant;
-            request.allowed = Some(Arc::new(move |tool: &str| {
-                grant.may_call(tool) && !manage::is_reserved(tool)
-            }));
+            // Only a grant that names its tools limits fallbacks.
+            if !identity.grant.may_call_any() {
+                request.allowed = Some(Arc::new(move |tool: &str| {
+                    identity.grant.may_call(tool) && !manage::is_reserved(tool)
+                }));
+            }
         }
         // Cancelled by the client (`notifications/cancelled`, a closed HTTP
         // stream) or by the end of its input.

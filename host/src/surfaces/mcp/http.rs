@@ -32,7 +32,7 @@ pub(super) async fn authenticate(
             let (scheme, token) = v.split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         });
-    let identity = presented.and_then(|token| clients.identify(token));
+    let identity = presented.and_then(|token| clients.identify_shared(token));
     if let Some(identity) = identity {
         let session = request
             .headers()

@@ -51,7 +51,8 @@ impl Clients {
     /// was, configured (emptying the list by a reload does not turn
     /// authentication off; it admits nobody until a restart).
     pub fn required(&self) -> bool {
-        self.required.load(std::sync::atomic::Ordering::SeqCst) || !self.is_empty()
+        // Set by every `replace` with clients, so no lock is taken here.
+        self.required.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether no client is configured now.
@@ -65,6 +66,13 @@ impl Clients {
     /// The identity `token` stands for. Every known digest is compared, in
     /// constant time, so the time taken says nothing of which one matched.
     pub fn identify(&self, token: &str) -> Option<Identity> {
+        self.identify_shared(token)
+            .map(|identity| (*identity).clone())
+    }
+
+    /// [`Clients::identify`] without copying the identity (the request
+    /// path carries it as an `Arc`).
+    pub(crate) fn identify_shared(&self, token: &str) -> Option<Arc<Identity>> {
         let digest = token_digest(token);
         let known = self.known.read().unwrap_or_else(|e| e.into_inner());
         let mut found = None;

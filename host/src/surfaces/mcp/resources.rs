@@ -41,7 +41,7 @@ pub(crate) const MAX_WATCHES: usize = 4096;
 struct Watch {
     session: String,
     uri: String,
-    identity: Identity,
+    identity: Arc<Identity>,
     peer: Peer<RoleServer>,
     /// Digest of what was read last.
     seen: u64,
@@ -91,7 +91,7 @@ impl Watches {
     pub(crate) fn subscribe(
         &self,
         host: &Host,
-        identity: Identity,
+        identity: Arc<Identity>,
         session: String,
         peer: Peer<RoleServer>,
         uri: String,
@@ -148,7 +148,7 @@ async fn watch(watches: Weak<Mutex<WatchState>>, host: Host) {
         let Some(state) = watches.upgrade() else {
             return;
         };
-        let targets: Vec<(String, String, Identity, u64)> = {
+        let targets: Vec<(String, String, Arc<Identity>, u64)> = {
             let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
             state.watches.retain(|w| !w.peer.is_transport_closed());
             if state.watches.is_empty() {
