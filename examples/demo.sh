@@ -70,8 +70,19 @@ step "a tool that never returns is stopped by fuel (exit code 3)" \
 step "or by the wall-clock deadline when fuel is plentiful" \
   $cofferdam run $tools/loop_forever.wasm --fuel 100000000000 --timeout 300ms --json
 
+# A webhook receiver that checks the HMAC signature of what it is sent.
+export OPS_WEBHOOK_SECRET="demo-secret-$$-$RANDOM$RANDOM"
+hook_port=$((19000 + $$ % 1000))
+python3 examples/webhook_receiver.py "$hook_port" "$work/webhook.log" &
+hook=$!
+trap 'kill $api $hook 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 50); do (echo > /dev/tcp/127.0.0.1/$hook_port) 2>/dev/null && break; sleep 0.1; done
 cat > "$work/cofferdam.toml" <<TOML
 allowed_roots = ["$work"]
+[notify.ops-webhook]
+url = "http://127.0.0.1:$hook_port/cofferdam"
+secret_env = "OPS_WEBHOOK_SECRET"
+allow_private = ["127.0.0.1/32"]
 [tools.hello]
 component = "$PWD/$tools/hello.wasm"
 [tools.notes]
@@ -136,9 +147,9 @@ echo "2026-11-26T07:59:00Z" > "$work/now"
 step "a daily background run at 09:00 Berlin time, with its own budget" \
   $cofferdam --clock-file "$work/now" schedules create morning-digest --config "$work/cofferdam.toml" \
     --owner ops --cron "0 9 * * *" --zone Europe/Berlin --tool hello --input '{"name":"morning"}' --budget 500
-step "a price monitor at the same hour: it remembers what it saw in its state bucket" \
+step "a price monitor at the same hour: it remembers what it saw, and a webhook hears each run" \
   $cofferdam --clock-file "$work/now" schedules create price-watch --config "$work/cofferdam.toml" \
-    --owner ops --cron "0 9 * * *" --zone Europe/Berlin --tool monitor \
+    --owner ops --cron "0 9 * * *" --zone Europe/Berlin --tool monitor --notify ops-webhook \
     --input '{"prices":{"widget":1200,"gadget":800}}'
 step "every five minutes is refused: background runs are at least 60 minutes apart" \
   $cofferdam --clock-file "$work/now" schedules create chatty --config "$work/cofferdam.toml" \
@@ -154,7 +165,8 @@ serve_until_the_slot_runs() {
   done
   echo "clock moves to the next day, 09:00:01 Berlin time"; echo "2026-11-27T08:00:01Z" > "$work/now"
   for _ in $(seq 100); do
-    [ "$($cofferdam schedules history price-watch --json | grep -c '"succeeded"')" -ge 2 ] && break
+    [ "$($cofferdam schedules history price-watch --json | grep -c '"succeeded"')" -ge 2 ] &&
+      [ "$(cat "$work/webhook.log" 2>/dev/null | wc -l)" -ge 2 ] && break
     sleep 0.1
   done
   kill -TERM $server; wait $server
@@ -165,5 +177,7 @@ step "the monitor ran twice and remembered between runs (its counter and what it
   $cofferdam state list monitor --scope owner:ops
 step "  runs" $cofferdam state get monitor runs --scope owner:ops
 step "  prices" $cofferdam state get monitor prices --scope owner:ops
+step "the webhook received each run's result, signed (HMAC checked by the receiver)" cat "$work/webhook.log"
+step "the notifications as the host recorded them" $cofferdam schedules notifications
 echo
 echo "== done: every call above ran in a fresh sandboxed instance"

@@ -85,6 +85,7 @@ pub use model::escalation::{
 pub use model::journal::{AttemptRecord, HistoryQuery, JournalEntry, KeyState, StoredOutcome};
 pub use model::limits::{Limits, LimitsSpec};
 pub use model::money::{InvalidMoney, Money, PriceError, Prices};
+pub use model::notify::{Delivery, Event as NotifyEvent, EventKind, OutboxEntry};
 pub use model::policy::{BreakerState, Mount, MountMode, NetPolicyError, PolicyError};
 pub use model::schedule::{
     CatchUp, NextRun, RunStatus, RunningSlot, Schedule, ScheduleConfig, ScheduleRun, ScheduleSpec,
@@ -101,6 +102,7 @@ pub use model::units::{
 };
 pub use orchestration::cron::{Cron, CronError, CronField};
 pub use orchestration::escalation::Escalations;
+pub use orchestration::notify::{Deliveries, Notifier};
 pub use orchestration::schedule::{Reconciled, Runner, ScheduleError, Schedules, Tick};
 pub use orchestration::task::{TaskError, Tasks};
 pub use policy::tool::{
@@ -119,6 +121,7 @@ pub use runtime::host_api::{LogLevel, LogRecord, Progress, ProgressSink};
 pub use runtime::lanes::LaneStats;
 pub use runtime::net::{HttpSpec, HttpStats};
 pub use runtime::warm::WarmStats;
+pub use runtime::webhook::{SinkError, Webhook, webhook_signature};
 pub use rust_decimal::Decimal;
 pub use store::config::{PostgresConfig, StoreConfig};
 pub use store::migrate::migrate_to_postgres;

@@ -61,6 +61,16 @@ pub(super) enum SchedulesCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Notifications of runs' ends ([notify] sinks): pending, delivered or
+    /// dead, with attempts and the last error. `cofferdam serve` delivers them.
+    Notifications {
+        /// Only this schedule's.
+        #[arg(long)]
+        schedule: Option<String>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -105,6 +115,10 @@ pub(super) struct CreateScheduleArgs {
     /// Slots missed while no runner was up: skip, or run the latest once.
     #[arg(long, value_parser = parse_catch_up, default_value = "skip")]
     catch_up: CatchUp,
+    /// A notification sink of the config ([notify.NAME]) told when a run
+    /// succeeds, fails, pauses the schedule or is escalated (repeatable).
+    #[arg(long, value_name = "SINK")]
+    notify: Vec<String>,
     /// Print the schedule as JSON.
     #[arg(long)]
     json: bool,
@@ -147,6 +161,7 @@ pub(super) async fn schedules(
             max_cost_per_run: args.max_cost_per_run,
             timeout_ms: args.timeout.map(|t| t.as_millis() as u64),
             catch_up: args.catch_up,
+            notify: args.notify,
         };
         let schedule = host.schedules().create(spec).await?;
         if args.json {
@@ -207,6 +222,35 @@ pub(super) async fn schedules(
                 println!("schedule {name} deleted");
             } else {
                 println!("no schedule {name} (nothing to delete)");
+            }
+        }
+        SchedulesCommand::Notifications { schedule, json } => {
+            let mut list = schedules.notifications()?;
+            list.retain(|n| schedule.as_ref().is_none_or(|s| *s == n.event.schedule));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            if list.is_empty() {
+                println!("no notifications");
+            }
+            for n in &list {
+                let when = match n.delivered {
+                    Some(at) => format!("delivered {at}"),
+                    None if n.state == cofferdam::Delivery::Pending => format!("next {}", n.next),
+                    None => String::new(),
+                };
+                println!(
+                    "{:<9} {:<14} {:<16} {} attempts {} {when}{}",
+                    n.state.as_str(),
+                    n.sink,
+                    n.event.kind.as_str(),
+                    n.event.id,
+                    n.attempts,
+                    n.last_error
+                        .as_deref()
+                        .map_or_else(String::new, |e| format!("  last error: {}", preview(e))),
+                );
             }
         }
         SchedulesCommand::History { name, json } => {

@@ -71,6 +71,8 @@ pub struct HostBuilder {
     wall_clock: Option<Arc<dyn WallClock>>,
     schedules: ScheduleConfig,
     prices: crate::Prices,
+    sinks: std::collections::BTreeMap<String, crate::Webhook>,
+    sink_errors: Vec<(String, String)>,
     batch_threads: Option<u32>,
     cpu_quantum: Option<Duration>,
     compute_threads: Option<usize>,
@@ -100,6 +102,8 @@ impl Default for HostBuilder {
             cpu_quantum: None,
             compute_threads: None,
             prices: crate::Prices::default(),
+            sinks: std::collections::BTreeMap::new(),
+            sink_errors: Vec::new(),
             wall_clock: None,
             schedules: ScheduleConfig::default(),
         }
@@ -210,6 +214,21 @@ impl HostBuilder {
         self
     }
 
+    /// A sink schedules may name in `notify` to hear when their runs end,
+    /// fail, pause the schedule or are escalated (replaces one of the same
+    /// name).
+    pub fn notify(mut self, name: impl Into<String>, hook: crate::Webhook) -> Self {
+        self.sinks.insert(name.into(), hook);
+        self
+    }
+
+    /// A sink the config could not describe: [`build`](Self::build) fails
+    /// naming it.
+    pub(crate) fn notify_invalid(mut self, name: &str, reason: String) -> Self {
+        self.sink_errors.push((name.to_owned(), reason));
+        self
+    }
+
     /// Where precompiled artifacts live, instead of `<data_dir>/artifacts`
     /// (several hosts may share one artifact directory).
     pub fn artifact_dir(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -280,6 +299,24 @@ impl HostBuilder {
     /// Builds the host: engine, epoch ticker, linker, artifact cache.
     pub fn build(self) -> Result<Host, BuildError> {
         self.prices.check().map_err(BuildError::Prices)?;
+        if let Some((sink, reason)) = self.sink_errors.first() {
+            return Err(BuildError::Notify {
+                sink: sink.clone(),
+                reason: reason.clone(),
+            });
+        }
+        let mut sinks = std::collections::BTreeMap::new();
+        for (name, hook) in &self.sinks {
+            let bad = |reason: String| BuildError::Notify {
+                sink: name.clone(),
+                reason,
+            };
+            if !crate::model::schedule::valid_name(name) {
+                return Err(bad("a sink name is 1-64 of `A-Z a-z 0-9 . _ -`".into()));
+            }
+            let sink = crate::runtime::webhook::Sink::new(hook).map_err(|e| bad(e.to_string()))?;
+            sinks.insert(name.clone(), sink);
+        }
         let mut roots = Vec::with_capacity(self.allowed_roots.len());
         for root in &self.allowed_roots {
             let canonical = root
@@ -340,6 +377,25 @@ impl HostBuilder {
                 source,
             })?;
         let scratch_root = scratch.path().to_owned();
+        let clock: Arc<dyn Clock> = self
+            .clock
+            .unwrap_or_else(|| Arc::new(SystemClock::default()));
+        let jitter = Arc::new(match self.jitter_seed {
+            Some(seed) => Jitter::seeded(seed),
+            None => Jitter::from_entropy(),
+        });
+        let sinks = sinks
+            .into_iter()
+            .map(|(name, sink)| {
+                let breaker = Arc::new(crate::resilience::breaker::Breaker::new(
+                    &format!("notify:{name}"),
+                    crate::BreakerConfig::for_timeout(sink.timeout),
+                    Arc::clone(&clock),
+                    Arc::clone(&jitter),
+                ));
+                (name, Arc::new(super::NotifySink { sink, breaker }))
+            })
+            .collect();
         Ok(Host {
             inner: Arc::new(Inner {
                 engine,
@@ -353,13 +409,8 @@ impl HostBuilder {
                 _scratch: scratch,
                 data_dir_canonical: self.data_dir.as_ref().and_then(|d| d.canonicalize().ok()),
                 max_instances: self.engine.max_instances,
-                clock: self
-                    .clock
-                    .unwrap_or_else(|| Arc::new(SystemClock::default())),
-                jitter: Arc::new(match self.jitter_seed {
-                    Some(seed) => Jitter::seeded(seed),
-                    None => Jitter::from_entropy(),
-                }),
+                clock,
+                jitter,
                 store,
                 budget_settled: tokio::sync::Notify::new(),
                 retention: self.retention,
@@ -370,6 +421,7 @@ impl HostBuilder {
                 wall_clock: self.wall_clock.unwrap_or_else(|| Arc::new(SystemWallClock)),
                 schedules: self.schedules,
                 prices: self.prices,
+                sinks,
                 lanes,
                 compute,
             }),

@@ -88,10 +88,37 @@ pub struct HostConfig {
     /// What 1,000 tokens cost: `default = "0.002 USD"` and `[prices.tools]`.
     #[serde(default)]
     pub prices: crate::Prices,
+    /// Notification sinks schedules may name (`notify = ["NAME"]`).
+    #[serde(default)]
+    pub notify: BTreeMap<String, crate::model::notify::NotifySpec>,
     /// The identity of the MCP client over stdio (default: none; its
     /// `_meta` says who it is, and it manages nothing).
     #[serde(default)]
     pub stdio: Option<crate::model::identity::StdioSpec>,
+}
+
+/// The webhook `spec` describes, its secret read from the environment.
+fn webhook(spec: &crate::model::notify::NotifySpec) -> Result<crate::Webhook, String> {
+    let secret = std::env::var(&spec.secret_env).map_err(|_| {
+        format!(
+            "secret_env: the environment variable {} is not set (it holds the signing secret)",
+            spec.secret_env
+        )
+    })?;
+    let mut hook = crate::Webhook::new(&spec.url, secret);
+    for range in &spec.allow_private {
+        hook = hook.allow_private(range);
+    }
+    if !spec.events.is_empty() {
+        hook = hook.events(spec.events.iter().copied());
+    }
+    if let Some(ms) = spec.timeout_ms {
+        hook = hook.timeout(Duration::from_millis(ms));
+    }
+    if let Some(n) = spec.max_attempts {
+        hook = hook.max_attempts(n);
+    }
+    Ok(hook)
 }
 
 /// `[store]`: a database shared by every replica instead of the embedded
@@ -268,6 +295,13 @@ impl HostConfig {
         if let Err(e) = self.prices.check() {
             push("prices".into(), e.to_string());
         }
+        for (name, spec) in &self.notify {
+            if let Err(e) = webhook(spec).and_then(|hook| {
+                crate::runtime::webhook::Sink::new(&hook).map_err(|e| e.to_string())
+            }) {
+                push(format!("notify.{name}"), e);
+            }
+        }
         if let Err(e) = crate::model::identity::parse_clients(&self.clients) {
             push("clients".into(), e.to_string());
         }
@@ -364,6 +398,12 @@ impl HostConfig {
         let mut builder =
             Host::builder().default_limits(self.defaults.apply(crate::Limits::default()));
         builder = builder.prices(self.prices.clone());
+        for (name, spec) in &self.notify {
+            builder = match webhook(spec) {
+                Ok(hook) => builder.notify(name, hook),
+                Err(reason) => builder.notify_invalid(name, reason),
+            };
+        }
         if let Some(dir) = &self.data_dir {
             builder = builder.data_dir(dir);
         }

@@ -96,10 +96,18 @@ struct Inner {
     wall_clock: Arc<dyn WallClock>,
     schedules: ScheduleConfig,
     prices: crate::Prices,
+    /// Notification sinks, by name.
+    sinks: std::collections::BTreeMap<String, Arc<NotifySink>>,
     /// The CPU lanes every attempt runs in.
     lanes: Arc<Lanes>,
     /// Threads of the host's own for guest code, when the embedder asked.
     compute: Option<ComputePool>,
+}
+
+/// A notification sink and the breaker that guards it.
+pub(crate) struct NotifySink {
+    pub(crate) sink: crate::runtime::webhook::Sink,
+    pub(crate) breaker: Arc<Breaker>,
 }
 
 struct LoadedTool {
@@ -204,6 +212,30 @@ impl Host {
     /// The rules every schedule follows.
     pub(crate) fn schedule_config(&self) -> &ScheduleConfig {
         &self.inner.schedules
+    }
+
+    /// The notification sink called `name` ([`crate::HostBuilder::notify`]).
+    pub(crate) fn sink(&self, name: &str) -> Option<&Arc<NotifySink>> {
+        self.inner.sinks.get(name)
+    }
+
+    /// The time on the host's clock (breakers, backoff).
+    pub(crate) fn clock_now(&self) -> Duration {
+        self.inner.clock.now()
+    }
+
+    /// A uniform value in `[0, 1)` from the host's jitter source.
+    pub(crate) fn jitter_unit(&self) -> f64 {
+        self.inner.jitter.next_unit()
+    }
+
+    /// The notification sinks' names and URLs.
+    pub fn sinks(&self) -> Vec<(String, String)> {
+        self.inner
+            .sinks
+            .iter()
+            .map(|(name, s)| (name.clone(), s.sink.url()))
+            .collect()
     }
 
     /// What tokens cost ([`crate::HostBuilder::prices`]).

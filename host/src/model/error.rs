@@ -53,6 +53,14 @@ pub enum BuildError {
     /// The prices are not all in one currency.
     #[error("invalid [prices]")]
     Prices(#[source] crate::model::money::PriceError),
+    /// A notification sink cannot be used.
+    #[error("notification sink `{sink}`: {reason}")]
+    Notify {
+        /// The sink's name.
+        sink: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// Loading a tool failed; nothing was registered.

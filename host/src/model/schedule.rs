@@ -124,6 +124,10 @@ pub struct ScheduleSpec {
     /// Missed slots (default skip).
     #[serde(default)]
     pub catch_up: CatchUp,
+    /// Sinks (`[notify.NAME]`) told when a run ends, fails, pauses the
+    /// schedule or is escalated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<String>,
 }
 
 fn utc() -> String {
@@ -148,6 +152,7 @@ impl ScheduleSpec {
             max_cost_per_run: None,
             timeout_ms: None,
             catch_up: CatchUp::Skip,
+            notify: Vec::new(),
         }
     }
 
@@ -342,6 +347,14 @@ pub struct ScheduleRun {
     pub escalation: Option<u64>,
 }
 
+/// Whether `name` is 1–64 of `A-Z a-z 0-9 . _ -` (schedule and sink names).
+pub(crate) fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 /// The task id (and budget scope) of a run: `PREFIX-YYYYMMDDTHHMMZ`.
 pub(crate) fn run_task_id(prefix: &str, slot: Timestamp) -> String {
     format!("{prefix}-{}", slot.strftime("%Y%m%dT%H%MZ"))
@@ -355,6 +368,8 @@ pub(crate) struct RunOutcome {
     pub fuel: u64,
     pub error: Option<String>,
     pub class: Option<ErrorClass>,
+    /// A tool run's output (for its notifications).
+    pub output: Option<String>,
 }
 
 /// A change an operator makes to a stored schedule.
@@ -403,7 +418,7 @@ pub(crate) struct Claimed {
 }
 
 /// A run's end, to record on its schedule.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RunEnd {
     pub name: String,
     pub slot: Timestamp,
@@ -411,6 +426,8 @@ pub(crate) struct RunEnd {
     pub now: Timestamp,
     /// Failed runs in a row that pause the schedule.
     pub threshold: u32,
+    /// Its cost, output and the sinks its events go to.
+    pub report: crate::model::events::RunReport,
 }
 
 impl Schedule {
@@ -498,6 +515,7 @@ impl Schedule {
             outcome,
             now,
             threshold,
+            report: _,
         } = end;
         run.status = outcome.status;
         run.ended = Some(now);

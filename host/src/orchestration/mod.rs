@@ -2,5 +2,6 @@
 
 pub(crate) mod cron;
 pub(crate) mod escalation;
+pub(crate) mod notify;
 pub(crate) mod schedule;
 pub(crate) mod task;

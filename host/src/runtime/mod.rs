@@ -13,4 +13,5 @@ pub(crate) mod net;
 pub(crate) mod sandbox;
 pub(crate) mod state;
 pub(crate) mod warm;
+pub(crate) mod webhook;
 pub(crate) mod yielded;

@@ -32,7 +32,7 @@ use http_body_util::BodyExt;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiHttpHooks};
 
 type WasiBody = wasmtime_wasi_http::WasiBody;
@@ -123,7 +123,7 @@ impl NetPolicy {
         })
     }
 
-    fn allows_origin(&self, scheme: &str, host: &str, port: u16) -> bool {
+    pub(crate) fn allows_origin(&self, scheme: &str, host: &str, port: u16) -> bool {
         self.origins.iter().any(|o| o.matches(scheme, host, port))
     }
 
@@ -497,46 +497,20 @@ async fn send(
         .saturating_duration_since(Instant::now())
         .min(policy.timeout);
     let work = async {
-        // Resolve once, check every address, connect to the one checked.
-        let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => tokio::net::lookup_host((host.as_str(), port))
-                .await
-                .map_err(|_| HttpError::DnsError {
-                    rcode: None,
-                    info_code: None,
-                })?
-                .collect(),
+        let (io, _connection) = match connect(&policy, &origin, &host, port, tls).await {
+            Ok(connected) => connected,
+            Err(ConnectError::Refused(reason)) => {
+                tracing::info!(target: "cofferdam::net", %reason, "outbound request refused");
+                counters
+                    .refused
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(reason);
+                return Err(HttpError::DestinationIpProhibited);
+            }
+            Err(ConnectError::Http(e)) => return Err(e),
         };
-        let Some(addr) = addrs
-            .iter()
-            .copied()
-            .find(|a| policy.allows_address(a.ip()))
-        else {
-            let shown: Vec<String> = addrs.iter().map(|a| explain(a.ip())).collect();
-            let reason = format!(
-                "{origin}: resolves only to non-public addresses ({})",
-                shown.join(", ")
-            );
-            tracing::info!(target: "cofferdam::net", %reason, "outbound request refused");
-            counters
-                .refused
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(reason);
-            return Err(HttpError::DestinationIpProhibited);
-        };
-        let _connection = Arc::clone(&policy.connections)
-            .acquire_owned()
-            .await
-            .map_err(|_| HttpError::ConnectionLimitReached)?;
-        let tcp = TcpStream::connect(addr).await.map_err(HttpError::Connect)?;
         counters.requests.fetch_add(1, Ordering::Relaxed);
-        let io: Box<dyn IoStream> = if tls {
-            Box::new(tls_connect(&host, tcp).await?)
-        } else {
-            Box::new(tcp)
-        };
         let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo(io))
             .await?;
@@ -602,6 +576,65 @@ async fn send(
     Ok((response, Box::new(driver)))
 }
 
+/// Why an outbound connection was not made.
+#[derive(Debug)]
+pub(crate) enum ConnectError {
+    /// The policy refused every address the name resolves to (the reason
+    /// names them).
+    Refused(String),
+    /// Resolving, connecting or the TLS handshake failed.
+    Http(HttpError),
+}
+
+/// Resolves `host` once, keeps the first address `policy` allows and
+/// connects to that address (TLS for `tls`, verified against the name),
+/// holding one of the policy's connection permits. The caller has checked
+/// the origin against the allowlist.
+pub(crate) async fn connect(
+    policy: &Arc<NetPolicy>,
+    origin: &str,
+    host: &str,
+    port: u16,
+    tls: bool,
+) -> Result<(Box<dyn IoStream>, OwnedSemaphorePermit), ConnectError> {
+    let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|_| {
+                ConnectError::Http(HttpError::DnsError {
+                    rcode: None,
+                    info_code: None,
+                })
+            })?
+            .collect(),
+    };
+    let Some(addr) = addrs
+        .iter()
+        .copied()
+        .find(|a| policy.allows_address(a.ip()))
+    else {
+        let shown: Vec<String> = addrs.iter().map(|a| explain(a.ip())).collect();
+        return Err(ConnectError::Refused(format!(
+            "{origin}: resolves only to non-public addresses ({})",
+            shown.join(", ")
+        )));
+    };
+    let permit = Arc::clone(&policy.connections)
+        .acquire_owned()
+        .await
+        .map_err(|_| ConnectError::Http(HttpError::ConnectionLimitReached))?;
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| ConnectError::Http(HttpError::Connect(e)))?;
+    let io: Box<dyn IoStream> = if tls {
+        Box::new(tls_connect(host, tcp).await.map_err(ConnectError::Http)?)
+    } else {
+        Box::new(tcp)
+    };
+    Ok((io, permit))
+}
+
 /// A response body that counts bytes, stops at the size limit and at the deadline.
 struct CappedBody {
     inner: hyper::body::Incoming,
@@ -647,7 +680,10 @@ impl Body for CappedBody {
     }
 }
 
-trait IoStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+pub(crate) trait IoStream:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static
+{
+}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> IoStream for T {}
 
 async fn tls_connect(
@@ -675,7 +711,7 @@ fn tls_config() -> Result<rustls::ClientConfig, HttpError> {
 }
 
 /// tokio I/O as hyper I/O.
-struct TokioIo(Box<dyn IoStream>);
+pub(crate) struct TokioIo(pub(crate) Box<dyn IoStream>);
 
 impl hyper::rt::Read for TokioIo {
     fn poll_read(

@@ -80,6 +80,7 @@ macro_rules! conformance_suite {
             tasks_are_stored_and_read_back,
             a_slot_is_claimed_once_by_two_concurrent_claimers,
             history_filters_by_tool_task_and_agent_newest_first,
+            a_run_end_writes_its_notifications_once_and_leases_hold,
         );
     };
     (@tests $open:expr; $($name:ident),* $(,)?) => {
@@ -93,6 +94,7 @@ macro_rules! conformance_suite {
         )*
     };
 }
+pub(crate) use super::outbox_conformance::a_run_end_writes_its_notifications_once_and_leases_hold;
 pub(crate) use conformance_suite;
 
 fn key(k: &str) -> JournalKey {

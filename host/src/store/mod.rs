@@ -23,6 +23,7 @@ use crate::model::journal::{
     AttemptRecord, Claim, Fingerprint, HistoryQuery, JournalEntry, JournalKey, Reservation,
     Reserved, StoredOutcome,
 };
+use crate::model::notify::{OutboxEntry, Settle};
 use crate::model::schedule::{Created, RunEnd, Schedule, ScheduleChange, ScheduleRun, SlotClaim};
 use crate::model::state::{StateChanges, StateReader, StateRefused, StateUsage};
 use crate::model::task::TaskRecord;
@@ -34,6 +35,8 @@ pub(crate) mod config;
 pub(crate) mod conformance;
 pub(crate) mod ledger;
 pub(crate) mod migrate;
+#[cfg(test)]
+pub(crate) mod outbox_conformance;
 pub(crate) mod owner;
 pub(crate) mod postgres;
 pub(crate) mod redb;
@@ -153,6 +156,33 @@ pub(crate) trait ScheduleStore {
     fn schedule_runs(&self, name: &str) -> Result<Vec<ScheduleRun>, JournalError>;
 }
 
+/// Notifications on their way: the outbox entries a run's end writes (in
+/// [`ScheduleStore::finish_run`]'s transaction) until a deliverer settles
+/// them.
+pub(crate) trait OutboxStore {
+    /// Leases up to `limit` entries due at `now` ([`OutboxEntry::claimable`])
+    /// to `holder` for `lease`, oldest due first, each in one step: two
+    /// deliverers (in one process or two replicas) never hold one entry.
+    fn outbox_claim(
+        &self,
+        now: jiff::Timestamp,
+        lease: Duration,
+        holder: String,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<OutboxEntry>>;
+    /// Records how `holder`'s delivery of (`sink`, `event`) went; false when
+    /// it no longer holds the entry ([`OutboxEntry::settle`]).
+    fn outbox_settle(
+        &self,
+        sink: String,
+        event: String,
+        holder: String,
+        settle: Settle,
+    ) -> StoreFuture<'_, bool>;
+    /// Every entry, oldest first.
+    fn outbox(&self) -> Result<Vec<OutboxEntry>, JournalError>;
+}
+
 /// Breaker modes operators set, applied when a tool is loaded.
 pub(crate) trait BreakerModeStore {
     /// The remembered modes, by tool name (an unreadable record counts as
@@ -185,6 +215,7 @@ pub(crate) trait Store:
     + EscalationStore
     + TaskStore
     + ScheduleStore
+    + OutboxStore
     + BreakerModeStore
     + Send
     + Sync

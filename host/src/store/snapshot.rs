@@ -40,6 +40,8 @@ pub(crate) struct Snapshot {
     pub(crate) breaker_modes: BTreeMap<String, BreakerMode>,
     /// Tool state: (space, key, value), in order.
     pub(crate) state: Vec<(String, String, Vec<u8>)>,
+    /// Notifications pending, delivered or dead, oldest first.
+    pub(crate) outbox: Vec<crate::model::notify::OutboxEntry>,
 }
 
 impl Snapshot {
@@ -56,6 +58,7 @@ impl Snapshot {
             runs: self.runs.len(),
             breaker_modes: self.breaker_modes.len(),
             state_keys: self.state.len(),
+            notifications: self.outbox.len(),
         }
     }
 }
@@ -84,6 +87,8 @@ pub struct Migrated {
     pub breaker_modes: usize,
     /// Keys of tool state.
     pub state_keys: usize,
+    /// Notifications (pending ones are delivered from the new store).
+    pub notifications: usize,
 }
 
 impl std::fmt::Display for Migrated {
@@ -91,7 +96,7 @@ impl std::fmt::Display for Migrated {
         write!(
             f,
             "migrated {} keys, {} budgets, {} attempts, {} escalations, {} tasks, \
-             {} schedules ({} runs), {} breaker modes, {} state keys into {}",
+             {} schedules ({} runs), {} breaker modes, {} state keys, {} notifications into {}",
             self.keys,
             self.budgets,
             self.attempts,
@@ -101,6 +106,7 @@ impl std::fmt::Display for Migrated {
             self.runs,
             self.breaker_modes,
             self.state_keys,
+            self.notifications,
             self.store
         )
     }

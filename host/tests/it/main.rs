@@ -14,6 +14,7 @@ mod limits;
 mod manage;
 mod mcp;
 mod migrate;
+mod notify;
 mod postgres;
 mod prices;
 mod replicas;

@@ -479,6 +479,7 @@ async fn every_refusal_names_its_rule() {
         (with(json!({"timeout_ms": 0})), "bad-timeout"),
         (with(json!({"name": "no spaces"})), "invalid-name"),
         (with(json!({"colour": "red"})), "invalid-arguments"),
+        (with(json!({"notify": ["pager"]})), "unknown-sink"),
     ];
     for (spec, rule) in cases {
         assert_eq!(

@@ -115,6 +115,11 @@ async fn fill(data: &Path, out: &Path) -> Before {
         .artifact_dir(common::shared_data_dir().join("artifacts"))
         .allow_root(out)
         .wall_clock(clock.clone())
+        .notify(
+            "ops",
+            cofferdam::Webhook::new("http://127.0.0.1:9/hook", "a-secret-of-16-bytes+")
+                .allow_private("127.0.0.0/8"),
+        )
         .build()
         .expect("host");
     load_tools(&host, out).await;
@@ -153,13 +158,16 @@ input = { name = "trip" }
     assert_eq!(record.state, TaskState::Completed);
     let schedules = host.schedules();
     schedules
-        .create(ScheduleSpec::tool(
-            "morning",
-            "ops",
-            "0 9 * * *",
-            "hello",
-            json!({"name": "morning"}),
-        ))
+        .create(ScheduleSpec {
+            notify: vec!["ops".into()],
+            ..ScheduleSpec::tool(
+                "morning",
+                "ops",
+                "0 9 * * *",
+                "hello",
+                json!({"name": "morning"}),
+            )
+        })
         .await
         .expect("schedule");
     clock.set("2026-11-25T09:00:00Z".parse().expect("time"));
@@ -200,7 +208,7 @@ async fn a_migrated_data_dir_carries_on_in_postgres() {
         text(&migrated.stdout).trim(),
         format!(
             "migrated {} keys, {} budgets, {} attempts, 1 escalations, 1 tasks, \
-             1 schedules (1 runs), 1 breaker modes, 1 state keys into {}",
+             1 schedules (1 runs), 1 breaker modes, 1 state keys, 1 notifications into {}",
             before.keys,
             before.budgets.len(),
             before.history.len(),
@@ -210,6 +218,11 @@ async fn a_migrated_data_dir_carries_on_in_postgres() {
 
     let host = db.host(out.path());
     load_tools(&host, out.path()).await;
+    // The run's notification moved, still to be delivered.
+    let notifications = host.schedules().notifications().expect("outbox");
+    assert_eq!(notifications.len(), 1, "{notifications:?}");
+    assert_eq!(notifications[0].state, cofferdam::Delivery::Pending);
+    assert_eq!(notifications[0].event.schedule, "morning");
     // The completed key replays; the unknown one stays unknown, escalated once.
     let again = host.call(greet("greet-1")).await.expect("replays");
     assert!(again.replayed, "the completed key ran again");

@@ -131,6 +131,16 @@ pub enum ScheduleError {
         /// The minimum, in minutes.
         min_minutes: u64,
     },
+    /// `notify` names a sink the host does not have, or one twice.
+    #[error(
+        "schedule `{name}`: no notification sink `{sink}` (configure it under [notify.{sink}])"
+    )]
+    UnknownSink {
+        /// The schedule.
+        name: String,
+        /// The sink asked for.
+        sink: String,
+    },
     /// The owner has as many schedules as allowed.
     #[error("owner `{owner}` already has {quota} schedules, the most allowed")]
     QuotaExceeded {
@@ -228,7 +238,7 @@ fn parse(spec: &ScheduleSpec) -> Result<(Cron, TimeZone), ScheduleError> {
 /// The schedules of a host; from [`Host::schedules`]. Cheap to clone.
 #[derive(Clone)]
 pub struct Schedules {
-    host: Host,
+    pub(in crate::orchestration) host: Host,
     clock: Arc<dyn WallClock>,
     config: ScheduleConfig,
 }
@@ -346,6 +356,14 @@ impl Schedules {
                     name: name.clone(),
                     source,
                 })?;
+        }
+        for (i, sink) in spec.notify.iter().enumerate() {
+            if self.host.sink(sink).is_none() || spec.notify[..i].contains(sink) {
+                return Err(ScheduleError::UnknownSink {
+                    name: name.clone(),
+                    sink: sink.clone(),
+                });
+            }
         }
         let max_ms = self.config.max_timeout.as_millis() as u64;
         if let Some(timeout_ms) = spec.timeout_ms
@@ -488,14 +506,24 @@ impl Schedules {
     /// are not priced): a tool run's tokens at the tool's price, a task
     /// run's attempts each at its tool's price.
     pub fn run_cost(&self, schedule: &Schedule, run: &ScheduleRun) -> Option<crate::Money> {
+        self.cost_of(&schedule.spec, &run.run_id, run.tokens)
+    }
+
+    /// What run `run_id` of `spec` that spent `tokens` cost.
+    pub(crate) fn cost_of(
+        &self,
+        spec: &ScheduleSpec,
+        run_id: &str,
+        tokens: Tokens,
+    ) -> Option<crate::Money> {
         let prices = self.host.prices();
-        match &schedule.spec.target {
-            ScheduleTarget::Tool { tool, .. } => prices.cost(tool, run.tokens),
+        match &spec.target {
+            ScheduleTarget::Tool { tool, .. } => prices.cost(tool, tokens),
             ScheduleTarget::Task { .. } => {
                 let attempts = self
                     .host
                     .history(&crate::HistoryQuery {
-                        task: Some(run.run_id.clone()),
+                        task: Some(run_id.to_owned()),
                         limit: Some(usize::MAX),
                         ..crate::HistoryQuery::default()
                     })
@@ -507,6 +535,18 @@ impl Schedules {
                 )
             }
         }
+    }
+
+    /// A deliverer of these schedules' notifications: call
+    /// [`Notifier::deliver_due`], or let [`Notifier::run`] deliver until
+    /// stopped ([`Runner::run`] runs one beside itself).
+    pub fn notifier(&self) -> crate::Notifier {
+        crate::Notifier::new(self.clone())
+    }
+
+    /// Every notification on its way or settled, oldest first.
+    pub fn notifications(&self) -> Result<Vec<crate::OutboxEntry>, ScheduleError> {
+        Ok(self.host.store().outbox()?)
     }
 
     /// A runner for these schedules: call [`Runner::tick`], or let

@@ -12,6 +12,7 @@ use jiff::Timestamp;
 use super::{
     RunStatus, Schedule, ScheduleError, ScheduleRun, ScheduleSpec, ScheduleTarget, Schedules,
 };
+use crate::model::notify::{self, EventKind, Route, RunReport};
 use crate::model::schedule::{RunEnd, RunOutcome};
 use crate::orchestration::task::{TaskSpec, TaskState};
 use crate::{BudgetCap, CallRequest, CancellationToken, ErrorClass, Host, ScopeId, Tokens};
@@ -70,6 +71,7 @@ pub(super) async fn execute(
         fuel: 0,
         error: Some(error),
         class,
+        output: None,
     };
     // Policies change on reload: check again at every run.
     match blocked(host, spec) {
@@ -88,6 +90,7 @@ pub(super) async fn execute(
                     "tool `{tool}` is marked sensitive and cannot run in the background"
                 )),
                 class: None,
+                output: None,
             };
         }
         None => {}
@@ -127,7 +130,7 @@ pub(super) async fn execute(
                     ..CallRequest::new(tool, input.to_string())
                 };
                 match host.call(request).await {
-                    Ok(outcome) => Ok(outcome.fuel_used.0),
+                    Ok(outcome) => Ok((outcome.fuel_used.0, Some(outcome.output))),
                     Err(e) => Err((e.to_string(), Some(e.class()))),
                 }
             }
@@ -140,7 +143,7 @@ pub(super) async fn execute(
                     ..task.clone()
                 };
                 match tasks.run(spec).await {
-                    Ok(record) if record.state == TaskState::Completed => Ok(0),
+                    Ok(record) if record.state == TaskState::Completed => Ok((0, None)),
                     Ok(record) => {
                         let why = record
                             .steps
@@ -179,12 +182,13 @@ pub(super) async fn execute(
         .flatten()
         .map_or(Tokens(0), |b| b.spent);
     match result {
-        Ok(fuel) => RunOutcome {
+        Ok((fuel, output)) => RunOutcome {
             status: RunStatus::Succeeded,
             tokens,
             fuel,
             error: None,
             class: None,
+            output,
         },
         Err((error, class)) => RunOutcome {
             status: if timed_out {
@@ -203,26 +207,47 @@ pub(super) async fn execute(
                 error
             }),
             class,
+            output: None,
         },
     }
 }
 
 /// Records a run's end and its effect on the schedule (counters, the
-/// failure streak, auto-pause and escalation) in one transaction. `None`
-/// when the schedule is gone or the run was recorded already.
+/// failure streak, auto-pause and escalation), and the notifications it
+/// raises, in one transaction. `None` when the schedule is gone or the run
+/// was recorded already.
 pub(super) async fn finish(
     schedules: &Schedules,
-    name: &str,
+    schedule: &Schedule,
     slot: Timestamp,
     outcome: RunOutcome,
     now: Timestamp,
 ) -> Result<Option<ScheduleRun>, ScheduleError> {
+    let spec = &schedule.spec;
+    let routes = spec
+        .notify
+        .iter()
+        .map(|sink| Route {
+            sink: sink.clone(),
+            // A sink removed since: every kind, so its entries show up dead.
+            kinds: schedules
+                .host
+                .sink(sink)
+                .map_or_else(|| EventKind::ALL.to_vec(), |s| s.sink.kinds.clone()),
+        })
+        .collect();
+    let report = RunReport {
+        cost: schedules.cost_of(spec, &schedule.run_id(slot), outcome.tokens),
+        output: outcome.output.as_deref().map(notify::summarize),
+        routes,
+    };
     let end = RunEnd {
-        name: name.to_owned(),
+        name: spec.name.clone(),
         slot,
         outcome,
         now,
         threshold: schedules.config.failures_before_pause,
+        report,
     };
     Ok(schedules.host.store().finish_run(end).await?)
 }

@@ -230,7 +230,7 @@ impl Runner {
                 if let Some(running) = &schedule.running
                     && !runner_alive(self.schedules.host.store(), running)
                 {
-                    stale.push((name.clone(), running.clone()));
+                    stale.push((schedule.clone(), running.clone()));
                 }
                 if !schedule.is_active() {
                     continue;
@@ -262,7 +262,8 @@ impl Runner {
                 }
             }
         }
-        for (name, running) in stale {
+        for (schedule, running) in stale {
+            let name = schedule.spec.name.clone();
             let error = format!(
                 "the runner (process {}) stopped during the run; its outcome is unknown",
                 running.pid
@@ -274,8 +275,9 @@ impl Runner {
                 fuel: 0,
                 error: Some(error),
                 class: Some(ErrorClass::UnknownOutcome),
+                output: None,
             };
-            if finish(&self.schedules, &name, running.slot, outcome, now)
+            if finish(&self.schedules, &schedule, running.slot, outcome, now)
                 .await?
                 .is_some()
             {
@@ -382,7 +384,7 @@ impl Runner {
                 tick.handles.push(tokio::spawn(async move {
                     let outcome = execute(&schedules, &schedule, slot, cancel).await;
                     let end = schedules.now();
-                    let record = finish(&schedules, &name, slot, outcome, end).await;
+                    let record = finish(&schedules, &schedule, slot, outcome, end).await;
                     running
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
@@ -432,7 +434,14 @@ impl Runner {
 
     /// Ticks every `every` until `stop` is cancelled, then waits for the
     /// runs going (cancelling them first). Errors are logged; it goes on.
+    /// Beside it, a [`crate::Notifier`] delivers the runs' notifications
+    /// at the same pace.
     pub async fn run(&self, every: Duration, stop: CancellationToken) {
+        let notifier = self.schedules.notifier();
+        let delivering = {
+            let stop = stop.clone();
+            tokio::spawn(async move { notifier.run(every, stop).await })
+        };
         let mut going: Vec<Tick> = Vec::new();
         loop {
             match self.tick().await {
@@ -461,6 +470,7 @@ impl Runner {
         for tick in going {
             tick.finished().await;
         }
+        let _ = delivering.await;
     }
 }
 

@@ -46,6 +46,7 @@ const TABLES: &[(&str, &str)] = &[
     ("audit", "attempt"),
     ("breaker_modes", "breaker mode"),
     ("state", "state key"),
+    ("outbox", "notification"),
 ];
 
 /// `Err` names what the database already holds.
@@ -55,7 +56,7 @@ async fn import(shared: Arc<Shared>, snapshot: Snapshot) -> Outcome<Result<(), S
     // No replica writes while the database is checked and filled.
     txn.batch_execute(
         "LOCK TABLE idempotency, budgets, reservations, audit, escalations, tasks,
-                    schedules, schedule_runs, breaker_modes, state IN EXCLUSIVE MODE",
+                    schedules, schedule_runs, breaker_modes, state, outbox IN EXCLUSIVE MODE",
     )
     .await?;
     let mut holds = Vec::new();
@@ -244,6 +245,7 @@ async fn tasks_and_schedules(txn: &Transaction<'_>, snapshot: &Snapshot) -> Outc
         &[&spaces, &keys, &values],
     )
     .await?;
+    super::outbox::import(txn, &snapshot.outbox).await?;
     Ok(())
 }
 

@@ -39,6 +39,7 @@ mod impls;
 mod import;
 pub(crate) mod lease;
 mod ops;
+mod outbox;
 mod records;
 mod schema;
 mod state;

@@ -235,12 +235,15 @@ pub(super) async fn finish_run(shared: Arc<Shared>, end: RunEnd) -> Outcome<Opti
     if run.status != RunStatus::Running {
         return Ok(None);
     }
+    let (was_active, report) = (schedule.is_active(), end.report.clone());
     if let Some(new) = schedule.finish(&mut run, end) {
         let id = escalate_in(&txn, new, now).await?;
         schedule.escalated(&mut run, id);
     }
     put_run(&txn, &name, &run).await?;
     put_schedule(&txn, &schedule).await?;
+    let entries = crate::model::notify::for_run(was_active, &schedule, &run, &report);
+    super::outbox::insert(&txn, &entries).await?;
     txn.commit().await?;
     Ok(Some(run))
 }

@@ -10,6 +10,7 @@ use crate::model::error::JournalError;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_state.sql"),
+    include_str!("migrations/0003_outbox.sql"),
 ];
 
 /// The schema version this build writes and reads.

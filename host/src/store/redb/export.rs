@@ -95,6 +95,7 @@ fn read_all(read: &ReadTransaction, path: &Path, dir: &Path) -> Result<Snapshot,
         runs,
         breaker_modes: breaker_modes::read(dir),
         state: super::state::export(read)?,
+        outbox: super::outbox::export(read, true)?,
     })
 }
 

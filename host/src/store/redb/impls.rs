@@ -10,6 +10,7 @@ use crate::model::error::{JournalError, storage};
 use crate::model::escalation::{Escalation, EscalationError, NewEscalation, Resolution};
 pub use crate::model::journal::{AttemptRecord, HistoryQuery, JournalEntry, StoredOutcome};
 pub(crate) use crate::model::journal::{Claim, Fingerprint, JournalKey, Reservation, Reserved};
+use crate::model::notify;
 use crate::model::schedule::{
     Created, RunEnd, RunStatus, Schedule, ScheduleChange, ScheduleRun, SlotClaim,
 };
@@ -241,12 +242,14 @@ impl ScheduleStore for RedbStore {
             if run.status != RunStatus::Running {
                 return Ok(None);
             }
+            let (was_active, report) = (schedule.is_active(), end.report.clone());
             if let Some(new) = schedule.finish(&mut run, end) {
                 let id = txn.escalate(new)?;
                 schedule.escalated(&mut run, id);
             }
             txn.put_run(&name, slot, &run)?;
             txn.put(&name, &schedule)?;
+            txn.put_outbox(&notify::for_run(was_active, &schedule, &run, &report))?;
             Ok(Some(run))
         }))
     }

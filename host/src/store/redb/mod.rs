@@ -38,6 +38,7 @@ pub(crate) mod breaker_modes;
 pub(crate) mod export;
 mod impls;
 mod ops;
+mod outbox;
 mod state;
 mod writer;
 

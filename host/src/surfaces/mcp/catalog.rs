@@ -267,6 +267,7 @@ fn schedule_create_schema() -> Value {
             "max_cost_per_run": {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)? [A-Z]{3}$", "description": "Money one run may spend, such as \"2.00 USD\", at the host's prices (the tighter of this and budget_tokens holds)."},
             "timeout_ms": {"type": "integer", "minimum": 1, "description": "How long one run may take."},
             "catch_up": {"enum": ["skip", "once"], "default": "skip", "description": "Slots missed while the host was down: skip them, or run the latest once."},
+            "notify": {"type": "array", "items": {"type": "string"}, "maxItems": 8, "description": "Notification sinks of the host (its [notify.NAME] entries) told when a run succeeds or fails, pauses the schedule or is escalated, e.g. [\"ops-webhook\"]."},
         }),
         &["name", "cron"],
     )

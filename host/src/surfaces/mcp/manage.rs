@@ -116,6 +116,7 @@ impl From<ScheduleError> for Refused {
             ScheduleError::Exists { .. } => "exists",
             ScheduleError::NotFound { .. } => "not-found",
             ScheduleError::Price { .. } => "price",
+            ScheduleError::UnknownSink { .. } => "unknown-sink",
             ScheduleError::Journal(e) => return store_failure(e.to_string(), e.is_unavailable()),
         };
         refused(rule, e.to_string())
@@ -278,6 +279,8 @@ struct CreateArgs {
     timeout_ms: Option<u64>,
     #[serde(default)]
     catch_up: CatchUp,
+    #[serde(default)]
+    notify: Vec<String>,
 }
 
 fn utc() -> String {
@@ -587,6 +590,7 @@ impl<'a> Manager<'a> {
             max_cost_per_run: create.max_cost_per_run,
             timeout_ms: create.timeout_ms,
             catch_up: create.catch_up,
+            notify: create.notify,
         };
         let schedule = self.host.schedules().create(spec).await?;
         Ok(schedule_view(&schedule))
@@ -733,6 +737,7 @@ pub(crate) fn schedule_view(schedule: &Schedule) -> Value {
         "max_cost_per_run": spec.max_cost_per_run,
         "timeout_ms": spec.timeout_ms,
         "catch_up": spec.catch_up.as_str(),
+        "notify": spec.notify,
         "status": schedule.status,
         "next_run": schedule.next_run,
         "last_slot": schedule.last_slot,
