@@ -30,8 +30,9 @@ export default tool({
   description: 'Test tool: tries to read files outside its mounts.',
   input: s.object({
     paths: s.array(s.string()).default(DEFAULT_PATHS).describe('Paths to try to read.'),
+    vectors: s.array(s.enum(['fetch', 'import'])).default(['fetch', 'import']).describe('Which ways to try.'),
   }),
-  async run({ paths }) {
+  async run({ paths, vectors }) {
     const globals = Object.fromEntries(
       ['require', 'process', 'Deno', 'Bun', 'fs', 'readFile', 'open', 'os', 'std', 'WebAssembly'].map((name) => [
         name,
@@ -40,12 +41,15 @@ export default tool({
     );
     const results = [];
     for (const path of paths) {
-      results.push({
-        path,
-        fetch: await attempt(async () => (await fetch(`file://${path.startsWith('/') ? '' : '/'}${path}`)).text()),
+      const result = { path };
+      if (vectors.includes('fetch')) {
+        result.fetch = await attempt(async () => (await fetch(`file://${path.startsWith('/') ? '' : '/'}${path}`)).text());
+      }
+      if (vectors.includes('import')) {
         // eslint-disable-next-line no-eval
-        import: await attempt(async () => JSON.stringify(await (0, eval)(`import(${JSON.stringify(path)})`))),
-      });
+        result.import = await attempt(async () => JSON.stringify(await (0, eval)(`import(${JSON.stringify(path)})`)));
+      }
+      results.push(result);
     }
     return { globals, results };
   },

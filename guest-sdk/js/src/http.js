@@ -15,14 +15,29 @@ import { InvalidInput, Permanent, RateLimited, Transient } from './errors.js';
 
 /**
  * `fetch(url, init)`, with a request that produced no response mapped to a
- * tool error: refused by the host's network policy or a malformed URL is
- * `Permanent`; an upstream that cannot be reached or times out is `Transient`.
+ * tool error. A URL that does not parse, or whose scheme is not http or
+ * https, is `Permanent` (checked before anything is sent). A request that
+ * gets no response is `Transient`: StarlingMonkey reports every `wasi:http`
+ * error as the same `TypeError: NetworkError when attempting to fetch
+ * resource`, so a refusal by the host's policy cannot be told apart from an
+ * unreachable upstream here (the call's outcome lists refusals under
+ * `http.refused`).
  */
 export async function send(url, init) {
+  const text = String(url);
+  let parsed;
+  try {
+    parsed = new URL(text);
+  } catch (e) {
+    throw new Permanent(`invalid URL ${text}: ${e.message}`);
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
+    throw new Permanent(`invalid URL ${text}: only http and https URLs can be fetched`);
+  }
   try {
     return await fetch(url, init);
   } catch (e) {
-    throw fetchError(String(url), e);
+    throw fetchError(text, e);
   }
 }
 
@@ -30,15 +45,16 @@ export async function send(url, init) {
 export function fetchError(url, thrown) {
   const detail = thrown instanceof Error ? thrown.message : String(thrown);
   const text = detail.toLowerCase();
-  if (/invalid url|url parse|unsupported scheme|not a valid url|invalid scheme/.test(text)) {
+  // Engines that say why a request failed are taken at their word.
+  if (/invalid url|unsupported scheme|not a valid url/.test(text)) {
     return new Permanent(`invalid URL ${url}: ${detail}`);
   }
-  if (/denied|prohibited|forbidden|not allowed|refused by/.test(text)) {
+  if (/denied|prohibited|not allowed|refused by/.test(text)) {
     return new Permanent(`${url}: refused by the host's network policy: ${detail}`);
   }
-  // Everything else `fetch` reports (DNS, connection refused or reset,
-  // timeouts) is an upstream that could not be reached: worth retrying.
-  return new Transient(`${url}: upstream unavailable: ${detail}`);
+  return new Transient(
+    `${url}: no response (unreachable, or refused by the host's network policy: the JS engine does not say which): ${detail}`,
+  );
 }
 
 /**

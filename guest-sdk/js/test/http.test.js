@@ -49,10 +49,18 @@ test('429 waits Retry-After seconds, 1 s when absent or not a number of seconds'
   assert.equal(wait({ 'retry-after': '99999999999' }), 1000);
 });
 
-test('a fetch that fails is transient unless the host refused it or the URL is bad', () => {
-  assert.ok(http.fetchError('http://x', new TypeError('connection refused')) instanceof Transient);
+test('a fetch without a response is transient unless the engine says it was refused', () => {
+  // What StarlingMonkey reports for every wasi:http error, refused or unreachable:
+  const network = http.fetchError('http://x', new TypeError('NetworkError when attempting to fetch resource'));
+  assert.ok(network instanceof Transient);
+  assert.match(network.message, /^http:\/\/x: no response \(unreachable, or refused by the host's network policy/);
   assert.ok(http.fetchError('http://x', new TypeError('HTTP request denied')) instanceof Permanent);
   assert.ok(http.fetchError('ftp://x', new TypeError('unsupported scheme')) instanceof Permanent);
+});
+
+test('send refuses URLs that are not http or https before fetching', async () => {
+  await assert.rejects(http.send('file:///etc/passwd'), (e) => e instanceof Permanent && /only http and https URLs/.test(e.message));
+  await assert.rejects(http.send('not a url'), (e) => e instanceof Permanent && /^invalid URL not a url/.test(e.message));
 });
 
 test('readJson: a body that is not JSON is permanent', async () => {
