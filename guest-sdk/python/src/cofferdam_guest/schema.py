@@ -78,10 +78,26 @@ def _join(path: str, key: str) -> str:
 
 
 def _type_name(tp: Any) -> str:
-    if tp is type(None):
+    """`tp` as written in source, without module prefixes."""
+    if tp is type(None) or tp is None:
         return "None"
-    if isinstance(tp, type) and not typing.get_args(tp):
-        return tp.__qualname__
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union:
+        return "Union[" + ", ".join(_type_name(a) for a in args) + "]"
+    if hasattr(types, "UnionType") and origin is types.UnionType:
+        return " | ".join(_type_name(a) for a in args)
+    if origin is typing.Literal:
+        return "Literal[" + ", ".join(repr(a) for a in args) + "]"
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin is not None and args:
+        base = getattr(origin, "__name__", None) or repr(origin).replace("typing.", "")
+        return f"{base}[{', '.join(_type_name(a) for a in args)}]"
+    if isinstance(tp, type):
+        return tp.__name__
+    if isinstance(tp, typing.ForwardRef):
+        return tp.__forward_arg__
     return repr(tp).replace("typing.", "")
 
 
@@ -380,7 +396,7 @@ class _Compiler:
         self.objects: dict[Any, ObjectCodec] = {}
 
     def fail(self, where: str, tp: Any, why: str) -> SchemaError:
-        return SchemaError(f"{where} has type {_type_name(tp)}, {why}")
+        return SchemaError(f"{where} has type {_type_name(tp)}: {why}")
 
     def object(self, cls: type, where: str) -> ObjectCodec:
         if cls in self.objects:
@@ -392,7 +408,7 @@ class _Compiler:
             hints = typing.get_type_hints(cls, include_extras=True)
         except Exception as e:  # NameError for a forward reference, mostly
             raise SchemaError(
-                f"{where}: cannot resolve the type hints of {cls.__qualname__}: {e}"
+                f"cannot resolve the type hints of {cls.__name__}: {e}"
             ) from None
         docs = _attribute_docs(cls)
         if kind == "dataclass":
@@ -400,7 +416,7 @@ class _Compiler:
                 if not f.init:
                     continue  # computed in __post_init__, not part of the input
                 tp = hints.get(f.name, f.type)
-                field_where = f"field `{cls.__qualname__}.{f.name}`"
+                field_where = f"field `{cls.__name__}.{f.name}`"
                 tp, note = _strip_annotated(tp)
                 fcodec = self.codec(tp, field_where)
                 description = f.metadata.get("description") or note or docs.get(f.name)
@@ -423,7 +439,7 @@ class _Compiler:
         else:
             required_keys = getattr(cls, "__required_keys__", frozenset())
             for name, tp in hints.items():
-                field_where = f"field `{cls.__qualname__}.{name}`"
+                field_where = f"field `{cls.__name__}.{name}`"
                 tp = _strip_required(tp)
                 tp, note = _strip_annotated(tp)
                 tp = _strip_required(tp)
@@ -462,56 +478,56 @@ class _Compiler:
                 return _Optional(self.codec(rest[0], where))
             raise self.fail(
                 where, tp,
-                "a union, and only Optional[T] (T | None) unions are supported: "
+                "only Optional[T] (T | None) unions are supported; "
                 "use one type, or a dataclass with optional fields",
             )
         if origin is typing.Literal:
             values = list(args)
             for v in values:
                 if not (v is None or isinstance(v, (str, int, bool))) or isinstance(v, enum.Enum):
-                    raise self.fail(where, tp, f"a Literal with {v!r}, not a str, int or bool")
+                    raise self.fail(where, tp, f"Literal values must be str, int or bool, not {v!r}")
             return _Literal(values)
         if origin is list:
             if len(args) != 1:
-                raise self.fail(where, tp, "a list without its item type: use list[T]")
+                raise self.fail(where, tp, "give the item type, as in list[T]")
             return _List(self.codec(args[0], where))
         if origin is dict:
             if len(args) != 2:
-                raise self.fail(where, tp, "a dict without its types: use dict[str, T]")
+                raise self.fail(where, tp, "give the types, as in dict[str, T]")
             if args[0] is not str:
-                raise self.fail(where, tp, "a dict whose keys are not str: JSON object keys are strings")
+                raise self.fail(where, tp, "JSON object keys are strings; use dict[str, T]")
             return _Dict(self.codec(args[1], where))
         if tp is list:
-            raise self.fail(where, tp, "a list without its item type: use list[T]")
+            raise self.fail(where, tp, "give the item type, as in list[T]")
         if tp is dict:
-            raise self.fail(where, tp, "a dict without its types: use dict[str, T]")
+            raise self.fail(where, tp, "give the types, as in dict[str, T]")
         if tp in (set, frozenset) or origin in (set, frozenset):
-            raise self.fail(where, tp, "which JSON has no form for: use list[T]")
+            raise self.fail(where, tp, "JSON has no sets; use list[T]")
         if tp is tuple or origin is tuple:
-            raise self.fail(where, tp, "which is not supported: use list[T] or a dataclass")
+            raise self.fail(where, tp, "tuples are not supported; use list[T] or a dataclass")
         if tp in (bytes, bytearray, memoryview):
-            raise self.fail(where, tp, "which JSON has no form for: use str (base64 or hex text)")
+            raise self.fail(where, tp, "JSON has no bytes; use str (base64 or hex text)")
         if isinstance(tp, type) and issubclass(tp, enum.Enum):
             members = list(tp)
             if not members:
-                raise self.fail(where, tp, "an Enum without members")
+                raise self.fail(where, tp, "an Enum needs members")
             for m in members:
                 if isinstance(m.value, bool) or not isinstance(m.value, (str, int)):
-                    raise self.fail(where, tp, f"an Enum whose member {m.name} is not a str or int")
+                    raise self.fail(where, tp, f"Enum member {m.name} is not a str or int")
             return _Literal(members, enum_cls=tp)
         if is_input_type(tp):
             return self.object(tp, where)
         if isinstance(tp, typing.TypeVar):
-            raise self.fail(where, tp, "a type variable: name a concrete type")
+            raise self.fail(where, tp, "name a concrete type, not a type variable")
         if isinstance(tp, (str, typing.ForwardRef)):
-            raise self.fail(where, tp, "a forward reference that could not be resolved")
+            raise self.fail(where, tp, "this forward reference could not be resolved")
         if isinstance(tp, type):
             raise self.fail(
                 where, tp,
-                "which is neither a JSON type nor a dataclass or TypedDict "
+                "not a JSON type, a dataclass or a TypedDict "
                 "(a class needs @dataclass and type hints on its fields)",
             )
-        raise self.fail(where, tp, "which has no JSON Schema here")
+        raise self.fail(where, tp, "it has no JSON Schema here")
 
 
 def _strip_annotated(tp: Any) -> tuple[Any, Optional[str]]:
@@ -568,8 +584,11 @@ def compile_input(cls: Any, where: str = "the tool's input") -> InputCodec:
     """
     if not is_input_type(cls):
         raise SchemaError(
-            f"{where} has type {_type_name(cls)}, which is not a dataclass or TypedDict: "
+            f"{where} has type {_type_name(cls)}, not a dataclass or TypedDict: "
             "the input of a tool is a JSON object, so declare its fields in a @dataclass"
         )
     compiler = _Compiler()
-    return InputCodec(compiler.object(cls, where))
+    try:
+        return InputCodec(compiler.object(cls, where))
+    except SchemaError as e:
+        raise SchemaError(f"{where}: {e}") from None
