@@ -117,6 +117,12 @@ def load_tool(path: Path):  # -> (ToolSpec, uses_http)
 
     tool_module._reset_registry()
     sys.modules.pop(module, None)
+    # Whether the tool imports the HTTP client is read from sys.modules
+    # after the import, so start from a package that has not loaded it.
+    package = sys.modules[__package__]
+    sys.modules.pop(f"{__package__}.http", None)
+    if "http" in vars(package):
+        delattr(package, "http")
     from .errors import SchemaError
 
     try:
