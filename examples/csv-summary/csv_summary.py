@@ -58,9 +58,10 @@ class Summary:
 
 def resolve(path: str) -> str:
     """The absolute path below ROOT that `path` names, or InvalidInput."""
-    if path.startswith(ROOT + "/"):
-        path = path[len(ROOT) + 1 :]
-    full = posixpath.normpath(posixpath.join(ROOT, path.lstrip("/")))
+    relative = path[len(ROOT) + 1 :] if path.startswith(ROOT + "/") else path
+    if relative.startswith("/"):
+        raise InvalidInput(f"`path` must be below {ROOT}: {path!r} is not")
+    full = posixpath.normpath(posixpath.join(ROOT, relative))
     if full != ROOT and not full.startswith(ROOT + "/"):
         raise InvalidInput(f"`path` must stay below {ROOT}: {path!r} leaves it")
     return full

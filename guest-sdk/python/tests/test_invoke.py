@@ -198,6 +198,7 @@ class ErrorMappingTest(ToolTestCase):
                 "timeout": TimeoutError("slow"),
                 "exit": SystemExit(3),
                 "recursion": RecursionError("maximum recursion depth exceeded"),
+                "import": ModuleNotFoundError("No module named 'decimal'"),
             }
             raise errors[input.kind]
 
@@ -226,6 +227,15 @@ class ErrorMappingTest(ToolTestCase):
         self.assertEqual(self.outcome("key")[0].payload, "KeyError: 'k'")
         self.assertEqual(self.outcome("exit")[0].payload, "SystemExit: 3")
         self.assertEqual(self.outcome("recursion")[0].case, "permanent")
+
+    def test_import_during_a_call_says_to_import_at_the_top(self) -> None:
+        outcome, _ = self.outcome("import")
+        self.assertEqual(outcome.case, "permanent")
+        self.assertEqual(
+            outcome.payload,
+            "ModuleNotFoundError: No module named 'decimal' (a component cannot import modules "
+            "during a call: import it at the top of the tool's module)",
+        )
 
     def test_os_errors_map_by_kind(self) -> None:
         outcome, _ = self.outcome("missing")

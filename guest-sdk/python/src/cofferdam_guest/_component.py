@@ -19,6 +19,17 @@ from wit_world.imports import host as _host
 from wit_world.imports import store as _store
 from wit_world.imports import tool_types as _types
 
+# Standard modules that the standard library itself imports lazily, during a
+# call (codec lookups, `datetime.strptime`). A component cannot import
+# anything after it is built, so they are loaded into the snapshot here.
+import _strptime  # noqa: F401,E402
+import encodings.ascii  # noqa: F401,E402
+import encodings.cp1252  # noqa: F401,E402
+import encodings.latin_1  # noqa: F401,E402
+import encodings.utf_16  # noqa: F401,E402
+import encodings.utf_32  # noqa: F401,E402
+import encodings.utf_8_sig  # noqa: F401,E402
+
 from . import handler as _tool
 from .context import Effect, Level
 from .state import StoreError

@@ -141,4 +141,9 @@ def to_tool_error(error: BaseException) -> tuple[str, str | int]:
         return error.case, error.message
     if isinstance(error, OSError):
         return _oserror_case(error), _describe(error)
+    if isinstance(error, ImportError):
+        return "permanent", (
+            f"{_describe(error)} (a component cannot import modules during a call: "
+            "import it at the top of the tool's module)"
+        )
     return "permanent", _describe(error)
