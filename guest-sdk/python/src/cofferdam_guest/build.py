@@ -57,25 +57,20 @@ def find_wit(explicit: Optional[str] = None) -> Path:
     """The directory holding `tool.wit`: `--wit`, else `$COFFERDAM_WIT`, else
     the repository this package sits in (`guest-sdk/python/src/cofferdam_guest`
     → `wit/`), else `./wit`."""
-    candidates: list[tuple[str, Path]] = []
-    if explicit:
-        candidates.append(("--wit", Path(explicit)))
-    elif os.environ.get("COFFERDAM_WIT"):
-        candidates.append(("$COFFERDAM_WIT", Path(os.environ["COFFERDAM_WIT"])))
+    given = explicit or os.environ.get("COFFERDAM_WIT")
+    if given:
+        candidates = [Path(given)]
     else:
-        candidates.append(("the repository checkout", _PACKAGE_DIR.parents[3] / "wit"))
-        candidates.append(("the current directory", Path.cwd() / "wit"))
-    for source, path in candidates:
+        candidates = [_PACKAGE_DIR.parents[3] / "wit", Path.cwd() / "wit"]
+    for path in candidates:
         tool_wit = path / "tool.wit"
-        if tool_wit.is_file():
-            text = tool_wit.read_text(encoding="utf-8")
-            if f"package {TOOL_PACKAGE};" not in text:
-                raise BuildError(
-                    f"{tool_wit} is not package {TOOL_PACKAGE}, which this SDK is written for"
-                )
-            return path.resolve()
-        if source != "the repository checkout" and source != "the current directory":
-            raise BuildError(f"{source} {path} has no tool.wit")
+        if not tool_wit.is_file():
+            continue
+        if f"package {TOOL_PACKAGE};" not in tool_wit.read_text(encoding="utf-8"):
+            raise BuildError(f"{tool_wit} is not package {TOOL_PACKAGE}, which this SDK is written for")
+        return path.resolve()
+    if given:
+        raise BuildError(f"{given} has no tool.wit")
     raise BuildError(
         "cannot find the cofferdam WIT (wit/tool.wit): pass --wit DIR or set COFFERDAM_WIT "
         "to the `wit` directory of a cofferdam checkout"
@@ -157,7 +152,7 @@ def _stage(stage: Path, module: str, wit: Path, uses_http: bool) -> tuple[Path, 
     )
     # componentize-py adds a site-packages to the path; give it an empty one.
     (stage / "venv" / "lib" / "site-packages").mkdir(parents=True)
-    names = ["--import-interface-name", f"cofferdam:tool/types@0.1.0=tool_types"]
+    names = ["--import-interface-name", "cofferdam:tool/types@0.1.0=tool_types"]
     if not uses_http:
         return wit, "tool", names
     http_wit = stage / "wit"

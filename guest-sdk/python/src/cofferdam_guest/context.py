@@ -9,10 +9,9 @@ generated bindings, so it loads on any Python.
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Any, Optional, Protocol
+from typing import Any, Optional, Protocol
 
-if TYPE_CHECKING:
-    from .state import State
+from .state import State
 
 __all__ = ["Effect", "Level", "Context", "HostApi"]
 
@@ -132,13 +131,11 @@ class Context:
         """Tokens this call may still spend, derived from the fuel it has left."""
         return self._host.remaining_budget()
 
-    def state(self) -> "State":
+    def state(self) -> State:
         """The tool's durable key-value state (the bucket its policy grants).
 
         Raises `Permanent` when the host grants no state to this tool.
         """
-        from .state import State
-
         return State(self._host)
 
     def __repr__(self) -> str:

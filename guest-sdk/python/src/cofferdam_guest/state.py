@@ -31,7 +31,6 @@ from .output import to_json_text
 
 __all__ = ["State", "StoreError", "Bucket"]
 
-_MISSING = object()
 
 
 class StoreError(Exception):
