@@ -83,6 +83,8 @@ allowed_roots = ["$work"]
 url = "http://127.0.0.1:$hook_port/cofferdam"
 secret_env = "OPS_WEBHOOK_SECRET"
 allow_private = ["127.0.0.1/32"]
+[prices]
+default = "0.002 USD"
 [tools.hello]
 component = "$PWD/$tools/hello.wasm"
 [tools.notes]
