@@ -70,6 +70,19 @@ step "a tool that never returns is stopped by fuel (exit code 3)" \
 step "or by the wall-clock deadline when fuel is plentiful" \
   $cofferdam run $tools/loop_forever.wasm --fuel 100000000000 --timeout 300ms --json
 
+echo
+echo "== tools in Python and JavaScript: the same WIT world, built with the guest SDKs"
+python3 -m pip install --quiet --disable-pip-version-check componentize-py==0.25.1
+npm ci --prefix guest-sdk/js --no-audit --no-fund --loglevel=error
+PYTHONPATH=guest-sdk/python/src python3 -m cofferdam_guest build examples/csv-summary/csv_summary.py -o "$work/csv_summary.wasm"
+node guest-sdk/js/bin/cofferdam-js.mjs build examples/json-transform/tool.js -o "$work/json_transform.wasm"
+step "a Python tool (a dataclass in, its JSON Schema from the type hints) summarizes a CSV on a read-only mount" \
+  $cofferdam run "$work/csv_summary.wasm" --mount examples/csv-summary/sample:/data --input '{"path":"cities.csv"}'
+step "a JavaScript tool (its schema from the SDK's builder) reshapes JSON" \
+  $cofferdam run "$work/json_transform.wasm" --input '{"data":{"users":[{"first_name":"Ada"},{"first_name":"Grace"}]},"select":".users[*]","keyCase":"camel"}'
+step "the Python tool is contained like any other: a path outside its mount is refused" \
+  $cofferdam run "$work/csv_summary.wasm" --mount examples/csv-summary/sample:/data --input '{"path":"../../secret.txt"}'
+
 # A webhook receiver that checks the HMAC signature of what it is sent.
 export OPS_WEBHOOK_SECRET="demo-secret-$$-$RANDOM$RANDOM"
 hook_port=$((19000 + $$ % 1000))
@@ -78,7 +91,7 @@ hook=$!
 trap 'kill $api $hook 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 50); do (echo > /dev/tcp/127.0.0.1/$hook_port) 2>/dev/null && break; sleep 0.1; done
 cat > "$work/cofferdam.toml" <<TOML
-allowed_roots = ["$work"]
+allowed_roots = ["$work", "$PWD/examples/csv-summary/sample"]
 [notify.ops-webhook]
 url = "http://127.0.0.1:$hook_port/cofferdam"
 secret_env = "OPS_WEBHOOK_SECRET"
@@ -98,6 +111,13 @@ component = "$PWD/$tools/monitor.wasm"
 [tools.monitor.state]
 bucket = "monitor"
 scope = "owner"
+[tools.csv_summary]
+component = "$work/csv_summary.wasm"
+[[tools.csv_summary.mounts]]
+host = "$PWD/examples/csv-summary/sample"
+guest = "/data"
+[tools.json-transform]
+component = "$work/json_transform.wasm"
 [tools.booking]
 component = "$PWD/$tools/booking.wasm"
 [[tools.booking.mounts]]
@@ -126,6 +146,10 @@ call = {"name": "notes", "arguments": {"title": "mcp", "body": "saved over MCP"}
 for id in (3, 4):
     r = rpc(id, "tools/call", call)
     print("tools/call notes ->", r["content"][0]["text"], "| replayed:", r["_meta"]["replayed"])
+r = rpc(6, "tools/call", {"name": "csv_summary", "arguments": {"path": "cities.csv"}})
+print("tools/call csv_summary (Python) ->", r["structuredContent"]["rows"], "rows")
+r = rpc(7, "tools/call", {"name": "json-transform", "arguments": {"data": {"a": [1, 2]}, "select": ".a[1]"}})
+print("tools/call json-transform (JavaScript) ->", r["content"][0]["text"])
 r = rpc(5, "tools/call", {"name": "hello", "arguments": {"name": ""}})
 print("tools/call hello with bad input -> isError:", r["isError"], "| class:", r["structuredContent"]["error"]["class"])
 server.stdin.close(); server.wait()

@@ -45,11 +45,13 @@ pub(crate) fn build(settings: &EngineSettings) -> Result<Engine, BuildError> {
     let mut pool = PoolingAllocationConfig::new();
     let n = settings.max_instances.max(1);
     // A wasip2 Rust component has about four core instances (the program,
-    // the WASI adapter and shims) and two memories; leave headroom.
+    // the WASI adapter and shims) and two memories; a Python one
+    // (componentize-py) has 14 core instances, so every instance of the pool
+    // gets room for 16. Slots are address space reserved, not memory used.
     pool.total_component_instances(n)
-        .total_core_instances(n.saturating_mul(8))
+        .total_core_instances(n.saturating_mul(16))
         .total_memories(n.saturating_mul(4))
-        .total_tables(n.saturating_mul(8))
+        .total_tables(n.saturating_mul(16))
         .total_stacks(n)
         .max_memory_size(usize::try_from(settings.max_memory_bytes).unwrap_or(usize::MAX));
     tune_slot_reuse(&mut pool);

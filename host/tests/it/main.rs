@@ -15,6 +15,7 @@ mod manage;
 mod mcp;
 mod migrate;
 mod notify;
+mod polyglot;
 mod postgres;
 mod prices;
 mod replicas;
