@@ -109,9 +109,6 @@ impl PlainWasmtime {
             &mut linker,
             |s| s,
         )?;
-        // What else a tool imports (state, HTTP: a Python or JavaScript
-        // tool imports its whole world) traps if called; measured calls do not.
-        linker.define_unknown_imports_as_traps(&component)?;
         let pre = ToolPre::new(linker.instantiate_pre(&component)?)?;
         Ok(Self {
             engine,
