@@ -403,12 +403,15 @@ pub struct ToolStats {
 
 fn new_call_id() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
+    // The process id is a system call; it does not change (the host does
+    // not fork), so it is read once.
+    static PID: std::sync::LazyLock<u32> = std::sync::LazyLock::new(std::process::id);
     let millis = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     format!(
         "call-{millis:x}-{:x}-{:x}",
-        std::process::id(),
+        *PID,
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
 }

@@ -253,6 +253,27 @@ pub struct Schedule {
 }
 
 impl Schedule {
+    /// A new, active schedule made at `now` (due from then), never run.
+    pub(crate) fn new(spec: ScheduleSpec, now: Timestamp) -> Self {
+        Schedule {
+            v: 1,
+            spec,
+            status: ScheduleStatus::Active,
+            created: now,
+            anchor: now,
+            last_slot: None,
+            running: None,
+            consecutive_failures: 0,
+            runs: 0,
+            failures: 0,
+            total_tokens: Tokens(0),
+            total_fuel: 0,
+            generation: 1,
+            escalations: Vec::new(),
+            next_run: None,
+        }
+    }
+
     /// Whether it fires.
     pub fn is_active(&self) -> bool {
         self.status == ScheduleStatus::Active

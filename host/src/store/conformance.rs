@@ -16,7 +16,7 @@ use crate::model::escalation::{
 use crate::model::journal::{
     AttemptRecord, Claim, HistoryQuery, JournalKey, Reserved, StoredOutcome,
 };
-use crate::model::schedule::{RunningSlot, Schedule, ScheduleSpec, ScheduleStatus, SlotClaim};
+use crate::model::schedule::{RunningSlot, Schedule, ScheduleSpec, SlotClaim};
 use crate::model::task::{TaskRecord, TaskSpec, TaskState};
 use crate::model::units::{Effect, Tokens};
 use crate::store::Store;
@@ -587,23 +587,7 @@ pub(crate) async fn a_slot_is_claimed_once_by_two_concurrent_claimers(j: Arc<dyn
         "echo",
         serde_json::json!({}),
     );
-    let record = Schedule {
-        v: 1,
-        spec,
-        status: ScheduleStatus::Active,
-        created: now,
-        anchor: now,
-        last_slot: None,
-        running: None,
-        consecutive_failures: 0,
-        runs: 0,
-        failures: 0,
-        total_tokens: Tokens(0),
-        total_fuel: 0,
-        generation: 1,
-        escalations: Vec::new(),
-        next_run: None,
-    };
+    let record = Schedule::new(spec, now);
     use crate::model::schedule::Created;
     let created = j.create_schedule(record.clone(), 1).await.expect("create");
     assert!(matches!(created, Created::New(_)));

@@ -9,7 +9,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::model::notify::{Delivery, EventKind, Route, RunReport, Settle};
 use crate::model::schedule::{
-    RunEnd, RunOutcome, RunStatus, RunningSlot, Schedule, ScheduleSpec, ScheduleStatus, SlotClaim,
+    RunEnd, RunOutcome, RunStatus, RunningSlot, Schedule, ScheduleSpec, SlotClaim,
 };
 use crate::model::units::Tokens;
 use crate::store::Store;
@@ -20,23 +20,8 @@ fn at(text: &str) -> Timestamp {
 
 pub(crate) async fn a_run_end_writes_its_notifications_once_and_leases_hold(j: Arc<dyn Store>) {
     let now = at("2026-01-01T00:00:00Z");
-    let record = Schedule {
-        v: 1,
-        spec: ScheduleSpec::tool("nightly", "a", "0 * * * *", "echo", serde_json::json!({})),
-        status: ScheduleStatus::Active,
-        created: now,
-        anchor: now,
-        last_slot: None,
-        running: None,
-        consecutive_failures: 0,
-        runs: 0,
-        failures: 0,
-        total_tokens: Tokens(0),
-        total_fuel: 0,
-        generation: 1,
-        escalations: Vec::new(),
-        next_run: None,
-    };
+    let spec = ScheduleSpec::tool("nightly", "a", "0 * * * *", "echo", serde_json::json!({}));
+    let record = Schedule::new(spec, now);
     j.create_schedule(record, 10).await.expect("create");
     let slot = at("2026-01-01T01:00:00Z");
     let runner = RunningSlot {

@@ -224,11 +224,8 @@ impl McpServer {
     /// initializing is not an error.
     pub async fn serve_stdio(self, stop: CancellationToken) -> Result<(), ServeError> {
         let input_closed = CancellationToken::new();
-        let transport = stdio::StdioTransport::new(
-            tokio::io::stdin(),
-            tokio::io::stdout(),
-            input_closed.clone(),
-        );
+        let transport =
+            stdio::StdioTransport::new(stdio::stdin(), stdio::stdout(), input_closed.clone());
         let server = Self {
             input_closed,
             ..self

@@ -51,7 +51,7 @@ use run::{Blocked, blocked};
 
 pub use crate::model::schedule::{
     CatchUp, NextRun, RunStatus, RunningSlot, Schedule, ScheduleConfig, ScheduleRun, ScheduleSpec,
-    ScheduleStatus, ScheduleTarget,
+    ScheduleTarget,
 };
 pub use runner::{Reconciled, Runner, Tick};
 
@@ -276,23 +276,7 @@ impl Schedules {
         let now = self.clock.now();
         self.validate(&spec, now)?;
         let quota = self.config.quota_per_owner;
-        let record = Schedule {
-            v: 1,
-            spec,
-            status: ScheduleStatus::Active,
-            created: now,
-            anchor: now,
-            last_slot: None,
-            running: None,
-            consecutive_failures: 0,
-            runs: 0,
-            failures: 0,
-            total_tokens: Tokens(0),
-            total_fuel: 0,
-            generation: 1,
-            escalations: Vec::new(),
-            next_run: None,
-        };
+        let record = Schedule::new(spec, now);
         let name = record.spec.name.clone();
         let owner = record.spec.owner.clone();
         let stored = match self.host.store().create_schedule(record, quota).await? {

@@ -18,6 +18,7 @@
 //! It does not frame messages any other way (no `Content-Length` headers).
 
 use std::collections::HashSet;
+use std::os::fd::AsFd as _;
 use std::sync::{Arc, Mutex};
 
 use rmcp::RoleServer;
@@ -56,6 +57,36 @@ impl Unanswered {
         if held {
             self.slots.add_permits(1);
         }
+    }
+}
+
+/// Standard input as an async reader: a non-blocking pipe when it is one,
+/// read on the runtime's own threads; otherwise (a terminal, a file, a
+/// socket) tokio's stdin, which reads on a blocking thread and hands every
+/// chunk across threads.
+pub(crate) fn stdin() -> Box<dyn AsyncRead + Unpin + Send> {
+    let pipe = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(tokio::net::unix::pipe::Receiver::from_file);
+    match pipe {
+        Ok(pipe) => Box::new(pipe),
+        Err(_) => Box::new(tokio::io::stdin()),
+    }
+}
+
+/// Standard output as an async writer: a non-blocking pipe when it is one
+/// (see [`stdin`]), otherwise tokio's stdout.
+pub(crate) fn stdout() -> Box<dyn AsyncWrite + Unpin + Send> {
+    let pipe = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(tokio::net::unix::pipe::Sender::from_file);
+    match pipe {
+        Ok(pipe) => Box::new(pipe),
+        Err(_) => Box::new(tokio::io::stdout()),
     }
 }
 
