@@ -707,6 +707,28 @@ pub(crate) async fn history_filters_by_tool_task_and_agent_newest_first(j: Arc<d
         ..HistoryQuery::default()
     };
     assert_eq!(calls(range), ["c2000"]);
+    // Many attempts started in one millisecond, over two batches: none
+    // overwrites another.
+    for batch in 0..2 {
+        for i in 0..40 {
+            let mut same = attempt("echo", None, "c", 5_000);
+            same.call_id = format!("same-{batch}-{i}");
+            j.audit(same);
+        }
+        j.set_cap(ScopeId::Agent("z".into()), None)
+            .await
+            .expect("write");
+    }
+    let at_5000 = HistoryQuery {
+        since_ms: Some(5_000),
+        until_ms: Some(5_001),
+        limit: Some(usize::MAX),
+        ..HistoryQuery::default()
+    };
+    let mut same = calls(at_5000);
+    same.sort();
+    same.dedup();
+    assert_eq!(same.len(), 80);
 }
 
 pub(crate) async fn state_commits_all_or_nothing_under_the_quota(j: Arc<dyn Store>) {

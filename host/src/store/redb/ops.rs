@@ -405,25 +405,37 @@ pub(super) fn reap(txn: &WriteTransaction, before_ms: u64) -> Result<usize, Jour
     Ok(stale.len())
 }
 
-pub(super) fn audit(
-    txn: &WriteTransaction,
-    record: &AttemptRecord,
-    now: u64,
-) -> Result<(), JournalError> {
+/// Records a batch's attempts in the audit table, opened once. Keys sort by
+/// start time; the low bits keep same-millisecond records apart: the first
+/// record of a millisecond looks up the last key used in it, the others of
+/// the batch count on from there (a batch of warm calls spans a few dozen
+/// milliseconds, not one lookup per record).
+pub(super) fn audit(txn: &WriteTransaction, records: &[AttemptRecord]) -> Result<(), JournalError> {
+    if records.is_empty() {
+        return Ok(());
+    }
     let mut table = txn.open_table(AUDIT).map_err(storage)?;
-    // Keys sort by start time; the low bits keep same-millisecond records apart.
-    let base = u128::from(record.started_ms.max(1)) << 64;
-    let next = table
-        .range(base..base + (1u128 << 64))
-        .map_err(storage)?
-        .next_back()
-        .transpose()
-        .map_err(storage)?
-        .map_or(base, |(k, _)| k.value() + 1);
-    let _ = now;
-    table
-        .insert(next, encode(record).as_slice())
-        .map_err(storage)?;
+    let mut next: std::collections::HashMap<u64, u128> = std::collections::HashMap::new();
+    for record in records {
+        let ms = record.started_ms.max(1);
+        let key = match next.get(&ms) {
+            Some(key) => *key,
+            None => {
+                let base = u128::from(ms) << 64;
+                table
+                    .range(base..base + (1u128 << 64))
+                    .map_err(storage)?
+                    .next_back()
+                    .transpose()
+                    .map_err(storage)?
+                    .map_or(base, |(k, _)| k.value() + 1)
+            }
+        };
+        table
+            .insert(key, encode(record).as_slice())
+            .map_err(storage)?;
+        next.insert(ms, key + 1);
+    }
     Ok(())
 }
 

@@ -87,7 +87,6 @@ pub(super) enum Op {
         before_ms: u64,
         reply: Reply<usize>,
     },
-    Audit(Box<AttemptRecord>),
     /// The audit buffer has records: commit them within [`AUDIT_LINGER`].
     AuditPending,
     /// The audit buffer is full: commit it now.
@@ -102,7 +101,7 @@ pub(super) type ScheduleWork = Box<dyn FnOnce(Option<&ScheduleTxn<'_>>) -> Answe
 impl Op {
     /// Whether the caller waits for this op, so it must be durable first.
     fn durable(&self) -> bool {
-        !matches!(self, Op::Audit(_) | Op::AuditPending | Op::AuditFull)
+        !matches!(self, Op::AuditPending | Op::AuditFull)
     }
 }
 
@@ -135,12 +134,7 @@ pub(super) fn writer(
     // ride along in its transaction), AUDIT_BATCH of them pile up, or
     // AUDIT_LINGER passes: a stream of calls costs one wake-up and one
     // commit per batch, not per call.
-    let drain = || -> Vec<Op> {
-        std::mem::take(&mut *lock_audit(buffer))
-            .into_iter()
-            .map(|record| Op::Audit(Box::new(record)))
-            .collect()
-    };
+    let drain = || -> Vec<AttemptRecord> { std::mem::take(&mut *lock_audit(buffer)) };
     let mut audit_since: Option<std::time::Instant> = None;
     let mut dirty = false;
     loop {
@@ -151,7 +145,7 @@ pub(super) fn writer(
             Ok(op) => Some(op),
             Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let _ = apply(db, drain(), true, live);
+                let _ = apply(db, drain(), Vec::new(), true, live);
                 return;
             }
         };
@@ -191,10 +185,9 @@ pub(super) fn writer(
             }
             continue;
         }
-        let mut ops = drain();
+        let records = drain();
         audit_since = None;
-        ops.extend(batch);
-        let answers = match apply(db, ops, durable, live) {
+        let answers = match apply(db, records, batch, durable, live) {
             Ok(answers) => answers,
             Err((answers, error)) => {
                 for answer in answers {
@@ -210,9 +203,11 @@ pub(super) fn writer(
     }
 }
 
-/// Applies a batch in one transaction and commits it.
+/// Applies a batch and the audit records waiting in one transaction and
+/// commits it.
 pub(super) fn apply(
     db: &Database,
+    records: Vec<AttemptRecord>,
     batch: Vec<Op>,
     durable: bool,
     live: &Liveness,
@@ -234,6 +229,9 @@ pub(super) fn apply(
         .into_iter()
         .filter_map(|op| execute(&txn, op, now, live))
         .collect();
+    if let Err(e) = audit(&txn, &records) {
+        tracing::warn!(error = %e, "cannot record attempts in the audit history");
+    }
     match txn.commit() {
         Ok(()) => Ok(answers),
         Err(e) => Err((answers, Arc::new(e))),
@@ -258,7 +256,7 @@ pub(super) fn drop_answer(op: Op) -> Option<Answer> {
         Op::Reserve { reply, .. } => Some(answer(reply, failed(()).map(|()| Reserved::Unlimited))),
         Op::Charge { reply, .. } => Some(answer(reply, failed(()).map(|()| None))),
         Op::Reap { reply, .. } => Some(answer(reply, failed(()).map(|()| 0))),
-        Op::Audit(_) | Op::AuditPending | Op::AuditFull => None,
+        Op::AuditPending | Op::AuditFull => None,
         Op::Schedules(work) => Some(work(None)),
     }
 }
@@ -347,12 +345,6 @@ pub(super) fn execute(txn: &WriteTransaction, op: Op, now: u64, live: &Liveness)
         } => Some(answer(reply, charge(txn, &scope, tokens, now))),
         Op::SetCap { scope, cap, reply } => Some(answer(reply, set_cap(txn, &scope, cap, now))),
         Op::Reap { before_ms, reply } => Some(answer(reply, reap(txn, before_ms))),
-        Op::Audit(record) => {
-            if let Err(e) = audit(txn, &record, now) {
-                tracing::warn!(error = %e, "cannot record an attempt in the audit history");
-            }
-            None
-        }
         Op::AuditPending | Op::AuditFull => None,
     }
 }
