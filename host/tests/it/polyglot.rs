@@ -394,6 +394,16 @@ async fn a_javascript_tool_describes_its_schema_answers_and_is_contained_like_a_
             class_of(&host, "js-hostile", json!({"mode": "throw", "kind": kind})).await;
         assert_eq!(class, want, "{kind}: {why}");
     }
+    // `fetch` reports every wasi:http error alike, so a request the host
+    // refuses looks like a network hiccup to the tool; the host knows better
+    // and does not retry what its policy will refuse again.
+    let (class, why) = class_of(&host, "js-hostile", json!({"mode": "fetch"})).await;
+    assert_eq!(class, ErrorClass::Permanent, "{why}");
+    assert!(
+        why.contains("refused") && why.contains("169.254.169.254"),
+        "{why}"
+    );
+
     let deadline = LimitsSpec {
         fuel: Some(1_000_000_000_000),
         timeout_ms: Some(1_000),

@@ -239,6 +239,27 @@ impl Succeeded {
     }
 }
 
+/// A retryable failure a tool reports after the host refused one of its
+/// outbound requests (origin not allowed, a private or metadata address)
+/// would meet the same refusal on every retry: it is permanent, and says
+/// why. A guest whose HTTP stack cannot tell a refusal from a network error
+/// (JavaScript's `fetch` reports both alike) is classified as one that can.
+fn refusal_is_final(error: crate::ToolError, http: &crate::HttpStats) -> crate::ToolError {
+    use crate::ToolError;
+    let Some(why) = http.refused.first() else {
+        return error;
+    };
+    match error {
+        ToolError::Transient(message) => ToolError::Permanent(format!(
+            "{message} (the host refused an outbound request: {why})"
+        )),
+        ToolError::RateLimited { .. } => ToolError::Permanent(format!(
+            "rate limited after the host refused an outbound request: {why}"
+        )),
+        other => other,
+    }
+}
+
 /// Turns an attempt into its output or error, checking size and JSON.
 fn checked_output(
     tool: &ToolName,
@@ -254,7 +275,7 @@ fn checked_output(
         Ok(Returned::Output(Err(error))) => {
             return Err(CallError::Tool {
                 tool: tool.clone(),
-                error: error.into(),
+                error: refusal_is_final(error.into(), &execution.http),
             });
         }
         Ok(Returned::Info(_)) => unreachable!("invoke returns output"),
