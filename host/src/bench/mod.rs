@@ -253,7 +253,7 @@ pub fn run(
     runtime.block_on(calls::per_call(options, &bytes, &mut report))?;
     progress("durable keyed calls: one commit per write vs group commit");
     runtime.block_on(durable::durable(options, &mut report))?;
-    progress("throughput on 1 and 2 worker threads; 1,000 calls in flight");
+    progress("throughput with the process pinned to 1 and to 2 cores; 1,000 calls in flight");
     throughput::throughput(options, &mut report)?;
     progress("loading precompiled tools");
     runtime.block_on(loading::loading(options, &mut report))?;
