@@ -79,16 +79,25 @@ pub const MAX_OUTPUT_BYTES: usize = 4096;
 /// A tool's JSON output as an event carries it: whole up to
 /// [`MAX_OUTPUT_BYTES`], else its size and the start of its text.
 pub fn summarize(output: &str) -> Value {
+    // A NUL inside a string cannot be stored by every store (PostgreSQL's
+    // jsonb refuses it): such an output is carried as text.
     if output.len() <= MAX_OUTPUT_BYTES
+        && !output.contains("\\u0000")
         && let Ok(value) = serde_json::from_str::<Value>(output)
     {
         return value;
     }
-    let mut end = output.len().min(MAX_OUTPUT_BYTES);
-    while !output.is_char_boundary(end) {
+    serde_json::json!({ "truncated": true, "bytes": output.len(), "head": bounded(output) })
+}
+
+/// `text` as an event carries it: at most [`MAX_OUTPUT_BYTES`] (cut at a
+/// character boundary), without NUL characters.
+pub fn bounded(text: &str) -> String {
+    let mut end = text.len().min(MAX_OUTPUT_BYTES);
+    while !text.is_char_boundary(end) {
         end -= 1;
     }
-    serde_json::json!({ "truncated": true, "bytes": output.len(), "head": &output[..end] })
+    text[..end].replace('\0', "\u{fffd}")
 }
 
 #[cfg(test)]
@@ -103,5 +112,10 @@ mod tests {
         assert_eq!(cut["truncated"], true);
         assert_eq!(cut["bytes"], big.len());
         assert!(cut["head"].as_str().unwrap().len() <= MAX_OUTPUT_BYTES);
+        // A NUL escaped in the JSON never becomes a NUL in the event.
+        let nul = summarize(r#"{"a":"x\u0000y"}"#);
+        assert_eq!(nul["truncated"], true);
+        assert!(!nul.to_string().contains('\0'));
+        assert_eq!(bounded("a\0b"), "a\u{fffd}b");
     }
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::error::ErrorClass;
-pub use crate::model::events::{EventKind, Route, RunReport, summarize};
+pub use crate::model::events::{EventKind, Route, RunReport, bounded, summarize};
 use crate::model::money::Money;
 use crate::model::schedule::{RunStatus, Schedule, ScheduleRun, ScheduleStatus};
 use crate::model::units::Tokens;
@@ -120,7 +120,7 @@ pub fn events(
         started: run.started,
         tokens: run.tokens,
         cost: report.cost.clone(),
-        error: run.error.clone(),
+        error: run.error.as_deref().map(bounded),
         class: run.class,
         escalation: run.escalation,
         paused: None,
@@ -143,7 +143,7 @@ pub fn events(
         && was_active
     {
         out.push(Event {
-            paused: Some(reason.clone()),
+            paused: Some(bounded(reason)),
             ..event(EventKind::SchedulePaused)
         });
     }

@@ -29,6 +29,10 @@ const BATCH: usize = 32;
 const BASE_DELAY: Duration = Duration::from_secs(2);
 /// Longest retry delay.
 const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
+/// Entries of one sink delivered per pass: its concurrent requests.
+const PER_SINK: usize = 4;
+/// Attempts for an entry whose sink this host does not have.
+const DEFAULT_ATTEMPTS: u32 = 8;
 
 /// What one pass did, by (sink, event id).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -72,20 +76,42 @@ impl Notifier {
             .outbox_claim(now, LEASE, self.holder.clone(), BATCH)
             .await?;
         let mut set = tokio::task::JoinSet::new();
+        let mut per_sink: std::collections::HashMap<String, usize> =
+            std::collections::HashMap::new();
         for entry in entries {
+            // A sink takes a few requests at once; the rest of its backlog
+            // waits for the next pass (within the lease, never behind it).
+            let taken = per_sink.entry(entry.sink.clone()).or_default();
+            *taken += 1;
             let this = self.clone();
-            set.spawn(async move { this.deliver(entry, now).await });
+            if *taken > PER_SINK {
+                set.spawn(async move { this.settle(entry, Settle::Defer { at: now }).await });
+            } else {
+                set.spawn(async move { this.deliver(entry, now).await });
+            }
         }
         let mut out = Deliveries::default();
+        let mut failed = None;
         while let Some(done) = set.join_next().await {
             let Ok(result) = done else { continue };
-            let ((sink, event), settle) = result?;
+            // One store error does not abort the other deliveries in flight.
+            let ((sink, event), settle) = match result {
+                Ok(settled) => settled,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot record a notification's delivery");
+                    failed.get_or_insert(e);
+                    continue;
+                }
+            };
             match settle {
                 Settle::Delivered { .. } => out.delivered.push((sink, event)),
                 Settle::Retry { error, .. } => out.retrying.push((sink, event, error)),
                 Settle::Dead { error } => out.dead.push((sink, event, error)),
                 Settle::Defer { .. } => out.deferred.push((sink, event)),
             }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         for list in [&mut out.delivered, &mut out.deferred] {
             list.sort();
@@ -103,6 +129,18 @@ impl Notifier {
     ) -> Result<((String, String), Settle), ScheduleError> {
         let host = &self.schedules.host;
         let settle = match host.sink(&entry.sink) {
+            // Another replica may have it (a rolling deploy adding a sink):
+            // retried like a failure, dead after the default attempts.
+            None if entry.attempts < DEFAULT_ATTEMPTS => Settle::Retry {
+                at: later(
+                    self.schedules.now(),
+                    delay(entry.attempts, host.jitter_unit()),
+                ),
+                error: format!(
+                    "no notification sink `{}` is configured on this host",
+                    entry.sink
+                ),
+            },
             None => Settle::Dead {
                 error: format!("no notification sink `{}` is configured", entry.sink),
             },
@@ -121,10 +159,10 @@ impl Notifier {
                         Posted::Delivered | Posted::Refused(_) => Verdict::Success,
                     };
                     permit.record(verdict, host.clock_now().saturating_sub(started));
+                    // Backoff counts from the answer, not from the pass's start.
+                    let answered = self.schedules.now();
                     match posted {
-                        Posted::Delivered => Settle::Delivered {
-                            at: self.schedules.now(),
-                        },
+                        Posted::Delivered => Settle::Delivered { at: answered },
                         Posted::Refused(error) => Settle::Dead { error },
                         Posted::Retry { error, .. } if entry.attempts >= sink.sink.max_attempts => {
                             Settle::Dead {
@@ -137,7 +175,7 @@ impl Notifier {
                         Posted::Retry { error, after } => {
                             let backoff = delay(entry.attempts, host.jitter_unit());
                             Settle::Retry {
-                                at: later(now, after.unwrap_or_default().max(backoff)),
+                                at: later(answered, after.unwrap_or_default().max(backoff)),
                                 error,
                             }
                         }
@@ -145,8 +183,19 @@ impl Notifier {
                 }
             },
         };
-        let (sink, event) = (entry.sink.clone(), entry.event.id.clone());
-        let settled = host
+        self.settle(entry, settle).await
+    }
+
+    /// Records how `entry`'s delivery went.
+    async fn settle(
+        &self,
+        entry: OutboxEntry,
+        settle: Settle,
+    ) -> Result<((String, String), Settle), ScheduleError> {
+        let (sink, event) = (entry.sink, entry.event.id);
+        let settled = self
+            .schedules
+            .host
             .store()
             .outbox_settle(
                 sink.clone(),

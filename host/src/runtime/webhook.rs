@@ -21,6 +21,15 @@ use sha2::Sha256;
 use super::net::{ConnectError, HttpSpec, NetPolicy, TokioIo, connect};
 use crate::model::notify::{Event, EventKind};
 
+/// The longest a webhook request may take: well inside the 2-minute lease a
+/// deliverer holds an entry for, so no other deliverer takes it over while
+/// the request is still going.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Requests to one sink at once (its connection limit): a backlog waits for
+/// a slot before its request's time starts.
+const CONCURRENT: usize = 4;
+
 /// A webhook sink, as an embedder or `[notify.NAME]` gives it.
 ///
 /// ```
@@ -41,7 +50,7 @@ pub struct Webhook {
 impl fmt::Debug for Webhook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Webhook")
-            .field("url", &self.url)
+            .field("url", &redacted(&self.url))
             .field("secret", &"<redacted>")
             .field("allow_private", &self.allow_private)
             .field("kinds", &self.kinds)
@@ -76,9 +85,10 @@ impl Webhook {
         self
     }
 
-    /// Time for one request, connection to status line.
+    /// Time for one request, connection to status line (at most
+    /// [`MAX_TIMEOUT`]: a deliverer's lease must outlast its request).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.timeout = timeout.clamp(Duration::from_millis(1), MAX_TIMEOUT);
         self
     }
 
@@ -92,7 +102,8 @@ impl Webhook {
 /// A sink that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SinkError {
-    /// The URL is not an absolute `http`/`https` URL with a host.
+    /// The URL is not an absolute `http`/`https` URL with a host (shown
+    /// without its path, query or credentials, which may hold secrets).
     #[error("`{url}` is not a webhook URL: {reason}")]
     BadUrl {
         /// The URL as given.
@@ -123,6 +134,20 @@ pub(crate) struct Sink {
     tls: bool,
     policy: Arc<NetPolicy>,
     secret: Vec<u8>,
+    slots: tokio::sync::Semaphore,
+}
+
+/// `url` as errors and logs show it: its scheme and authority without
+/// credentials; no path or query (hook URLs often carry a token there).
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<not a URL>".into();
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    format!("{scheme}://{host}/…")
 }
 
 /// How one delivery went.
@@ -143,7 +168,7 @@ pub(crate) enum Posted {
 impl Sink {
     pub(crate) fn new(hook: &Webhook) -> Result<Self, SinkError> {
         let bad = |reason: &str| SinkError::BadUrl {
-            url: hook.url.clone(),
+            url: redacted(&hook.url),
             reason: reason.to_owned(),
         };
         let uri: http::Uri = hook.url.parse().map_err(|_| bad("it does not parse"))?;
@@ -196,12 +221,13 @@ impl Sink {
             tls,
             policy: Arc::new(policy),
             secret: hook.secret.clone(),
+            slots: tokio::sync::Semaphore::new(CONCURRENT),
         })
     }
 
-    /// The URL it posts to.
+    /// Where it posts, without path or query.
     pub(crate) fn url(&self) -> String {
-        self.uri.to_string()
+        format!("{}/…", self.origin)
     }
 
     /// POSTs `event` (attempt `attempt`), signed at `unix` seconds.
@@ -211,6 +237,10 @@ impl Sink {
             Err(e) => return Posted::Refused(format!("the event does not encode: {e}")),
         };
         let signature = signature(&self.secret, unix, &body);
+        // Waiting for a slot is not the sink's slowness: the timeout starts after.
+        let Ok(_slot) = self.slots.acquire().await else {
+            return Posted::Refused("the sink is closed".into());
+        };
         match tokio::time::timeout(self.timeout, self.send(event, attempt, signature, body)).await {
             Ok(posted) => posted,
             Err(_) => Posted::Retry {
@@ -309,11 +339,22 @@ mod tests {
         assert!(Sink::new(&ok).is_ok());
         for url in ["ftp://x/", "/relative", "http://user:pw@host/", "not a url"] {
             let hook = Webhook::new(url, "0123456789abcdef");
-            assert!(
-                matches!(Sink::new(&hook), Err(SinkError::BadUrl { .. })),
-                "{url}"
-            );
+            let err = Sink::new(&hook).err();
+            assert!(matches!(err, Some(SinkError::BadUrl { .. })), "{url}");
+            // Credentials never appear in the error.
+            assert!(!err.unwrap().to_string().contains("pw"), "{url}");
         }
+        let hooked = Webhook::new(
+            "https://hooks.example/T000/B000/XXXXsecret",
+            "0123456789abcdef",
+        );
+        assert!(!format!("{hooked:?}").contains("XXXXsecret"));
+        assert_eq!(
+            Sink::new(&hooked).unwrap().url(),
+            "https://hooks.example:443/…"
+        );
+        let long = Webhook::new("https://h/", "0123456789abcdef").timeout(Duration::MAX);
+        assert_eq!(Sink::new(&long).unwrap().timeout, MAX_TIMEOUT);
         assert_eq!(
             Sink::new(&Webhook::new("https://h/", "short")).err(),
             Some(SinkError::ShortSecret(5))

@@ -81,6 +81,7 @@ macro_rules! conformance_suite {
             a_slot_is_claimed_once_by_two_concurrent_claimers,
             history_filters_by_tool_task_and_agent_newest_first,
             a_run_end_writes_its_notifications_once_and_leases_hold,
+            attempts_started_in_one_millisecond_all_stay_in_the_history,
         );
     };
     (@tests $open:expr; $($name:ident),* $(,)?) => {
@@ -94,7 +95,10 @@ macro_rules! conformance_suite {
         )*
     };
 }
-pub(crate) use super::outbox_conformance::a_run_end_writes_its_notifications_once_and_leases_hold;
+pub(crate) use super::conformance_records::{
+    a_run_end_writes_its_notifications_once_and_leases_hold,
+    attempts_started_in_one_millisecond_all_stay_in_the_history,
+};
 pub(crate) use conformance_suite;
 
 fn key(k: &str) -> JournalKey {
@@ -646,7 +650,12 @@ pub(crate) async fn a_slot_is_claimed_once_by_two_concurrent_claimers(j: Arc<dyn
     assert!(j.schedule_runs("nightly").expect("runs").is_empty());
 }
 
-fn attempt(tool: &str, task: Option<&str>, agent: &str, started_ms: u64) -> AttemptRecord {
+pub(crate) fn attempt(
+    tool: &str,
+    task: Option<&str>,
+    agent: &str,
+    started_ms: u64,
+) -> AttemptRecord {
     AttemptRecord {
         v: 1,
         tool: tool.into(),
@@ -707,28 +716,6 @@ pub(crate) async fn history_filters_by_tool_task_and_agent_newest_first(j: Arc<d
         ..HistoryQuery::default()
     };
     assert_eq!(calls(range), ["c2000"]);
-    // Many attempts started in one millisecond, over two batches: none
-    // overwrites another.
-    for batch in 0..2 {
-        for i in 0..40 {
-            let mut same = attempt("echo", None, "c", 5_000);
-            same.call_id = format!("same-{batch}-{i}");
-            j.audit(same);
-        }
-        j.set_cap(ScopeId::Agent("z".into()), None)
-            .await
-            .expect("write");
-    }
-    let at_5000 = HistoryQuery {
-        since_ms: Some(5_000),
-        until_ms: Some(5_001),
-        limit: Some(usize::MAX),
-        ..HistoryQuery::default()
-    };
-    let mut same = calls(at_5000);
-    same.sort();
-    same.dedup();
-    assert_eq!(same.len(), 80);
 }
 
 pub(crate) async fn state_commits_all_or_nothing_under_the_quota(j: Arc<dyn Store>) {

@@ -33,10 +33,10 @@ use crate::resilience::breaker::BreakerMode;
 pub(crate) mod config;
 #[cfg(test)]
 pub(crate) mod conformance;
+#[cfg(test)]
+pub(crate) mod conformance_records;
 pub(crate) mod ledger;
 pub(crate) mod migrate;
-#[cfg(test)]
-pub(crate) mod outbox_conformance;
 pub(crate) mod owner;
 pub(crate) mod postgres;
 pub(crate) mod redb;

@@ -224,8 +224,13 @@ impl McpServer {
     /// initializing is not an error.
     pub async fn serve_stdio(self, stop: CancellationToken) -> Result<(), ServeError> {
         let input_closed = CancellationToken::new();
-        let transport =
-            stdio::StdioTransport::new(stdio::stdin(), stdio::stdout(), input_closed.clone());
+        // Put back when the session ends (this function returns).
+        let flags = stdio::RestoreFlags::save();
+        let transport = stdio::StdioTransport::new(
+            stdio::stdin(&flags),
+            stdio::stdout(&flags),
+            input_closed.clone(),
+        );
         let server = Self {
             input_closed,
             ..self

@@ -1036,3 +1036,50 @@ async fn progress_floods_are_coalesced_keeping_the_latest_report() {
     session.cancel().await.expect("closes");
     child.kill().await.expect("stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdio_reads_its_pipe_without_blocking_and_leaves_it_as_it_found_it() {
+    use std::io::{BufRead as _, Write as _};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "");
+    // The server's stdin is a pipe whose read end this test shares (the same
+    // open file description), so it sees the flags the server sets on it.
+    let (reader, mut writer) = std::io::pipe().expect("pipe");
+    let shared = reader.try_clone().expect("dup");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cofferdam"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .arg("--artifact-dir")
+        .arg(common::shared_data_dir().join("artifacts"))
+        .env_remove("COFFERDAM_LOG")
+        .stdin(reader)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawns");
+    let initialize = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "test", "version": "1"}}});
+    writeln!(writer, "{initialize}").expect("write");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("answer");
+    assert!(line.contains("\"result\""), "{line}");
+    let nonblocking = |fd: &std::io::PipeReader| {
+        rustix::fs::fcntl_getfl(fd)
+            .expect("flags")
+            .contains(rustix::fs::OFlags::NONBLOCK)
+    };
+    assert!(
+        nonblocking(&shared),
+        "read as a non-blocking pipe while serving"
+    );
+    drop(writer);
+    let status = child.wait().expect("exits");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        !nonblocking(&shared),
+        "the pipe is blocking again after the server left"
+    );
+}

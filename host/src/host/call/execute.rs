@@ -239,14 +239,16 @@ impl Succeeded {
     }
 }
 
-/// A retryable failure a tool reports after the host refused one of its
-/// outbound requests (origin not allowed, a private or metadata address)
-/// would meet the same refusal on every retry: it is permanent, and says
-/// why. A guest whose HTTP stack cannot tell a refusal from a network error
-/// (JavaScript's `fetch` reports both alike) is classified as one that can.
+/// A retryable failure a tool reports when the host refused its outbound
+/// requests (origin not allowed, a private or metadata address) and let
+/// none through would meet the same refusal on every retry: it is
+/// permanent, and says why. A guest whose HTTP stack cannot tell a refusal
+/// from a network error (JavaScript's `fetch` reports both alike) is
+/// classified as one that can. A tool that also reached an upstream keeps
+/// its own word (the upstream may have answered 503).
 fn refusal_is_final(error: crate::ToolError, http: &crate::HttpStats) -> crate::ToolError {
     use crate::ToolError;
-    let Some(why) = http.refused.first() else {
+    let Some(why) = http.refused.first().filter(|_| http.requests == 0) else {
         return error;
     };
     match error {

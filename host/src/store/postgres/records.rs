@@ -216,7 +216,7 @@ pub(super) async fn claim_slot(shared: Arc<Shared>, claim: SlotClaim) -> Outcome
 
 pub(super) async fn finish_run(shared: Arc<Shared>, end: RunEnd) -> Outcome<Option<ScheduleRun>> {
     let mut client = shared.pool.get().await?;
-    let txn = client.transaction().await?;
+    let mut txn = client.transaction().await?;
     let now = db_now(&txn).await?;
     let (name, slot) = (end.name.clone(), end.slot.as_millisecond());
     let Some(mut schedule) = locked_schedule(&txn, &name).await? else {
@@ -243,7 +243,17 @@ pub(super) async fn finish_run(shared: Arc<Shared>, end: RunEnd) -> Outcome<Opti
     put_run(&txn, &name, &run).await?;
     put_schedule(&txn, &schedule).await?;
     let entries = crate::model::notify::for_run(was_active, &schedule, &run, &report);
-    super::outbox::insert(&txn, &entries).await?;
+    if !entries.is_empty() {
+        // Notifications that cannot be stored must not lose the run's end.
+        let savepoint = txn.savepoint("outbox").await?;
+        match super::outbox::insert(&savepoint, &entries).await {
+            Ok(()) => savepoint.commit().await?,
+            Err(e) => {
+                tracing::error!(schedule = %name, error = ?e, "cannot store a run's notifications");
+                savepoint.rollback().await?;
+            }
+        }
+    }
     txn.commit().await?;
     Ok(Some(run))
 }

@@ -60,11 +60,48 @@ impl Unanswered {
     }
 }
 
+/// The file status flags stdin and stdout had when the server started,
+/// put back when this is dropped: a pipe made non-blocking is non-blocking
+/// for every process that shares it (a wrapper script, the next command
+/// of a shell pipeline).
+pub(crate) struct RestoreFlags {
+    stdin: Option<rustix::fs::OFlags>,
+    stdout: Option<rustix::fs::OFlags>,
+}
+
+impl RestoreFlags {
+    pub(crate) fn save() -> Self {
+        Self {
+            stdin: rustix::fs::fcntl_getfl(std::io::stdin()).ok(),
+            stdout: rustix::fs::fcntl_getfl(std::io::stdout()).ok(),
+        }
+    }
+
+    fn restore_stdin(&self) {
+        if let Some(flags) = self.stdin {
+            let _ = rustix::fs::fcntl_setfl(std::io::stdin(), flags);
+        }
+    }
+
+    fn restore_stdout(&self) {
+        if let Some(flags) = self.stdout {
+            let _ = rustix::fs::fcntl_setfl(std::io::stdout(), flags);
+        }
+    }
+}
+
+impl Drop for RestoreFlags {
+    fn drop(&mut self) {
+        self.restore_stdin();
+        self.restore_stdout();
+    }
+}
+
 /// Standard input as an async reader: a non-blocking pipe when it is one,
 /// read on the runtime's own threads; otherwise (a terminal, a file, a
 /// socket) tokio's stdin, which reads on a blocking thread and hands every
 /// chunk across threads.
-pub(crate) fn stdin() -> Box<dyn AsyncRead + Unpin + Send> {
+pub(crate) fn stdin(saved: &RestoreFlags) -> Box<dyn AsyncRead + Unpin + Send> {
     let pipe = std::io::stdin()
         .as_fd()
         .try_clone_to_owned()
@@ -72,13 +109,17 @@ pub(crate) fn stdin() -> Box<dyn AsyncRead + Unpin + Send> {
         .and_then(tokio::net::unix::pipe::Receiver::from_file);
     match pipe {
         Ok(pipe) => Box::new(pipe),
-        Err(_) => Box::new(tokio::io::stdin()),
+        Err(_) => {
+            // Blocking reads again, in case the attempt left it non-blocking.
+            saved.restore_stdin();
+            Box::new(tokio::io::stdin())
+        }
     }
 }
 
 /// Standard output as an async writer: a non-blocking pipe when it is one
 /// (see [`stdin`]), otherwise tokio's stdout.
-pub(crate) fn stdout() -> Box<dyn AsyncWrite + Unpin + Send> {
+pub(crate) fn stdout(saved: &RestoreFlags) -> Box<dyn AsyncWrite + Unpin + Send> {
     let pipe = std::io::stdout()
         .as_fd()
         .try_clone_to_owned()
@@ -86,7 +127,10 @@ pub(crate) fn stdout() -> Box<dyn AsyncWrite + Unpin + Send> {
         .and_then(tokio::net::unix::pipe::Sender::from_file);
     match pipe {
         Ok(pipe) => Box::new(pipe),
-        Err(_) => Box::new(tokio::io::stdout()),
+        Err(_) => {
+            saved.restore_stdout();
+            Box::new(tokio::io::stdout())
+        }
     }
 }
 

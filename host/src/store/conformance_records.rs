@@ -1,6 +1,7 @@
-//! The outbox part of the store conformance suite (`conformance.rs`): both
-//! backends write a run's notifications with its end, once, and lease each
-//! entry to one deliverer at a time.
+//! More of the store conformance suite (`conformance.rs`): both backends
+//! write a run's notifications with its end, once, and lease each entry to
+//! one deliverer at a time; and attempts started in one millisecond all keep
+//! their own audit record.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -151,4 +152,35 @@ pub(crate) async fn a_run_end_writes_its_notifications_once_and_leases_hold(j: A
     let outbox = j.outbox().expect("outbox");
     assert_eq!(outbox.len(), 4);
     assert!(outbox.iter().all(|e| e.state == Delivery::Delivered));
+}
+
+pub(crate) async fn attempts_started_in_one_millisecond_all_stay_in_the_history(j: Arc<dyn Store>) {
+    use crate::model::budget::ScopeId;
+    use crate::model::journal::HistoryQuery;
+    // Over two batches (a durable write commits the buffered records).
+    for batch in 0..2 {
+        for i in 0..40 {
+            let mut same = super::conformance::attempt("echo", None, "c", 5_000);
+            same.call_id = format!("same-{batch}-{i}");
+            j.audit(same);
+        }
+        j.set_cap(ScopeId::Agent("z".into()), None)
+            .await
+            .expect("write");
+    }
+    let at_5000 = HistoryQuery {
+        since_ms: Some(5_000),
+        until_ms: Some(5_001),
+        limit: Some(usize::MAX),
+        ..HistoryQuery::default()
+    };
+    let mut same: Vec<String> = j
+        .history(&at_5000)
+        .expect("history")
+        .into_iter()
+        .map(|r| r.call_id)
+        .collect();
+    same.sort();
+    same.dedup();
+    assert_eq!(same.len(), 80);
 }
