@@ -29,6 +29,9 @@ const BATCH: usize = 32;
 const BASE_DELAY: Duration = Duration::from_secs(2);
 /// Longest retry delay.
 const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
+/// How long delivered and dead entries are kept (for `schedules
+/// notifications`).
+pub(crate) const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Entries of one sink delivered per pass: its concurrent requests.
 const PER_SINK: usize = 4;
 /// Attempts for an entry whose sink this host does not have.
@@ -53,6 +56,8 @@ pub struct Deliveries {
 pub struct Notifier {
     schedules: Schedules,
     holder: String,
+    /// When settled entries were last pruned.
+    pruned: std::sync::Arc<std::sync::Mutex<Option<Timestamp>>>,
 }
 
 impl Notifier {
@@ -62,13 +67,20 @@ impl Notifier {
             crate::store::owner::me(),
             NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        Self { schedules, holder }
+        Self {
+            schedules,
+            holder,
+            pruned: std::sync::Arc::default(),
+        }
     }
 
     /// One pass: delivers every entry due now (on the host's calendar
     /// clock), at most 32, concurrently.
+    /// Once an hour it also deletes delivered and dead entries older than
+    /// 7 days.
     pub async fn deliver_due(&self) -> Result<Deliveries, ScheduleError> {
         let now = self.schedules.now();
+        self.prune(now).await?;
         let entries = self
             .schedules
             .host
@@ -119,6 +131,28 @@ impl Notifier {
         out.retrying.sort();
         out.dead.sort();
         Ok(out)
+    }
+
+    /// Deletes settled entries past [`RETENTION`], at most once an hour.
+    async fn prune(&self, now: Timestamp) -> Result<(), ScheduleError> {
+        {
+            let mut last = self
+                .pruned
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|at| now.duration_since(at) < SignedDuration::from_hours(1)) {
+                return Ok(());
+            }
+            *last = Some(now);
+        }
+        let before = now
+            .checked_sub(SignedDuration::try_from(RETENTION).unwrap_or(SignedDuration::MAX))
+            .unwrap_or(Timestamp::MIN);
+        let pruned = self.schedules.host.store().outbox_prune(before).await?;
+        if pruned > 0 {
+            tracing::info!(pruned, "old notifications deleted");
+        }
+        Ok(())
     }
 
     /// Delivers one claimed entry and records how it went.

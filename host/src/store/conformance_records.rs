@@ -152,6 +152,10 @@ pub(crate) async fn a_run_end_writes_its_notifications_once_and_leases_hold(j: A
     let outbox = j.outbox().expect("outbox");
     assert_eq!(outbox.len(), 4);
     assert!(outbox.iter().all(|e| e.state == Delivery::Delivered));
+    // Settled entries go once they are older than the cutoff, not before.
+    assert_eq!(j.outbox_prune(slot).await.expect("prune"), 0);
+    assert_eq!(j.outbox_prune(far).await.expect("prune"), 4);
+    assert!(j.outbox().expect("outbox").is_empty());
 }
 
 pub(crate) async fn attempts_started_in_one_millisecond_all_stay_in_the_history(j: Arc<dyn Store>) {

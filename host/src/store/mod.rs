@@ -181,6 +181,8 @@ pub(crate) trait OutboxStore {
     ) -> StoreFuture<'_, bool>;
     /// Every entry, oldest first.
     fn outbox(&self) -> Result<Vec<OutboxEntry>, JournalError>;
+    /// Deletes delivered and dead entries written before `before`; how many.
+    fn outbox_prune(&self, before: jiff::Timestamp) -> StoreFuture<'_, usize>;
 }
 
 /// Breaker modes operators set, applied when a tool is loaded.

@@ -94,7 +94,21 @@ async fn claim(
         .await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
-        let mut entry = row_entry(row)?;
+        let mut entry = match row_entry(row) {
+            Ok(entry) => entry,
+            Err(e) => {
+                // One bad record (a newer version's) must not stop every
+                // delivery: it leaves the queue.
+                let (sink, event): (&str, &str) = (row.get(0), row.get(1));
+                tracing::warn!(%sink, %event, error = %e, "an unreadable notification is set aside");
+                txn.execute(
+                    "UPDATE outbox SET state = 'unreadable' WHERE sink = $1 AND event_id = $2",
+                    &[&sink, &event],
+                )
+                .await?;
+                continue;
+            }
+        };
         entry.claim(now, lease, &holder);
         put(&txn, &entry).await?;
         out.push(entry);
@@ -140,7 +154,19 @@ async fn all(shared: Arc<Shared>) -> Outcome<Vec<OutboxEntry>> {
             &[],
         )
         .await?;
-    Ok(rows.iter().map(row_entry).collect::<Result<_, _>>()?)
+    // What cannot be read is left out of the listing (claims set it aside).
+    Ok(rows.iter().filter_map(|row| row_entry(row).ok()).collect())
+}
+
+async fn prune(shared: Arc<Shared>, before: Timestamp) -> Outcome<usize> {
+    let client = shared.pool.get().await?;
+    let deleted = client
+        .execute(
+            "DELETE FROM outbox WHERE state <> 'pending' AND created_ms < $1",
+            &[&before.as_millisecond()],
+        )
+        .await?;
+    Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
 }
 
 impl OutboxStore for PgStore {
@@ -166,5 +192,9 @@ impl OutboxStore for PgStore {
 
     fn outbox(&self) -> Result<Vec<OutboxEntry>, JournalError> {
         self.block(all)
+    }
+
+    fn outbox_prune(&self, before: Timestamp) -> StoreFuture<'_, usize> {
+        self.write(move |s| prune(s, before))
     }
 }

@@ -26,6 +26,16 @@ fn key_name(sink: &str, event: &str) -> String {
     format!("{sink}/{event}")
 }
 
+/// An entry, or `None` (logged) when it cannot be read (written by a newer
+/// version, say): one bad record must not stop every delivery.
+fn readable(sink: &str, event: &str, bytes: &[u8]) -> Option<OutboxEntry> {
+    decode(&key_name(sink, event), bytes)
+        .map_err(
+            |e| tracing::warn!(%sink, %event, error = %e, "skipping an unreadable notification"),
+        )
+        .ok()
+}
+
 impl ScheduleTxn<'_> {
     /// Adds entries that are not there yet (an event is written once).
     pub(super) fn put_outbox(&self, entries: &[OutboxEntry]) -> Result<(), JournalError> {
@@ -63,7 +73,16 @@ pub(super) fn export(
         for row in table.iter().map_err(storage)? {
             let (key, value) = row.map_err(storage)?;
             let (sink, event) = key.value();
-            let mut entry: OutboxEntry = decode(&key_name(sink, event), value.value())?;
+            // A migration moves every entry or fails; a listing skips what
+            // it cannot read.
+            let mut entry: OutboxEntry = if fresh {
+                decode(&key_name(sink, event), value.value())?
+            } else {
+                let Some(entry) = readable(sink, event, value.value()) else {
+                    continue;
+                };
+                entry
+            };
             if fresh {
                 entry.lease_until = None;
                 entry.holder = None;
@@ -91,7 +110,9 @@ impl OutboxStore for RedbStore {
             for row in table.iter().map_err(storage)? {
                 let (key, value) = row.map_err(storage)?;
                 let (sink, event) = key.value();
-                let entry: OutboxEntry = decode(&key_name(sink, event), value.value())?;
+                let Some(entry) = readable(sink, event, value.value()) else {
+                    continue;
+                };
                 if entry.claimable(now) {
                     return Ok(false);
                 }
@@ -107,7 +128,9 @@ impl OutboxStore for RedbStore {
             for row in pending.iter().map_err(storage)? {
                 let (key, value) = row.map_err(storage)?;
                 let (sink, event) = key.value();
-                let entry: OutboxEntry = decode(&key_name(sink, event), value.value())?;
+                let Some(entry) = readable(sink, event, value.value()) else {
+                    continue;
+                };
                 if entry.claimable(now) {
                     due.push(entry);
                 }
@@ -159,5 +182,25 @@ impl OutboxStore for RedbStore {
 
     fn outbox(&self) -> Result<Vec<OutboxEntry>, JournalError> {
         export(&self.db.begin_read().map_err(storage)?, false)
+    }
+
+    fn outbox_prune(&self, before: Timestamp) -> StoreFuture<'_, usize> {
+        Box::pin(self.schedules_txn(move |txn| {
+            let mut settled = txn.txn.open_table(SETTLED).map_err(storage)?;
+            let mut old = Vec::new();
+            for row in settled.iter().map_err(storage)? {
+                let (key, value) = row.map_err(storage)?;
+                let (sink, event) = key.value();
+                if readable(sink, event, value.value()).is_none_or(|e| e.created < before) {
+                    old.push((sink.to_owned(), event.to_owned()));
+                }
+            }
+            for (sink, event) in &old {
+                settled
+                    .remove((sink.as_str(), event.as_str()))
+                    .map_err(storage)?;
+            }
+            Ok(old.len())
+        }))
     }
 }
