@@ -278,11 +278,10 @@ fn signed_at() -> i64 {
 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The retry delay after `attempts` tries: 2 s doubling up to 15 min, the
-/// upper half jittered by `unit` (in `[0, 1)`).
+/// upper half jittered by `unit` (in `[0, 1)`), so a retry never comes at
+/// once.
 fn delay(attempts: u32, unit: f64) -> Duration {
-    let full = BASE_DELAY
-        .saturating_mul(1u32 << attempts.saturating_sub(1).min(20))
-        .min(MAX_DELAY);
+    let full = crate::resilience::retry::exponential(BASE_DELAY, MAX_DELAY, attempts);
     full / 2 + (full / 2).mul_f64(unit.clamp(0.0, 1.0))
 }
 

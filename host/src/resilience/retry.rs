@@ -44,13 +44,16 @@ impl RetryConfig {
     /// `min(base × 2^(attempt-1), max)`, but never less than what the tool
     /// asked for with a rate-limited error.
     pub fn backoff(&self, attempt: u32, asked: Option<Duration>, jitter: &Jitter) -> Duration {
-        let growth = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
-        let ceiling = self
-            .base_backoff
-            .saturating_mul(growth)
-            .min(self.max_backoff);
+        let ceiling = exponential(self.base_backoff, self.max_backoff, attempt);
         jitter.up_to(ceiling).max(asked.unwrap_or_default())
     }
+}
+
+/// `min(base × 2^(attempt-1), max)` for attempt `attempt` (1-based): the
+/// ceiling every backoff here grows by.
+pub(crate) fn exponential(base: Duration, max: Duration, attempt: u32) -> Duration {
+    let growth = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
+    base.saturating_mul(growth).min(max)
 }
 
 /// A token bucket of retries: every call deposits `ratio` tokens, time

@@ -36,6 +36,28 @@ fn readable(sink: &str, event: &str, bytes: &[u8]) -> Option<OutboxEntry> {
         .ok()
 }
 
+/// A (sink, event id) key, owned.
+type Key = (String, String);
+
+/// The pending entries due at `now`, and the keys of those that cannot be
+/// read.
+fn scan_due<T: ReadableTable<(&'static str, &'static str), &'static [u8]>>(
+    table: &T,
+    now: Timestamp,
+) -> Result<(Vec<OutboxEntry>, Vec<Key>), JournalError> {
+    let (mut due, mut unreadable) = (Vec::new(), Vec::new());
+    for row in table.iter().map_err(storage)? {
+        let (key, value) = row.map_err(storage)?;
+        let (sink, event) = key.value();
+        match decode::<OutboxEntry>(&key_name(sink, event), value.value()) {
+            Ok(entry) if entry.claimable(now) => due.push(entry),
+            Ok(_) => {}
+            Err(_) => unreadable.push((sink.to_owned(), event.to_owned())),
+        }
+    }
+    Ok((due, unreadable))
+}
+
 impl ScheduleTxn<'_> {
     /// Adds entries that are not there yet (an event is written once).
     pub(super) fn put_outbox(&self, entries: &[OutboxEntry]) -> Result<(), JournalError> {
@@ -107,32 +129,24 @@ impl OutboxStore for RedbStore {
             let Some(table) = open_existing(&read, PENDING)? else {
                 return Ok(true);
             };
-            for row in table.iter().map_err(storage)? {
-                let (key, value) = row.map_err(storage)?;
-                let (sink, event) = key.value();
-                let Some(entry) = readable(sink, event, value.value()) else {
-                    continue;
-                };
-                if entry.claimable(now) {
-                    return Ok(false);
-                }
-            }
-            Ok(true)
+            let (due, unreadable) = scan_due(&table, now)?;
+            Ok(due.is_empty() && unreadable.is_empty())
         });
         if matches!(nothing_due, Ok(true)) {
             return Box::pin(std::future::ready(Ok(Vec::new())));
         }
         Box::pin(self.schedules_txn(move |txn| {
             let mut pending = txn.txn.open_table(PENDING).map_err(storage)?;
-            let mut due = Vec::new();
-            for row in pending.iter().map_err(storage)? {
-                let (key, value) = row.map_err(storage)?;
-                let (sink, event) = key.value();
-                let Some(entry) = readable(sink, event, value.value()) else {
-                    continue;
-                };
-                if entry.claimable(now) {
-                    due.push(entry);
+            let (mut due, unreadable) = scan_due(&pending, now)?;
+            if !unreadable.is_empty() {
+                // Out of the queue, kept as they are (a newer version's).
+                let mut settled = txn.txn.open_table(SETTLED).map_err(storage)?;
+                for (sink, event) in &unreadable {
+                    tracing::warn!(%sink, %event, "an unreadable notification is set aside");
+                    let key = (sink.as_str(), event.as_str());
+                    if let Some(raw) = pending.remove(key).map_err(storage)? {
+                        settled.insert(key, raw.value()).map_err(storage)?;
+                    }
                 }
             }
             due.sort_by(|a, b| (a.next, a.key()).cmp(&(b.next, b.key())));
@@ -191,7 +205,9 @@ impl OutboxStore for RedbStore {
             for row in settled.iter().map_err(storage)? {
                 let (key, value) = row.map_err(storage)?;
                 let (sink, event) = key.value();
-                if readable(sink, event, value.value()).is_none_or(|e| e.created < before) {
+                // Set-aside records (unreadable) stay for an operator.
+                let entry = decode::<OutboxEntry>(&key_name(sink, event), value.value()).ok();
+                if entry.is_some_and(|e| e.created < before) {
                     old.push((sink.to_owned(), event.to_owned()));
                 }
             }
