@@ -11,8 +11,8 @@ use crate::common;
 use crate::postgres::TestDb;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cofferdam::{
@@ -20,8 +20,8 @@ use cofferdam::{
     ScheduleConfig, ScheduleSpec, StoreConfig, Timestamp, ToolPolicy, WallClock as _, Webhook,
 };
 use cofferdam_test_artifacts as artifacts;
+use cofferdam_test_artifacts::upstream::{Reply, Request, Upstream};
 use hmac::{Hmac, Mac};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
@@ -31,102 +31,43 @@ fn at(text: &str) -> Timestamp {
     text.parse().expect("timestamp")
 }
 
-/// One request the receiver got.
-#[derive(Debug, Clone)]
-struct Received {
-    headers: http::HeaderMap,
-    body: Vec<u8>,
+/// The JSON body of a request.
+fn json(request: &Request) -> Value {
+    serde_json::from_slice(&request.body).expect("a JSON body")
 }
 
-impl Received {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).expect("a JSON body")
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-    }
-}
-
-/// A webhook receiver on loopback that records every request and answers
-/// with the status it is told (200 by default).
+/// A webhook receiver on loopback (the tests' upstream server) that records
+/// every request and answers with the status it is told (200 by default).
 struct Receiver {
-    addr: SocketAddr,
-    got: Arc<Mutex<Vec<Received>>>,
+    upstream: Upstream,
     status: Arc<AtomicU16>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl Receiver {
-    async fn start() -> Self {
-        Self::on("127.0.0.1:0".parse().unwrap()).await
+    fn start() -> Self {
+        Self::on("127.0.0.1:0".parse().unwrap())
     }
 
-    async fn on(addr: SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let got = Arc::new(Mutex::new(Vec::new()));
+    fn on(addr: SocketAddr) -> Self {
         let status = Arc::new(AtomicU16::new(200));
-        let task = {
-            let (got, status) = (Arc::clone(&got), Arc::clone(&status));
-            tokio::spawn(async move {
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        return;
-                    };
-                    let (got, status) = (Arc::clone(&got), Arc::clone(&status));
-                    let service = hyper::service::service_fn(
-                        move |req: http::Request<hyper::body::Incoming>| {
-                            let (got, status) = (Arc::clone(&got), Arc::clone(&status));
-                            async move {
-                                let headers = req.headers().clone();
-                                let body = req.into_body().collect().await?.to_bytes().to_vec();
-                                got.lock().unwrap().push(Received { headers, body });
-                                let code = status.load(Ordering::SeqCst);
-                                Ok::<_, hyper::Error>(
-                                    http::Response::builder()
-                                        .status(code)
-                                        .body(http_body_util::Empty::<bytes::Bytes>::new())
-                                        .unwrap(),
-                                )
-                            }
-                        },
-                    );
-                    tokio::spawn(
-                        hyper::server::conn::http1::Builder::new()
-                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
-                    );
-                }
-            })
-        };
-        Self {
-            addr,
-            got,
-            status,
-            task,
-        }
+        let answer = Arc::clone(&status);
+        let upstream = Upstream::start_on(addr, move |_, _| {
+            Reply::status(answer.load(Ordering::SeqCst))
+        });
+        Self { upstream, status }
     }
 
     fn url(&self) -> String {
-        format!("http://{}/hooks/cofferdam", self.addr)
+        format!("{}/hooks/cofferdam", self.upstream.origin())
     }
 
-    fn got(&self) -> Vec<Received> {
-        self.got.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.task.abort();
+    fn got(&self) -> Vec<Request> {
+        self.upstream.received()
     }
 }
 
 /// Checks `X-Cofferdam-Signature` the way a receiver would.
-fn signature_is_valid(received: &Received) -> bool {
+fn signature_is_valid(received: &Request) -> bool {
     let header = received.header("x-cofferdam-signature");
     let Some((t, v1)) = header
         .split_once(',')
@@ -178,7 +119,7 @@ async fn run_day(host: &Host, clock: &ManualWallClock, day: &str) {
 
 #[tokio::test]
 async fn a_run_end_is_posted_once_signed_with_its_output_and_cost() {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start();
     let clock = Arc::new(ManualWallClock::new(at("2026-11-30T07:00:00Z")));
     let host = builder(&clock)
         .notify("ops", hook(&receiver.url()))
@@ -205,7 +146,7 @@ async fn a_run_end_is_posted_once_signed_with_its_output_and_cost() {
     assert_eq!(got.len(), 1);
     let request = &got[0];
     assert!(signature_is_valid(request), "bad signature: {request:?}");
-    let event = request.json();
+    let event = json(request);
     assert_eq!(event["type"], "run.succeeded");
     assert_eq!(event["schedule"], "greet");
     assert_eq!(event["owner"], "ops");
@@ -256,7 +197,7 @@ impl Replace for Vec<u8> {
 
 #[tokio::test]
 async fn a_failing_run_that_pauses_its_schedule_raises_failed_paused_and_escalated() {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start();
     let clock = Arc::new(ManualWallClock::new(at("2026-11-30T07:00:00Z")));
     let host = builder(&clock)
         .schedule_config(ScheduleConfig {
@@ -296,12 +237,12 @@ async fn a_failing_run_that_pauses_its_schedule_raises_failed_paused_and_escalat
     let mut kinds: Vec<String> = receiver
         .got()
         .iter()
-        .map(|r| r.json()["type"].as_str().unwrap().to_owned())
+        .map(|r| json(r)["type"].as_str().unwrap().to_owned())
         .collect();
     kinds.sort();
     assert_eq!(kinds, ["run.escalated", "run.failed", "schedule.paused"]);
     for request in receiver.got() {
-        let event = request.json();
+        let event = json(&request);
         assert_eq!(event["schedule"], "broken");
         assert!(signature_is_valid(&request));
         match event["type"].as_str().unwrap() {
@@ -344,7 +285,7 @@ async fn a_receiver_that_is_down_is_retried_with_backoff_until_it_answers() {
     assert!(entry.next > clock.now(), "{entry:?}");
 
     // Up again, answering 503 first, then 200.
-    let receiver = Receiver::on(addr).await;
+    let receiver = Receiver::on(addr);
     receiver.status.store(503, Ordering::SeqCst);
     clock.advance(Duration::from_secs(3600));
     let busy = notifier.deliver_due().await.expect("deliver");
@@ -370,7 +311,7 @@ async fn a_receiver_that_is_down_is_retried_with_backoff_until_it_answers() {
 
 #[tokio::test]
 async fn an_event_outlives_a_crash_and_a_deliverer_dying_mid_send_is_covered_by_its_lease() {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start();
     let data = tempfile::tempdir().expect("tempdir");
     let clock = Arc::new(ManualWallClock::new(at("2026-11-30T07:00:00Z")));
     let try_open = || {
@@ -419,16 +360,20 @@ async fn an_event_outlives_a_crash_and_a_deliverer_dying_mid_send_is_covered_by_
         receiver.status.store(200, Ordering::SeqCst);
         run_day(&host, &clock, "2026-12-01").await;
     }
-    let stalled = TcpStall::start().await;
+    // A receiver that reads the request and holds it for an hour.
+    let stalled = Upstream::start(|_, _| Reply {
+        delay: Duration::from_secs(3600),
+        ..Reply::status(200)
+    });
     {
         let host = builder(&clock)
             .data_dir(data.path())
-            .notify("ops", hook(&stalled.url()))
+            .notify("ops", hook(&stalled.origin()))
             .build()
             .expect("host");
         let notifier = host.schedules().notifier();
         let pass = tokio::spawn(async move { notifier.deliver_due().await });
-        stalled.wait_for_a_request().await;
+        wait_until("the deliverer sends", || stalled.requests() >= 1).await;
         pass.abort();
         let _ = pass.await;
     }
@@ -474,55 +419,9 @@ async fn open_when_free(open: &dyn Fn() -> Result<Host, cofferdam::BuildError>) 
     open().expect("host")
 }
 
-/// A receiver that accepts connections and never answers.
-struct TcpStall {
-    addr: SocketAddr,
-    seen: Arc<tokio::sync::Notify>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl TcpStall {
-    async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let seen = Arc::new(tokio::sync::Notify::new());
-        let task = {
-            let seen = Arc::clone(&seen);
-            tokio::spawn(async move {
-                let mut held = Vec::new();
-                while let Ok((mut stream, _)) = listener.accept().await {
-                    let mut buf = [0u8; 1024];
-                    let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
-                    seen.notify_one();
-                    held.push(stream);
-                }
-            })
-        };
-        Self { addr, seen, task }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
-    }
-
-    async fn wait_for_a_request(&self) {
-        tokio::time::timeout(Duration::from_secs(30), self.seen.notified())
-            .await
-            .expect("the deliverer sends");
-    }
-}
-
-impl Drop for TcpStall {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 #[tokio::test]
 async fn a_webhook_to_a_private_or_metadata_address_not_allowlisted_is_refused() {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start();
     let clock = Arc::new(ManualWallClock::new(at("2026-11-30T07:00:00Z")));
     let host = builder(&clock)
         .notify("ops", Webhook::new(receiver.url(), SECRET))
@@ -618,7 +517,7 @@ async fn sinks_and_schedules_naming_them_are_checked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_delivering_from_one_postgres_outbox_send_each_event_once() {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start();
     let db = TestDb::create();
     let clock = Arc::new(ManualWallClock::new(at("2026-11-30T07:00:00Z")));
     let replica = || {
@@ -826,7 +725,7 @@ async fn a_served_host_killed_before_delivery_delivers_once_after_restart() {
     );
 
     // Receiver up, backoff over, a new process: delivered once.
-    let receiver = Receiver::on(addr).await;
+    let receiver = Receiver::on(addr);
     std::fs::write(&clock, "2026-11-30T10:00:05Z").expect("clock");
     let _second = serve(&config, &clock).await;
     wait_until("delivered", || {
@@ -838,5 +737,5 @@ async fn a_served_host_killed_before_delivery_delivers_once_after_restart() {
     let got = receiver.got();
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(signature_is_valid(&got[0]));
-    assert_eq!(got[0].json()["output"]["greeting"], "Hello, Ada!");
+    assert_eq!(json(&got[0])["output"]["greeting"], "Hello, Ada!");
 }

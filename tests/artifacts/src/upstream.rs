@@ -1,8 +1,8 @@
 //! A tiny HTTP/1.1 server on loopback for tests and benchmarks: answers each
-//! request from a handler and counts connections, so a test can prove that
-//! a refused request never connected.
+//! request from a handler, counts connections (so a test can prove that a
+//! refused request never connected) and keeps what each request carried.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,23 +42,52 @@ impl Reply {
     }
 }
 
+/// One request as the upstream read it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Path with query.
+    pub path: String,
+    /// Headers, names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// Body (as long as its `content-length`).
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// The first header called `name` (lower case), or "".
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+}
+
 /// A tiny HTTP/1.1 server on loopback; counts connections and requests.
 pub struct Upstream {
     /// Where it listens.
     pub addr: SocketAddr,
     connections: Arc<AtomicUsize>,
-    paths: Arc<Mutex<Vec<String>>>,
+    requests: Arc<Mutex<Vec<Request>>>,
 }
 
 impl Upstream {
     /// Starts a server on 127.0.0.1 answering every request with `handler(path, index)`.
     pub fn start(handler: impl Fn(&str, usize) -> Reply + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        Self::start_on("127.0.0.1:0".parse().expect("address"), handler)
+    }
+
+    /// The same on `addr` (a port a test chose, to bring a server back).
+    pub fn start_on(
+        addr: SocketAddr,
+        handler: impl Fn(&str, usize) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind(addr).expect("bind");
         let addr = listener.local_addr().expect("addr");
         let connections = Arc::new(AtomicUsize::new(0));
-        let paths = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(Mutex::new(Vec::new()));
         let handler = Arc::new(handler);
-        let (c, p) = (Arc::clone(&connections), Arc::clone(&paths));
+        let (c, p) = (Arc::clone(&connections), Arc::clone(&requests));
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
@@ -71,6 +100,7 @@ impl Upstream {
                         return;
                     }
                     let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                    let mut headers = Vec::new();
                     loop {
                         let mut header = String::new();
                         if reader.read_line(&mut header).is_err()
@@ -79,11 +109,27 @@ impl Upstream {
                         {
                             break;
                         }
+                        if let Some((k, v)) = header.split_once(':') {
+                            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+                        }
+                    }
+                    let length = headers
+                        .iter()
+                        .find(|(k, _)| k == "content-length")
+                        .and_then(|(_, v)| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
                     }
                     let index = {
-                        let mut paths = p.lock().expect("lock");
-                        paths.push(path.clone());
-                        paths.len() - 1
+                        let mut requests = p.lock().expect("lock");
+                        requests.push(Request {
+                            path: path.clone(),
+                            headers,
+                            body,
+                        });
+                        requests.len() - 1
                     };
                     let reply = handler(&path, index);
                     std::thread::sleep(reply.delay);
@@ -104,7 +150,7 @@ impl Upstream {
         Self {
             addr,
             connections,
-            paths,
+            requests,
         }
     }
 
@@ -118,13 +164,18 @@ impl Upstream {
         self.connections.load(Ordering::SeqCst)
     }
 
-    /// Requests answered so far.
+    /// Requests read so far.
     pub fn requests(&self) -> usize {
-        self.paths.lock().expect("lock").len()
+        self.requests.lock().expect("lock").len()
     }
 
     /// Paths (with queries) requested so far, in order.
     pub fn paths(&self) -> Vec<String> {
-        self.paths.lock().expect("lock").clone()
+        self.received().into_iter().map(|r| r.path).collect()
+    }
+
+    /// The requests read so far, in order.
+    pub fn received(&self) -> Vec<Request> {
+        self.requests.lock().expect("lock").clone()
     }
 }
