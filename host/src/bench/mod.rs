@@ -14,7 +14,8 @@
 //!
 //! One file per scenario group: `calls` (per-call latency, fresh and warm),
 //! `durable` (keyed calls through the journal), `throughput`, `loading` and
-//! `fairness` (next to spinning calls, in process and over stdio via `mcp`);
+//! `fairness` (next to spinning calls, in process and over stdio via `mcp`),
+//! `sizes` (the fresh call as the input grows to 1 MiB);
 //! `plain` holds the plain-wasmtime baselines.
 
 use std::path::PathBuf;
@@ -28,6 +29,7 @@ mod fairness;
 mod loading;
 mod mcp;
 mod plain;
+mod sizes;
 mod throughput;
 
 pub use plain::{PlainReused, PlainWasmtime, Pooling};
@@ -59,6 +61,25 @@ pub struct BenchOptions {
     /// keyed calls on it. It leaves its keys behind: give it a scratch
     /// database.
     pub store_url: Option<String>,
+    /// Only these scenarios (all when empty).
+    pub only: Vec<Scenario>,
+}
+
+/// A group of comparisons `cofferdam bench --only` can pick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// Per-call latency, fresh and warm, against plain wasmtime.
+    Calls,
+    /// The fresh call at 16 B, 1 KiB, 64 KiB and 1 MiB of input.
+    Sizes,
+    /// Keyed calls through the journal.
+    Durable,
+    /// Calls per second pinned to 1 and 2 cores; 1,000 calls at once.
+    Throughput,
+    /// Loading precompiled tools.
+    Loading,
+    /// Latency next to spinning calls (needs a spinner).
+    Fairness,
 }
 
 impl BenchOptions {
@@ -75,7 +96,13 @@ impl BenchOptions {
             serve_exe: None,
             epoch_tick: None,
             store_url: None,
+            only: Vec::new(),
         }
+    }
+
+    /// Whether `scenario` is measured.
+    fn runs(&self, scenario: Scenario) -> bool {
+        self.only.is_empty() || self.only.contains(&scenario)
     }
 
     /// A builder for the hosts it measures.
@@ -249,17 +276,32 @@ pub fn run(
     })?;
     let mut report = BenchReport::default();
     let runtime = current_thread();
-    progress("per-call latency: plain wasmtime vs cofferdam, fresh and reused instances");
-    runtime.block_on(calls::per_call(options, &bytes, &mut report))?;
-    progress("durable keyed calls: one commit per write vs group commit");
-    runtime.block_on(durable::durable(options, &mut report))?;
-    progress("throughput with the process pinned to 1 and to 2 cores; 1,000 calls in flight");
-    throughput::throughput(options, &mut report)?;
-    progress("loading precompiled tools");
-    runtime.block_on(loading::loading(options, &mut report))?;
-    if let Some(spinner) = &options.spinner {
-        progress("CPU fairness: latency next to 4 spinning calls, the spinners' share");
-        fairness::fairness(options, spinner, &mut report)?;
+    if options.runs(Scenario::Calls) {
+        progress("per-call latency: plain wasmtime vs cofferdam, fresh and reused instances");
+        runtime.block_on(calls::per_call(options, &bytes, &mut report))?;
+    }
+    if options.runs(Scenario::Sizes) {
+        progress("fresh calls by input size: plain wasmtime vs cofferdam");
+        runtime.block_on(sizes::sizes(options, &bytes, &mut report))?;
+    }
+    if options.runs(Scenario::Durable) {
+        progress("durable keyed calls: one commit per write vs group commit");
+        runtime.block_on(durable::durable(options, &mut report))?;
+    }
+    if options.runs(Scenario::Throughput) {
+        progress("throughput with the process pinned to 1 and to 2 cores; 1,000 calls in flight");
+        throughput::throughput(options, &mut report)?;
+    }
+    if options.runs(Scenario::Loading) {
+        progress("loading precompiled tools");
+        runtime.block_on(loading::loading(options, &mut report))?;
+    }
+    match &options.spinner {
+        Some(spinner) if options.runs(Scenario::Fairness) => {
+            progress("CPU fairness: latency next to 4 spinning calls, the spinners' share");
+            fairness::fairness(options, spinner, &mut report)?;
+        }
+        _ => {}
     }
     Ok(report)
 }

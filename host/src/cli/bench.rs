@@ -33,6 +33,39 @@ pub(super) struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Interleaved rounds per latency figure (default: 31, or 3 with --quick).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: Option<u32>,
+    /// Calls per contender per round (default: 400, or 5 with --quick).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    batch: Option<u32>,
+    /// Measure only these scenarios (comma-separated; default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Only>,
+}
+
+/// `--only`'s names for the library's scenarios.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Only {
+    Calls,
+    Sizes,
+    Durable,
+    Throughput,
+    Loading,
+    Fairness,
+}
+
+impl From<Only> for cofferdam::bench::Scenario {
+    fn from(only: Only) -> Self {
+        match only {
+            Only::Calls => Self::Calls,
+            Only::Sizes => Self::Sizes,
+            Only::Durable => Self::Durable,
+            Only::Throughput => Self::Throughput,
+            Only::Loading => Self::Loading,
+            Only::Fairness => Self::Fairness,
+        }
+    }
 }
 
 /// With `store` (the global `--store`), the durable scenario also measures
@@ -61,6 +94,9 @@ pub(super) async fn bench(args: BenchArgs, store: Option<String>) -> Result<Exit
     options.spinner = args.spinner;
     options.epoch_tick = args.epoch_tick_ms.map(std::time::Duration::from_millis);
     options.store_url = store;
+    options.only = args.only.into_iter().map(Into::into).collect();
+    options.rounds = args.rounds.unwrap_or(options.rounds);
+    options.batch = args.batch.unwrap_or(options.batch);
     let json = args.json;
     let report = tokio::task::spawn_blocking(move || {
         bench::run(&options, &mut |step| {
