@@ -416,6 +416,9 @@ pub(super) fn audit(txn: &WriteTransaction, records: &[AttemptRecord]) -> Result
     }
     let mut table = txn.open_table(AUDIT).map_err(storage)?;
     let mut next: std::collections::HashMap<u64, u128> = std::collections::HashMap::new();
+    // One buffer for the batch: a fresh `Vec` per record grew by doubling
+    // (and faulted in new pages) for every record.
+    let mut encoded = Vec::with_capacity(512);
     for record in records {
         let ms = record.started_ms.max(1);
         let key = match next.get(&ms) {
@@ -431,9 +434,10 @@ pub(super) fn audit(txn: &WriteTransaction, records: &[AttemptRecord]) -> Result
                     .map_or(base, |(k, _)| k.value() + 1)
             }
         };
-        table
-            .insert(key, encode(record).as_slice())
-            .map_err(storage)?;
+        encoded.clear();
+        // Serializing a plain record into a `Vec` cannot fail.
+        let _ = serde_json::to_writer(&mut encoded, record);
+        table.insert(key, encoded.as_slice()).map_err(storage)?;
         next.insert(ms, key + 1);
     }
     Ok(())

@@ -20,7 +20,9 @@ use crate::store::owner::Liveness;
 use super::ops::{
     ScheduleTxn, audit, charge, claim, escalate, reap, reserve, resolve, set_cap, settle, update,
 };
-use super::{AUDIT_FLUSH, AUDIT_LINGER, AuditBuffer, IDEMPOTENCY, MAX_BATCH, TASKS, encode};
+use super::{
+    AUDIT_BATCH, AUDIT_FLUSH, AUDIT_LINGER, AuditBuffer, IDEMPOTENCY, MAX_BATCH, TASKS, encode,
+};
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, JournalError>>;
 
@@ -134,7 +136,14 @@ pub(super) fn writer(
     // ride along in its transaction), AUDIT_BATCH of them pile up, or
     // AUDIT_LINGER passes: a stream of calls costs one wake-up and one
     // commit per batch, not per call.
-    let drain = || -> Vec<AttemptRecord> { std::mem::take(&mut *lock_audit(buffer)) };
+    // Two buffers take turns: the callers' is swapped for the one the last
+    // batch emptied, so neither is grown from nothing (reallocating under
+    // the callers' lock) every batch.
+    let mut spare: Vec<AttemptRecord> = Vec::with_capacity(AUDIT_BATCH);
+    let drain = |spare: &mut Vec<AttemptRecord>| {
+        spare.clear();
+        std::mem::swap(&mut *lock_audit(buffer), spare);
+    };
     let mut audit_since: Option<std::time::Instant> = None;
     let mut dirty = false;
     loop {
@@ -145,7 +154,8 @@ pub(super) fn writer(
             Ok(op) => Some(op),
             Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let _ = apply(db, drain(), Vec::new(), true, live);
+                drain(&mut spare);
+                let _ = apply(db, &spare, Vec::new(), true, live);
                 return;
             }
         };
@@ -185,9 +195,9 @@ pub(super) fn writer(
             }
             continue;
         }
-        let records = drain();
+        drain(&mut spare);
         audit_since = None;
-        let answers = match apply(db, records, batch, durable, live) {
+        let answers = match apply(db, &spare, batch, durable, live) {
             Ok(answers) => answers,
             Err((answers, error)) => {
                 for answer in answers {
@@ -207,7 +217,7 @@ pub(super) fn writer(
 /// commits it.
 pub(super) fn apply(
     db: &Database,
-    records: Vec<AttemptRecord>,
+    records: &[AttemptRecord],
     batch: Vec<Op>,
     durable: bool,
     live: &Liveness,
@@ -229,7 +239,7 @@ pub(super) fn apply(
         .into_iter()
         .filter_map(|op| execute(&txn, op, now, live))
         .collect();
-    if let Err(e) = audit(&txn, &records) {
+    if let Err(e) = audit(&txn, records) {
         tracing::warn!(error = %e, "cannot record attempts in the audit history");
     }
     match txn.commit() {
