@@ -742,3 +742,42 @@ mod filesystem {
         assert!(!call_dir.exists(), "scratch dir kept after the call");
     }
 }
+
+/// Outputs up to the default 1 MiB limit succeed with the default limits,
+/// with and without a budget: what an output costs in tokens is asked for
+/// after the run, never taken from the fuel the tool ran with (a 100 KiB
+/// greeting once failed as `budget-exhausted` after the tool had run).
+#[tokio::test]
+async fn large_outputs_fit_the_default_limits_and_a_budget() {
+    use cofferdam::{BudgetCap, ScopeId, Tokens};
+    let host = host();
+    load(&host, artifacts::HELLO, ToolPolicy::default()).await;
+    let agent = ScopeId::Agent("reader".into());
+    host.budgets()
+        .set_cap(&agent, BudgetCap::new(Tokens(10_000_000)))
+        .await
+        .expect("cap");
+    for kib in [70, 100, 300, 1000] {
+        let name = "n".repeat(kib * 1024);
+        let input = serde_json::json!({ "name": name }).to_string();
+        for agent in [None, Some("reader".to_owned())] {
+            let request = CallRequest {
+                agent: agent.clone(),
+                ..CallRequest::new("hello", input.clone())
+            };
+            let outcome = host
+                .call(request)
+                .await
+                .unwrap_or_else(|e| panic!("{kib} KiB, agent {agent:?}: {e:?}"));
+            assert_eq!(
+                outcome.output_json()["greeting"].as_str().map(str::len),
+                Some(name.len() + "Hello, !".len()),
+                "{kib} KiB"
+            );
+        }
+    }
+    let status = host.budgets().get(&agent).expect("get").expect("capped");
+    assert_eq!(status.reserved, Tokens(0));
+    // Four outputs of 70-1000 KiB at 4 bytes a token were charged.
+    assert!(status.spent.0 > (1470 * 1024) / 4, "{status:?}");
+}
