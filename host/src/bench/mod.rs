@@ -82,6 +82,35 @@ pub enum Scenario {
     Fairness,
 }
 
+impl Scenario {
+    /// Every scenario, in the order they run.
+    pub const ALL: [Self; 6] = [
+        Self::Calls,
+        Self::Sizes,
+        Self::Durable,
+        Self::Throughput,
+        Self::Loading,
+        Self::Fairness,
+    ];
+
+    /// Its name, as `cofferdam bench --only` takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Calls => "calls",
+            Self::Sizes => "sizes",
+            Self::Durable => "durable",
+            Self::Throughput => "throughput",
+            Self::Loading => "loading",
+            Self::Fairness => "fairness",
+        }
+    }
+
+    /// The scenario named `name`, if any.
+    pub fn named(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
 impl BenchOptions {
     /// The full measurement (about a minute on a 2-core machine).
     pub fn full(component: impl Into<PathBuf>, input: impl Into<String>) -> Self {
@@ -353,4 +382,22 @@ fn only_tool(host: &Host) -> Result<String, BenchError> {
         .first()
         .map(|t| t.name.to_string())
         .ok_or_else(|| BenchError::Host("no tool loaded".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BenchOptions, Scenario};
+
+    #[test]
+    fn scenarios_are_named_and_picked() {
+        for scenario in Scenario::ALL {
+            assert_eq!(Scenario::named(scenario.as_str()), Some(scenario));
+        }
+        assert_eq!(Scenario::named("nope"), None);
+        let mut options = BenchOptions::quick("x.wasm", "{}");
+        assert!(Scenario::ALL.into_iter().all(|s| options.runs(s)));
+        options.only = vec![Scenario::Sizes];
+        assert!(options.runs(Scenario::Sizes));
+        assert!(!options.runs(Scenario::Calls));
+    }
 }

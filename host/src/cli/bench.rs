@@ -40,32 +40,16 @@ pub(super) struct BenchArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     batch: Option<u32>,
     /// Measure only these scenarios (comma-separated; default: all).
-    #[arg(long, value_enum, value_delimiter = ',')]
-    only: Vec<Only>,
+    #[arg(long, value_delimiter = ',', value_parser = scenario())]
+    only: Vec<cofferdam::bench::Scenario>,
 }
 
-/// `--only`'s names for the library's scenarios.
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Only {
-    Calls,
-    Sizes,
-    Durable,
-    Throughput,
-    Loading,
-    Fairness,
-}
-
-impl From<Only> for cofferdam::bench::Scenario {
-    fn from(only: Only) -> Self {
-        match only {
-            Only::Calls => Self::Calls,
-            Only::Sizes => Self::Sizes,
-            Only::Durable => Self::Durable,
-            Only::Throughput => Self::Throughput,
-            Only::Loading => Self::Loading,
-            Only::Fairness => Self::Fairness,
-        }
-    }
+/// `--only`'s values: the library's scenario names.
+fn scenario() -> impl clap::builder::TypedValueParser<Value = cofferdam::bench::Scenario> {
+    use clap::builder::{PossibleValuesParser, TypedValueParser as _};
+    use cofferdam::bench::Scenario;
+    PossibleValuesParser::new(Scenario::ALL.map(Scenario::as_str))
+        .map(|name| Scenario::named(&name).expect("clap admits only scenario names"))
 }
 
 /// With `store` (the global `--store`), the durable scenario also measures
@@ -94,7 +78,7 @@ pub(super) async fn bench(args: BenchArgs, store: Option<String>) -> Result<Exit
     options.spinner = args.spinner;
     options.epoch_tick = args.epoch_tick_ms.map(std::time::Duration::from_millis);
     options.store_url = store;
-    options.only = args.only.into_iter().map(Into::into).collect();
+    options.only = args.only;
     options.rounds = args.rounds.unwrap_or(options.rounds);
     options.batch = args.batch.unwrap_or(options.batch);
     let json = args.json;
