@@ -802,3 +802,36 @@ fn a_mount_swapped_for_a_symlink_between_runs_is_refused_not_followed() {
     );
     assert!(!text(&second.stdout).contains("SECRET"));
 }
+
+#[test]
+fn bench_only_measures_the_scenarios_named_and_refuses_unknown_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = cofferdam(
+        dir.path(),
+        &[
+            "bench",
+            "--quick",
+            "--json",
+            "--only",
+            "loading",
+            "--tool",
+            artifacts::HELLO,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+    let groups: Vec<&str> = report["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|row| row["group"].as_str())
+        .collect();
+    assert!(!groups.is_empty());
+    assert!(
+        groups.iter().all(|g| g.starts_with("loading tools")),
+        "{groups:?}"
+    );
+    let out = cofferdam(dir.path(), &["bench", "--only", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("possible values: calls, sizes"));
+}
