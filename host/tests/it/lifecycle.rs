@@ -84,9 +84,12 @@ async fn a_side_effecting_call_cancelled_mid_run_has_an_unknown_outcome() {
         };
         async move { host.call(request).await }
     });
-    // The side effect has happened once the mark exists.
+    // The side effect has happened once the mark holds its line (the file
+    // exists a moment before the line is written).
+    let marked =
+        || std::fs::read_to_string(dir.path().join("mark")).is_ok_and(|text| text.ends_with('\n'));
     for _ in 0..1000 {
-        if dir.path().join("mark").exists() {
+        if marked() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

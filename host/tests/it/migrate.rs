@@ -83,8 +83,9 @@ async fn interrupted_call(host: &Host, out: &Path, key: &str) {
         };
         async move { host.call(request).await }
     });
+    // Acted once the mark holds its line (the file exists a moment before).
     for _ in 0..1000 {
-        if out.join("mark").exists() {
+        if std::fs::read_to_string(out.join("mark")).is_ok_and(|text| text.ends_with('\n')) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
