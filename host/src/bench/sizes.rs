@@ -1,7 +1,10 @@
 //! How the per-call cost grows with the input: a string field of the
-//! benchmark's input (the first one found) padded to 16 B, 1 KiB, 64 KiB and 1 MiB, a fresh
-//! `Host::call` against plain wasmtime's fresh instance (with and without
-//! fuel) at each size, interleaved.
+//! benchmark's input (the first one found) padded to 16 B, 1 KiB, 64 KiB
+//! and 1 MiB, a fresh `Host::call` against plain wasmtime's fresh instance
+//! (with and without fuel) at each size, interleaved.
+//!
+//! An input without a string field skips the scenario, unless it was asked
+//! for by name (`--only sizes`), which is an error.
 //!
 //! The guest's own work grows with the input too (the `hello` example
 //! parses the name and formats a greeting as long); the ratios say what the
@@ -21,8 +24,8 @@ const SIZES: [(usize, &str); 4] = [
     (1 << 20, "1 MiB"),
 ];
 
-/// `input` with a string field (the first one found) padded to `bytes` characters, or
-/// `None` when it has no string field.
+/// `input` with a string field (the first one found) padded to `bytes`
+/// characters, or `None` when it has no string field.
 fn padded(input: &str, bytes: usize) -> Option<String> {
     let mut value: serde_json::Value = serde_json::from_str(input).ok()?;
     let field = value
@@ -38,11 +41,18 @@ pub(super) async fn sizes(
     bytes: &[u8],
     report: &mut BenchReport,
 ) -> Result<(), BenchError> {
-    let Some(_) = padded(&options.input, 1) else {
-        return Err(BenchError::Host(format!(
-            "the input-size scenario pads a string field of the input, and `{}` has none",
-            options.input
-        )));
+    let Some(inputs) = SIZES
+        .into_iter()
+        .map(|(size, label)| Some((size, label, padded(&options.input, size)?)))
+        .collect::<Option<Vec<_>>>()
+    else {
+        if options.only.contains(&super::Scenario::Sizes) {
+            return Err(BenchError::Host(format!(
+                "the input-size scenario pads a string field of the input, and `{}` has none",
+                options.input
+            )));
+        }
+        return Ok(());
     };
     let component_error = |e: wasmtime::Error| BenchError::Component {
         path: options.component.clone(),
@@ -64,8 +74,7 @@ pub(super) async fn sizes(
         .map_err(host_error)?;
     let name = only_tool(&host)?;
     let group = "fresh call by input size (interleaved medians; ratio to plain fresh)";
-    for (size, label) in SIZES {
-        let input = padded(&options.input, size).unwrap_or_default();
+    for (size, label, input) in inputs {
         // About the same time per size: fewer calls as inputs grow.
         let batch = options
             .batch

@@ -834,4 +834,24 @@ fn bench_only_measures_the_scenarios_named_and_refuses_unknown_ones() {
     let out = cofferdam(dir.path(), &["bench", "--only", "nope"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("possible values: calls, sizes"));
+    // Asked for by name, the input-size scenario needs a string to pad.
+    let out = cofferdam(
+        dir.path(),
+        &[
+            "bench",
+            "--quick",
+            "--only",
+            "sizes",
+            "--input",
+            r#"{"n":1}"#,
+            "--tool",
+            artifacts::HELLO,
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("has none"),
+        "{}",
+        text(&out.stderr)
+    );
 }
