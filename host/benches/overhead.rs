@@ -84,10 +84,12 @@ fn main() {
         println!("  p50                                              {p50:>10.0} µs   target <= 175 µs: {}", if p50 <= 175.0 { "met" } else { "NOT met" });
         println!("  p99                                              {p99:>10.0} µs");
         let in_flight = if full { 1000 } else { 20 };
-        let (kib, failed) = memory_per_call(in_flight).await;
+        let memory = memory_per_call(in_flight).await;
         println!("{in_flight} calls in flight at once (sleepy, each holding its instance)");
-        println!("  resident memory per in-flight call               {kib:>10.0} KiB");
-        println!("  failed calls                                     {failed:>10}");
+        println!("  resident memory per in-flight call (RSS)         {:>10.0} KiB", memory.rss);
+        println!("  the same, shared pages divided among sharers (PSS) {:>8.0} KiB", memory.pss);
+        println!("  still resident per call once all have ended (PSS) {:>8.0} KiB", memory.kept);
+        println!("  failed calls                                     {:>10}", memory.failed);
     });
 }
 
@@ -134,9 +136,21 @@ async fn mcp_latency(calls: usize) -> (f64, f64, usize) {
     (at(0.5), at(0.99), calls)
 }
 
-/// Resident memory (VmRSS) the process grows by per call while `n` calls
-/// of `sleepy` hold their instances at once, and how many calls failed.
-async fn memory_per_call(n: u32) -> (f64, usize) {
+/// What `n` calls of `sleepy` holding their instances at once cost in
+/// memory, per call (KiB).
+struct MemoryPerCall {
+    /// Resident set growth. It counts each page of a tool's memory image
+    /// (mapped copy-on-write, shared by every instance) once per instance.
+    rss: f64,
+    /// Proportional set growth: a shared page counts once in all.
+    pss: f64,
+    /// Proportional set still above the start after every call ended.
+    kept: f64,
+    /// Calls that did not succeed.
+    failed: usize,
+}
+
+async fn memory_per_call(n: u32) -> MemoryPerCall {
     let host = Host::builder().max_instances(n + 8).build().expect("host");
     let policy = ToolPolicy {
         pool: PoolSpec {
@@ -152,7 +166,7 @@ async fn memory_per_call(n: u32) -> (f64, usize) {
     host.call(CallRequest::new("sleepy", r#"{"millis":1}"#))
         .await
         .expect("warm-up");
-    let before = rss_kib();
+    let before = memory_kib();
     let calls: Vec<_> = (0..n)
         .map(|_| {
             let host = host.clone();
@@ -168,23 +182,34 @@ async fn memory_per_call(n: u32) -> (f64, usize) {
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let during = rss_kib();
+    let during = memory_kib();
     let mut failed = 0;
     for call in calls {
         if !matches!(call.await, Ok(Ok(_))) {
             failed += 1;
         }
     }
-    ((during - before).max(0.0) / f64::from(n), failed)
+    let after = memory_kib();
+    let per_call = |to: f64, from: f64| (to - from).max(0.0) / f64::from(n);
+    MemoryPerCall {
+        rss: per_call(during.0, before.0),
+        pss: per_call(during.1, before.1),
+        kept: per_call(after.1, before.1),
+        failed,
+    }
 }
 
-fn rss_kib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0)
+/// The process's resident and proportional set sizes (KiB).
+fn memory_kib() -> (f64, f64) {
+    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    let field = |name: &str| {
+        rollup
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    (field("Rss:"), field("Pss:"))
 }
 
 /// `hello`'s p50 and p99 latency (µs) over `calls` sequential calls, each

@@ -65,7 +65,18 @@ fn plain_context() -> wit_types::CallContext {
 pub struct PlainWasmtime {
     engine: Engine,
     pre: ToolPre<Plain>,
-    metered: bool,
+    metering: Metering,
+}
+
+/// What the plain baseline compiles in to bound a guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Metering {
+    /// Nothing: the floor.
+    None,
+    /// Epoch checks only (a deadline, no instruction count).
+    Epochs,
+    /// Fuel and epoch checks, as cofferdam compiles every tool.
+    FuelAndEpochs,
 }
 
 /// How the plain baseline's pooling allocator resets slots.
@@ -81,16 +92,22 @@ pub enum Pooling {
 impl PlainWasmtime {
     /// Compiles `component` into a plain engine.
     pub fn new(component: &[u8], pooling: Pooling) -> wasmtime::Result<Self> {
-        Self::build(component, pooling, false)
+        Self::build(component, pooling, Metering::None)
     }
 
     /// The same with fuel metering and epoch interruption compiled in, and
     /// fuel and a deadline set per call: what bounding a guest costs alone.
     pub fn metered(component: &[u8]) -> wasmtime::Result<Self> {
-        Self::build(component, Pooling::SameAsCofferdam, true)
+        Self::build(component, Pooling::SameAsCofferdam, Metering::FuelAndEpochs)
     }
 
-    fn build(component: &[u8], pooling: Pooling, metered: bool) -> wasmtime::Result<Self> {
+    /// The same with epoch interruption only: what bounding a guest by time
+    /// alone would cost, without counting its instructions as fuel.
+    pub fn epochs_only(component: &[u8]) -> wasmtime::Result<Self> {
+        Self::build(component, Pooling::SameAsCofferdam, Metering::Epochs)
+    }
+
+    fn build(component: &[u8], pooling: Pooling, metering: Metering) -> wasmtime::Result<Self> {
         let mut pool = PoolingAllocationConfig::new();
         if pooling == Pooling::SameAsCofferdam {
             crate::runtime::engine::tune_slot_reuse(&mut pool);
@@ -98,8 +115,8 @@ impl PlainWasmtime {
         let mut config = Config::new();
         config
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .consume_fuel(metered)
-            .epoch_interruption(metered);
+            .consume_fuel(metering == Metering::FuelAndEpochs)
+            .epoch_interruption(metering != Metering::None);
         let engine = Engine::new(&config)?;
         let component = Component::new(&engine, component)?;
         let mut linker = Linker::new(&engine);
@@ -113,15 +130,17 @@ impl PlainWasmtime {
         Ok(Self {
             engine,
             pre,
-            metered,
+            metering,
         })
     }
 
     /// One call on a fresh instance; panics if the tool fails.
     pub async fn call(&self, input: &str) -> String {
         let mut store = Store::new(&self.engine, plain_state());
-        if self.metered {
+        if self.metering == Metering::FuelAndEpochs {
             store.set_fuel(2_000_000_000).expect("fuel");
+        }
+        if self.metering != Metering::None {
             // No epoch ticker runs here: the check is paid, never hit.
             store.set_epoch_deadline(1);
         }

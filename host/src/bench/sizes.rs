@@ -1,7 +1,8 @@
 //! How the per-call cost grows with the input: a string field of the
 //! benchmark's input (the first one found) padded to 16 B, 1 KiB, 64 KiB
 //! and 1 MiB, a fresh `Host::call` against plain wasmtime's fresh instance
-//! (with and without fuel) at each size, interleaved.
+//! (bare, with fuel and epoch checks, and with epoch checks only) at each
+//! size, interleaved.
 //!
 //! An input without a string field skips the scenario, unless it was asked
 //! for by name (`--only sizes`), which is an error.
@@ -60,6 +61,7 @@ pub(super) async fn sizes(
     };
     let plain = PlainWasmtime::new(bytes, Pooling::SameAsCofferdam).map_err(component_error)?;
     let metered = PlainWasmtime::metered(bytes).map_err(component_error)?;
+    let epochs = PlainWasmtime::epochs_only(bytes).map_err(component_error)?;
     let host = options.builder().build().map_err(host_error)?;
     // Room for an echo of the largest input.
     let policy = ToolPolicy {
@@ -81,7 +83,8 @@ pub(super) async fn sizes(
             .min(u32::try_from((64 << 20) / (size * 64)).unwrap_or(u32::MAX))
             .max(3);
         let rounds = options.rounds.min(11);
-        let (mut plain_us, mut metered_us, mut ours_us) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut plain_us, mut metered_us, mut epochs_us, mut ours_us) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             plain_us.push(
                 batch_us(batch, || async {
@@ -95,6 +98,12 @@ pub(super) async fn sizes(
                 })
                 .await,
             );
+            epochs_us.push(
+                batch_us(batch, || async {
+                    black_box(epochs.call(&input).await);
+                })
+                .await,
+            );
             ours_us.push(
                 batch_us(batch, || async {
                     let outcome = host.call(CallRequest::new(&name, input.as_str())).await;
@@ -104,6 +113,7 @@ pub(super) async fn sizes(
             );
         }
         let (plain, metered, ours) = (median(plain_us), median(metered_us), median(ours_us));
+        let epochs = median(epochs_us);
         report.push(
             group,
             &format!("{label}: plain wasmtime, fresh instance"),
@@ -117,6 +127,13 @@ pub(super) async fn sizes(
             metered,
             Unit::MicrosPerCall,
             Some(metered / plain),
+        );
+        report.push(
+            group,
+            &format!("{label}: plain wasmtime + epoch checks only (no fuel)"),
+            epochs,
+            Unit::MicrosPerCall,
+            Some(epochs / plain),
         );
         report.push(
             group,

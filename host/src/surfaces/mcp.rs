@@ -343,7 +343,9 @@ impl McpServer {
             .meta
             .get_progress_token()
             .map(|token| forward_progress(context.peer.clone(), token, &mut request));
-        let result = self.host.call(request).await;
+        // The arguments were parsed by the transport and serialized here:
+        // the host need not check again that they are JSON.
+        let result = self.host.call_with_json_input(request).await;
         // Every queued report reaches the client before the result does.
         if let Some(forwarder) = forwarder {
             let _ = forwarder.await;
@@ -725,11 +727,14 @@ async fn send_progress(peer: &Peer<RoleServer>, token: &ProgressToken, progress:
 /// A successful call: the output as text, and as structured content when it
 /// is a JSON object; the cost and attempts in `_meta`.
 fn success(outcome: CallOutcome) -> CallToolResult {
-    let structured = outcome.output_json();
-    let mut result = CallToolResult::success(vec![ContentBlock::text(outcome.output.clone())]);
-    if structured.is_object() {
-        result.structured_content = Some(structured);
-    }
+    // Only an object is structured content, so only an object is parsed;
+    // the text is the output itself, moved, not copied.
+    let structured = outcome
+        .output
+        .trim_start()
+        .starts_with('{')
+        .then(|| outcome.output_json())
+        .filter(Value::is_object);
     let mut meta = MetaObject::new();
     for (key, value) in [
         ("callId", json!(outcome.call_id)),
@@ -747,6 +752,8 @@ fn success(outcome: CallOutcome) -> CallToolResult {
     ] {
         meta.0.insert(key.into(), value);
     }
+    let mut result = CallToolResult::success(vec![ContentBlock::text(outcome.output)]);
+    result.structured_content = structured;
     result.meta = Some(meta);
     result
 }

@@ -925,6 +925,48 @@ fn mistyped_calls() -> [Value; 3] {
     ]
 }
 
+/// A large argument crosses many reads of stdin, and a small request sent in
+/// the same write behind it is still read; the answer carries the output
+/// once as text and once as structured content, and the two agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mebibyte_argument_and_a_request_behind_it_are_answered_over_stdio() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        "[tools.hello.limits]\nmax_output_bytes = 4194304\n",
+    );
+    let mut server = RawStdio::start(&config, false).await;
+    server.initialize().await;
+    let name = "é".repeat(512 * 1024);
+    let call = |id: u64, name: &str| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+               "params": {"name": "hello", "arguments": {"name": name}}})
+    };
+    let both = format!("{}\n{}\n", call(51, &name), call(52, "Ada"));
+    server.send_raw(both.as_bytes()).await;
+    // The small call may well be answered first.
+    let (mut large, mut small) = (None, None);
+    while large.is_none() || small.is_none() {
+        let message = server.next().await.expect("answered before stdout ends");
+        match message.get("id").and_then(Value::as_u64) {
+            Some(51) => large = Some(message),
+            Some(52) => small = Some(message),
+            _ => {}
+        }
+    }
+    let (large, small) = (large.expect("answer 51"), small.expect("answer 52"));
+    for (answer, name) in [(&large, name.as_str()), (&small, "Ada")] {
+        let result = &answer["result"];
+        assert_eq!(result["isError"], false, "{}", result["content"][0]["text"]);
+        let greeting = format!("Hello, {name}!");
+        assert_eq!(result["structuredContent"]["greeting"], greeting.as_str());
+        let text: Value =
+            serde_json::from_str(result["content"][0]["text"].as_str().expect("text content"))
+                .expect("the text is the output's JSON");
+        assert_eq!(text, result["structuredContent"]);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_error_answers_over_stdio() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -46,9 +46,22 @@ struct CallPlan<'a> {
     call_cap: Option<u64>,
 }
 
+/// Whether a call's input still has to be checked to be JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Input {
+    /// Text from the caller: checked before anything runs.
+    Unchecked,
+    /// Serialized by the host's own surface from a parsed value.
+    Json,
+}
+
 impl<'a> CallPlan<'a> {
     /// Checks the input and the key, and fixes what every stage reads.
-    fn new(tool: &'a Arc<LoadedTool>, request: &'a CallRequest) -> Result<Self, CallError> {
+    fn new(
+        tool: &'a Arc<LoadedTool>,
+        request: &'a CallRequest,
+        input: Input,
+    ) -> Result<Self, CallError> {
         let name = &tool.description.name;
         let invalid = |e: serde_json::Error| CallError::InvalidInput {
             tool: name.clone(),
@@ -66,7 +79,10 @@ impl<'a> CallPlan<'a> {
                 ))
             }
             None => {
-                serde_json::from_str::<serde::de::IgnoredAny>(&request.input).map_err(invalid)?;
+                if input == Input::Unchecked {
+                    serde_json::from_str::<serde::de::IgnoredAny>(&request.input)
+                        .map_err(invalid)?;
+                }
                 None
             }
         };
@@ -134,6 +150,23 @@ impl Host {
     /// Which failures are retried and which the breaker counts is fixed by
     /// the error-class table. Every attempt is recorded in the audit history.
     pub async fn call(&self, request: CallRequest) -> Result<CallOutcome, CallError> {
+        self.call_checked(request, Input::Unchecked).await
+    }
+
+    /// [`Host::call`] for an input the caller built from a parsed JSON
+    /// value (the MCP surface): it is not checked a second time.
+    pub(crate) async fn call_with_json_input(
+        &self,
+        request: CallRequest,
+    ) -> Result<CallOutcome, CallError> {
+        self.call_checked(request, Input::Json).await
+    }
+
+    async fn call_checked(
+        &self,
+        request: CallRequest,
+        input: Input,
+    ) -> Result<CallOutcome, CallError> {
         let started = Instant::now();
         let span = tracing::info_span!(
             "call",
@@ -148,7 +181,7 @@ impl Host {
             replayed = tracing::field::Empty,
         );
         let result = self
-            .call_with_fallbacks(&request, started)
+            .call_with_fallbacks(&request, input, started)
             .instrument(span.clone())
             .await;
         match &result {
@@ -168,6 +201,7 @@ impl Host {
     async fn call_with_fallbacks(
         &self,
         request: &CallRequest,
+        input: Input,
         started: Instant,
     ) -> Result<CallOutcome, CallError> {
         let tool = self
@@ -175,7 +209,7 @@ impl Host {
             .ok_or_else(|| CallError::UnknownTool {
                 tool: request.tool.clone(),
             })?;
-        let result = self.call_tool(&tool, request).await;
+        let result = self.call_tool(&tool, request, input).await;
         tool.metrics.record(&result, started.elapsed());
         let error = match result {
             Ok(outcome) => return Ok(outcome),
@@ -203,7 +237,7 @@ impl Host {
                 tool: fallback.to_string(),
                 ..request.clone()
             };
-            let result = self.call_tool(&fallback_tool, &attempt).await;
+            let result = self.call_tool(&fallback_tool, &attempt, input).await;
             fallback_tool.metrics.record(&result, started.elapsed());
             match result {
                 Ok(mut outcome) => {
@@ -228,8 +262,9 @@ impl Host {
         &self,
         tool: &Arc<LoadedTool>,
         request: &CallRequest,
+        input: Input,
     ) -> Result<CallOutcome, CallError> {
-        let mut plan = CallPlan::new(tool, request)?;
+        let mut plan = CallPlan::new(tool, request, input)?;
         self.reap_now_and_then();
         match (plan.fingerprint.take(), &plan.key) {
             (Some(fingerprint), Some(key)) => self.call_keyed(&plan, key, fingerprint).await,

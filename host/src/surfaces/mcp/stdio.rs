@@ -34,6 +34,10 @@ use tokio_util::sync::CancellationToken;
 /// The longest line (one message) read, in bytes: 16 MiB.
 pub(crate) const MAX_LINE: usize = 16 * 1024 * 1024;
 
+/// Bytes read from stdin at once: a pipe's default capacity, so a large
+/// message takes a read per pipe-full instead of one per 8 KiB.
+const READ_BUFFER: usize = 64 * 1024;
+
 /// Requests read and not yet answered before the server stops reading.
 pub(crate) const MAX_UNANSWERED: usize = 128;
 
@@ -166,7 +170,7 @@ where
     /// A transport that cancels `input_closed` when input ends.
     pub(crate) fn new(reader: R, writer: W, input_closed: CancellationToken) -> Self {
         Self {
-            reader: BufReader::new(reader),
+            reader: BufReader::with_capacity(READ_BUFFER, reader),
             line: Vec::new(),
             discarding: false,
             writer: Arc::new(tokio::sync::Mutex::new(writer)),
@@ -192,7 +196,7 @@ where
                 }
                 return Ok(Line::End);
             }
-            let newline = available.iter().position(|b| *b == b'\n');
+            let newline = memchr::memchr(b'\n', available);
             let take = newline.map_or(available.len(), |at| at + 1);
             if self.discarding {
                 let room = ID_PREFIX.saturating_sub(self.line.len()).min(take);
