@@ -38,6 +38,9 @@ pub(crate) const MAX_LINE: usize = 16 * 1024 * 1024;
 /// message takes a read per pipe-full instead of one per 8 KiB.
 const READ_BUFFER: usize = 64 * 1024;
 
+/// The largest line and answer buffers kept for reuse between messages.
+const KEPT_BUFFER: usize = 4 * 1024 * 1024;
+
 /// Requests read and not yet answered before the server stops reading.
 pub(crate) const MAX_UNANSWERED: usize = 128;
 
@@ -145,7 +148,7 @@ pub(crate) struct StdioTransport<R, W> {
     /// Set while the rest of an oversized line is skipped; the line's start,
     /// kept to find its `id`, is in `line`.
     discarding: bool,
-    writer: Arc<tokio::sync::Mutex<W>>,
+    writer: Arc<tokio::sync::Mutex<Writer<W>>>,
     unanswered: Arc<Unanswered>,
     initialize_seen: bool,
     input_closed: CancellationToken,
@@ -173,7 +176,10 @@ where
             reader: BufReader::with_capacity(READ_BUFFER, reader),
             line: Vec::new(),
             discarding: false,
-            writer: Arc::new(tokio::sync::Mutex::new(writer)),
+            writer: Arc::new(tokio::sync::Mutex::new(Writer {
+                out: writer,
+                buffer: Vec::new(),
+            })),
             unanswered: Arc::new(Unanswered {
                 slots: Semaphore::new(MAX_UNANSWERED),
                 ids: Mutex::default(),
@@ -222,8 +228,18 @@ where
     /// Parses the complete line in `self.line`: the message, or why it is
     /// refused (with the `id` to answer), or nothing to answer.
     fn parse_line(&mut self) -> Result<ClientJsonRpcMessage, Option<(Option<RequestId>, String)>> {
-        let line = std::mem::take(&mut self.line);
-        let text = trim_line(&line);
+        let parsed = Self::parse(trim_line(&self.line));
+        // The buffer is kept for the next line (growing it again for every
+        // large message costs copies and page faults), unless it grew large.
+        self.line.clear();
+        if self.line.capacity() > KEPT_BUFFER {
+            self.line = Vec::new();
+        }
+        parsed
+    }
+
+    /// The message in `text`, or why it is refused, or nothing to answer.
+    fn parse(text: &[u8]) -> Result<ClientJsonRpcMessage, Option<(Option<RequestId>, String)>> {
         if text.is_empty() {
             return Err(None);
         }
@@ -372,29 +388,43 @@ where
     }
 
     async fn close(&mut self) -> Result<(), Self::Error> {
-        self.writer.lock().await.flush().await
+        self.writer.lock().await.out.flush().await
     }
+}
+
+/// Standard output and the buffer answers are serialized into, reused
+/// from one answer to the next.
+struct Writer<W> {
+    out: W,
+    buffer: Vec<u8>,
 }
 
 /// Writes `message` as one line. The returned future owns everything it
 /// needs, so a caller may spawn it.
-fn write_message<W>(
-    writer: Arc<tokio::sync::Mutex<W>>,
+async fn write_message<W>(
+    writer: Arc<tokio::sync::Mutex<Writer<W>>>,
     message: ServerJsonRpcMessage,
-) -> impl Future<Output = std::io::Result<()>> + Send + 'static
+) -> std::io::Result<()>
 where
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let line = serde_json::to_vec(&message).map(|mut line| {
-        line.push(b'\n');
-        line
-    });
-    async move {
-        let line = line.map_err(std::io::Error::other)?;
-        let mut writer = writer.lock().await;
-        writer.write_all(&line).await?;
-        writer.flush().await
+    let mut writer = writer.lock().await;
+    let Writer { out, buffer } = &mut *writer;
+    buffer.clear();
+    let written = match serde_json::to_writer(&mut *buffer, &message) {
+        Ok(()) => {
+            buffer.push(b'\n');
+            match out.write_all(buffer).await {
+                Ok(()) => out.flush().await,
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(std::io::Error::other(e)),
+    };
+    if buffer.capacity() > KEPT_BUFFER {
+        *buffer = Vec::new();
     }
+    written
 }
 
 /// A line without its newline, carriage return and byte order mark.
