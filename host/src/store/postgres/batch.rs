@@ -262,7 +262,7 @@ async fn commit(shared: &Shared, mut batch: Vec<Queued>) {
             }
         }
         Ended::Failed(failure) => {
-            let error = failure.into_journal(&shared.name, shared.deadline);
+            let error = failure.into_journal(shared);
             let again = Again::from(error);
             for queued in batch {
                 let _ = queued.reply.send(Err(Failure::Journal(again.error())));

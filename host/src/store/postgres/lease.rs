@@ -55,7 +55,7 @@ pub(super) async fn keep_alive(shared: Weak<Shared>) {
             take_over_dead(&shared).await
         };
         if let Err(e) = beat.await {
-            let e = e.into_journal(&shared.name, shared.deadline);
+            let e = e.into_journal(&shared);
             tracing::warn!(error = %e, "cannot renew this replica's lease");
         }
     }

@@ -84,7 +84,15 @@ impl From<deadpool_postgres::PoolError> for Failure {
 struct TimedOut(Duration);
 
 impl Failure {
-    fn into_journal(self, store: &str, deadline: Duration) -> JournalError {
+    /// The error the store's callers see. A lost connection also drops the
+    /// pool's idle connections: the database may have cut them all (a
+    /// restart, a failover), and one that looks open is handed out before
+    /// its driver task has noticed. The next operations connect afresh.
+    fn into_journal(self, shared: &Shared) -> JournalError {
+        if self.connection_lost() {
+            shared.pool.retain(|_, _| false);
+        }
+        let (store, deadline) = (shared.name.as_str(), shared.deadline);
         let unavailable = |source: StorageCause| JournalError::Unavailable {
             store: store.to_owned(),
             source,
@@ -95,6 +103,23 @@ impl Failure {
             Self::Db(e) => unavailable(Arc::new(e)),
             Self::Pool(e) => unavailable(Arc::new(e)),
             Self::TimedOut => unavailable(Arc::new(TimedOut(deadline))),
+        }
+    }
+}
+
+impl Failure {
+    /// Whether a connection broke or could not be made (not a refused
+    /// statement, a timeout or a pool with no free slot).
+    fn connection_lost(&self) -> bool {
+        match self {
+            Self::Db(e) => e
+                .code()
+                .is_none_or(|code| code.code().starts_with("08") || code.code().starts_with("57P")),
+            Self::Pool(deadpool_postgres::PoolError::Timeout(
+                deadpool_postgres::TimeoutType::Wait,
+            )) => false,
+            Self::Pool(_) => true,
+            Self::Journal(_) | Self::TimedOut => false,
         }
     }
 }
@@ -276,12 +301,11 @@ impl PgStore {
         let shared = Arc::clone(&self.shared);
         self.handle.spawn(async move {
             let deadline = shared.deadline;
-            let name = shared.name.clone();
-            let result = match tokio::time::timeout(deadline, work(shared)).await {
+            let result = match tokio::time::timeout(deadline, work(Arc::clone(&shared))).await {
                 Ok(result) => result,
                 Err(_) => Err(Failure::TimedOut),
             };
-            result.map_err(|e| e.into_journal(&name, deadline))
+            result.map_err(|e| e.into_journal(&shared))
         })
     }
 
@@ -354,7 +378,7 @@ async fn audit_loop(shared: std::sync::Weak<Shared>) {
             return;
         };
         if let Err(e) = shared.flush_audit().await {
-            let e = e.into_journal(&shared.name, shared.deadline);
+            let e = e.into_journal(&shared);
             tracing::warn!(error = %e, "cannot record attempts in the audit history");
         }
     }
