@@ -105,16 +105,12 @@ impl Failure {
             Self::TimedOut => unavailable(Arc::new(TimedOut(deadline))),
         }
     }
-}
 
-impl Failure {
     /// Whether a connection broke or could not be made (not a refused
     /// statement, a timeout or a pool with no free slot).
     fn connection_lost(&self) -> bool {
         match self {
-            Self::Db(e) => e
-                .code()
-                .is_none_or(|code| code.code().starts_with("08") || code.code().starts_with("57P")),
+            Self::Db(e) => broken(e),
             Self::Pool(deadpool_postgres::PoolError::Timeout(
                 deadpool_postgres::TimeoutType::Wait,
             )) => false,
@@ -125,16 +121,20 @@ impl Failure {
 }
 
 /// Whether a driver error means the database is out of reach (rather than
-/// that it refused a statement).
+/// that it refused a statement): its connection broke, or it cancelled the
+/// statement (57014: statement_timeout) or ran out of resources (53).
 fn lost(e: &tokio_postgres::Error) -> bool {
-    let Some(code) = e.code() else {
-        // No SQL state: I/O, a closed connection, a failed connect.
-        return true;
-    };
-    let code = code.code();
-    // 08: connection exception; 57P0x: shutdown, cannot connect now;
-    // 57014: cancelled by statement_timeout; 53: out of resources.
-    code.starts_with("08") || code.starts_with("57P") || code == "57014" || code.starts_with("53")
+    broken(e)
+        || e.code()
+            .is_some_and(|code| code.code() == "57014" || code.code().starts_with("53"))
+}
+
+/// Whether a driver error means its connection is gone: no SQL state (I/O,
+/// a closed connection, a failed connect), a connection exception (08), or
+/// a shutdown or "cannot connect now" (57P0x).
+fn broken(e: &tokio_postgres::Error) -> bool {
+    e.code()
+        .is_none_or(|code| code.code().starts_with("08") || code.code().starts_with("57P"))
 }
 
 pub(super) type Outcome<T> = Result<T, Failure>;
