@@ -299,6 +299,11 @@ pub fn run(
     options: &BenchOptions,
     progress: &mut dyn FnMut(&str),
 ) -> Result<BenchReport, BenchError> {
+    if options.spinner.is_none() && options.only.contains(&Scenario::Fairness) {
+        return Err(BenchError::Host(
+            "the fairness scenario needs a spinning tool (--spinner)".into(),
+        ));
+    }
     let bytes = std::fs::read(&options.component).map_err(|e| BenchError::Component {
         path: options.component.clone(),
         message: e.to_string(),

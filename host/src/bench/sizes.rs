@@ -86,24 +86,18 @@ pub(super) async fn sizes(
         let (mut plain_us, mut metered_us, mut epochs_us, mut ours_us) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
-            plain_us.push(
-                batch_us(batch, || async {
-                    black_box(plain.call(&input).await);
-                })
-                .await,
-            );
-            metered_us.push(
-                batch_us(batch, || async {
-                    black_box(metered.call(&input).await);
-                })
-                .await,
-            );
-            epochs_us.push(
-                batch_us(batch, || async {
-                    black_box(epochs.call(&input).await);
-                })
-                .await,
-            );
+            for (samples, baseline) in [
+                (&mut plain_us, &plain),
+                (&mut metered_us, &metered),
+                (&mut epochs_us, &epochs),
+            ] {
+                samples.push(
+                    batch_us(batch, || async {
+                        black_box(baseline.call(&input).await);
+                    })
+                    .await,
+                );
+            }
             ours_us.push(
                 batch_us(batch, || async {
                     let outcome = host.call(CallRequest::new(&name, input.as_str())).await;

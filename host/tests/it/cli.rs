@@ -854,4 +854,22 @@ fn bench_only_measures_the_scenarios_named_and_refuses_unknown_ones() {
         "{}",
         text(&out.stderr)
     );
+    // Asked for by name, fairness needs a spinner; it does not pass silently.
+    let out = cofferdam(
+        dir.path(),
+        &[
+            "bench",
+            "--quick",
+            "--only",
+            "fairness",
+            "--tool",
+            artifacts::HELLO,
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--spinner"),
+        "{}",
+        text(&out.stderr)
+    );
 }
