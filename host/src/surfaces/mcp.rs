@@ -337,15 +337,19 @@ impl McpServer {
         // Cancelled by the client (`notifications/cancelled`, a closed HTTP
         // stream) or by the end of its input.
         let cancel = self.input_closed.child_token();
-        let _unlink = link(&context.ct, &cancel);
-        request.cancel = Some(cancel);
+        request.cancel = Some(cancel.clone());
         let forwarder = context
             .meta
             .get_progress_token()
             .map(|token| forward_progress(context.peer.clone(), token, &mut request));
         // The arguments were parsed by the transport and serialized here:
         // the host need not check again that they are JSON.
-        let result = self.host.call_with_json_input(request).await;
+        let result = until_cancelled(
+            &context.ct,
+            &cancel,
+            self.host.call_with_json_input(request),
+        )
+        .await;
         // Every queued report reaches the client before the result does.
         if let Some(forwarder) = forwarder {
             let _ = forwarder.await;
@@ -626,17 +630,24 @@ const MCP_REQUESTS: &[&str] = &[
     "logging/setLevel",
 ];
 
-/// Cancels `to` when `from` is cancelled, until the returned guard drops.
-fn link(from: &CancellationToken, to: &CancellationToken) -> tokio_util::sync::DropGuard {
-    let done = CancellationToken::new();
-    let (from, to, until) = (from.clone(), to.clone(), done.clone());
-    tokio::spawn(async move {
-        tokio::select! {
-            () = from.cancelled() => to.cancel(),
-            () = until.cancelled() => {}
+/// Runs `call` to its end, cancelling `cancel` if `client` (the request's
+/// own token: `notifications/cancelled`, a closed HTTP stream) is cancelled
+/// first. Polled in the handler's own task: a task per call to pass the
+/// cancel on would wake another worker thread on every call.
+async fn until_cancelled<F: Future>(
+    client: &CancellationToken,
+    cancel: &CancellationToken,
+    call: F,
+) -> F::Output {
+    let mut call = std::pin::pin!(call);
+    tokio::select! {
+        biased;
+        output = &mut call => output,
+        () = client.cancelled() => {
+            cancel.cancel();
+            call.await
         }
-    });
-    done.drop_guard()
+    }
 }
 
 /// Progress reports waiting for the client, at most: when a tool reports

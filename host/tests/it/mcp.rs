@@ -879,6 +879,38 @@ async fn stdio_end_of_input_cancels_running_calls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cancel_stops_its_running_call_and_the_session_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "");
+    let mut server = RawStdio::start(&config, true).await;
+    server.initialize().await;
+    // `spin` computes until its 60 s deadline unless it is stopped.
+    server.send(&call_request(1, "spin", json!({}))).await;
+    let metrics = server.metrics.clone().expect("metrics");
+    wait_for_metric(&metrics, "cofferdam_calls_in_flight{tool=\"spin\"} 1").await;
+    server
+        .send(
+            &json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                      "params": {"requestId": 1, "reason": "the user gave up"}}),
+        )
+        .await;
+    wait_for_metric(
+        &metrics,
+        "cofferdam_calls_total{tool=\"spin\",outcome=\"cancelled\"} 1",
+    )
+    .await;
+    wait_for_metric(&metrics, "cofferdam_calls_in_flight{tool=\"spin\"} 0").await;
+    server
+        .send(&call_request(2, "hello", json!({"name": "Ada"})))
+        .await;
+    let answer = server.answer(&json!(2)).await;
+    assert_eq!(
+        answer["result"]["structuredContent"]["greeting"],
+        "Hello, Ada!"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_before_initialize_do_not_end_the_session() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path(), "");
