@@ -67,7 +67,7 @@ mod surfaces;
 
 pub use budget::{BudgetError, Budgets};
 pub use host::config::{
-    ConfigError, ConfigProblem, HostConfig, ReloadReport, ScheduleTable, StoreTable,
+    ConfigError, ConfigProblem, HostConfig, McpTable, ReloadReport, ScheduleTable, StoreTable,
 };
 pub use host::{
     CallOutcome, CallRequest, FallbackUsed, Host, HostBuilder, ToolDescription, ToolFilter,

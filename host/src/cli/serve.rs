@@ -86,6 +86,7 @@ pub(super) async fn serve(args: ServeArgs, dirs: &Dirs) -> Result<ExitCode> {
         .set_clients(&config.clients)
         .context("invalid [[clients]]")?;
     server.set_stdio_identity(config.stdio.as_ref());
+    server.set_max_structured_bytes(config.mcp.max_structured_bytes);
     if let Some(addr) = args.http
         && !addr.ip().is_loopback()
         && config.clients.is_empty()
@@ -417,6 +418,7 @@ async fn watch(
             tracing::warn!(error = %e, "clients not reloaded");
         }
         server.set_stdio_identity(next.stdio.as_ref());
+        server.set_max_structured_bytes(next.mcp.max_structured_bytes);
         let report = next.reload(server.host(), &current).await;
         for (name, error) in &report.failed {
             tracing::warn!(tool = %name, error = %chain(error), "tool not reloaded");

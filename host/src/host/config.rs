@@ -95,6 +95,21 @@ pub struct HostConfig {
     /// `_meta` says who it is, and it manages nothing).
     #[serde(default)]
     pub stdio: Option<crate::model::identity::StdioSpec>,
+    /// How the MCP server answers (`[mcp]`).
+    #[serde(default)]
+    pub mcp: McpTable,
+}
+
+/// `[mcp]`: how `cofferdam serve` answers MCP clients. Applied again when
+/// the file is reloaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpTable {
+    /// The largest output, in bytes, a successful `tools/call` also returns
+    /// as `structuredContent` (default: no limit). A larger one comes as
+    /// text content only, with `_meta.structuredOmitted = true`: the reply
+    /// then carries the output once instead of twice.
+    pub max_structured_bytes: Option<u64>,
 }
 
 /// The webhook `spec` describes, its secret read from the environment.
@@ -646,6 +661,12 @@ mod tests {
         );
         let error = HostConfig::from_file(&file).expect_err("typo");
         assert!(error.to_string().contains("timout_ms"), "{error}");
+        let file = write(dir.path(), "m.toml", "[mcp]\nmax_structured = 5\n");
+        let error = HostConfig::from_file(&file).expect_err("typo");
+        assert!(error.to_string().contains("max_structured"), "{error}");
+        let file = write(dir.path(), "n.toml", "[mcp]\nmax_structured_bytes = 5\n");
+        let config = HostConfig::from_file(&file).expect("parses");
+        assert_eq!(config.mcp.max_structured_bytes, Some(5));
         let file = write(dir.path(), "d.toml", "dat_dir = \"x\"\n");
         assert!(
             HostConfig::from_file(&file)

@@ -31,6 +31,7 @@ mod catalog;
 mod http;
 mod identity;
 mod manage;
+mod progress;
 mod resources;
 mod sessions;
 mod stdio;
@@ -41,16 +42,17 @@ pub use identity::{
 pub use manage::{ManageError, manage};
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, CustomRequest,
     CustomResult, Implementation, JsonObject, ListResourceTemplatesResult, ListResourcesResult,
-    ListToolsResult, MetaObject, PaginatedRequestParams, ProgressNotificationParam, ProgressToken,
-    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
-    ResourceContents, ResourceTemplate, ServerCapabilities, ServerConfig, SubscribeRequestParams,
-    Tool, ToolAnnotations, UnsubscribeRequestParams,
+    ListToolsResult, MetaObject, PaginatedRequestParams, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, ResourceTemplate,
+    ServerCapabilities, ServerConfig, SubscribeRequestParams, Tool, ToolAnnotations,
+    UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, RequestContext, ServerInitializeError};
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -58,7 +60,7 @@ use rmcp::{ErrorData, Peer, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::{CallError, CallOutcome, CallRequest, Effect, Host, Progress, Tokens, ToolDescription};
+use crate::{CallError, CallOutcome, CallRequest, Effect, Host, Tokens, ToolDescription};
 
 /// An MCP server over one [`Host`]. Cheap to clone: every clone (one per
 /// HTTP session) shares the host and the list of connected clients.
@@ -75,6 +77,8 @@ pub struct McpServer {
     /// Cancelled when the client's input ends (stdio): calls still running
     /// are cancelled with it.
     input_closed: CancellationToken,
+    /// The largest output also sent as `structuredContent`, in bytes.
+    max_structured: Arc<AtomicU64>,
 }
 
 /// Failure to run the MCP server.
@@ -147,7 +151,17 @@ impl McpServer {
             local: Arc::default(),
             watches: resources::Watches::default(),
             input_closed: CancellationToken::new(),
+            max_structured: Arc::new(AtomicU64::new(u64::MAX)),
         }
+    }
+
+    /// Sets the largest output, in bytes, a successful call also returns as
+    /// `structuredContent` (`None`: no limit). A larger output comes as text
+    /// content only, with `_meta.structuredOmitted = true`, so a large reply
+    /// carries it once instead of twice.
+    pub fn set_max_structured_bytes(&self, max: Option<u64>) {
+        self.max_structured
+            .store(max.unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// The host behind the server.
@@ -341,7 +355,7 @@ impl McpServer {
         let forwarder = context
             .meta
             .get_progress_token()
-            .map(|token| forward_progress(context.peer.clone(), token, &mut request));
+            .map(|token| progress::forward(context.peer.clone(), token, &mut request));
         // The arguments were parsed by the transport and serialized here:
         // the host need not check again that they are JSON.
         let result = until_cancelled(
@@ -355,7 +369,10 @@ impl McpServer {
             let _ = forwarder.await;
         }
         match result {
-            Ok(outcome) => Ok(success(outcome)),
+            Ok(outcome) => Ok(success(
+                outcome,
+                self.max_structured.load(Ordering::Relaxed),
+            )),
             Err(CallError::UnknownTool { tool }) => Err(ErrorData::invalid_params(
                 format!("no tool named `{tool}` is loaded"),
                 Some(json!({ "class": "unknown-tool" })),
@@ -650,100 +667,16 @@ async fn until_cancelled<F: Future>(
     }
 }
 
-/// Progress reports waiting for the client, at most: when a tool reports
-/// faster than the client reads, the oldest waiting report is dropped, never
-/// the latest one (so the final report always arrives).
-const PROGRESS_QUEUE: usize = 64;
-
-/// The reports of one call waiting to be sent.
-#[derive(Default)]
-struct Reports {
-    waiting: Mutex<(std::collections::VecDeque<Progress>, bool)>,
-    ready: tokio::sync::Notify,
-}
-
-impl Reports {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (std::collections::VecDeque<Progress>, bool)> {
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// Marks the call done when the host drops its progress sink.
-struct CallDone(Arc<Reports>);
-
-impl Drop for CallDone {
-    fn drop(&mut self) {
-        self.0.lock().1 = true;
-        self.0.ready.notify_one();
-    }
-}
-
-/// Sends the call's progress reports to the client, in order, on a bounded
-/// queue that drops the oldest report when full. The returned task ends
-/// once the call (holding the sink) is done and every waiting report is
-/// sent.
-fn forward_progress(
-    peer: Peer<RoleServer>,
-    token: ProgressToken,
-    request: &mut CallRequest,
-) -> tokio::task::JoinHandle<()> {
-    let reports = Arc::new(Reports::default());
-    let done = CallDone(Arc::clone(&reports));
-    request.progress = Some(Arc::new(move |progress: &Progress| {
-        let reports = &done.0;
-        let mut waiting = reports.lock();
-        if waiting.0.len() == PROGRESS_QUEUE {
-            waiting.0.pop_front();
-        }
-        waiting.0.push_back(progress.clone());
-        drop(waiting);
-        reports.ready.notify_one();
-    }));
-    tokio::spawn(async move {
-        loop {
-            let (batch, done) = {
-                let mut waiting = reports.lock();
-                (std::mem::take(&mut waiting.0), waiting.1)
-            };
-            for progress in batch {
-                if !send_progress(&peer, &token, progress).await {
-                    return;
-                }
-            }
-            if done {
-                // Reports are only added before the call is done, and all
-                // of them were taken with this batch.
-                return;
-            }
-            reports.ready.notified().await;
-        }
-    })
-}
-
-/// Sends one report; `false` when the client is gone.
-async fn send_progress(peer: &Peer<RoleServer>, token: &ProgressToken, progress: Progress) -> bool {
-    #[expect(clippy::cast_precision_loss, reason = "progress is approximate")]
-    let mut param = ProgressNotificationParam::new(token.clone(), progress.done as f64);
-    if let Some(total) = progress.total {
-        #[expect(clippy::cast_precision_loss, reason = "progress is approximate")]
-        let total = total as f64;
-        param = param.with_total(total);
-    }
-    if !progress.message.is_empty() {
-        param = param.with_message(progress.message);
-    }
-    peer.notify_progress(param).await.is_ok()
-}
-
 /// A successful call: the output as text, and as structured content when it
-/// is a JSON object; the cost and attempts in `_meta`.
-fn success(outcome: CallOutcome) -> CallToolResult {
+/// is a JSON object of at most `max_structured` bytes; the cost and attempts
+/// in `_meta`.
+fn success(outcome: CallOutcome, max_structured: u64) -> CallToolResult {
     // Only an object is structured content, so only an object is parsed;
     // the text is the output itself, moved, not copied.
-    let structured = outcome
-        .output
-        .trim_start()
-        .starts_with('{')
+    let object = outcome.output.trim_start().starts_with('{');
+    let omitted =
+        object && u64::try_from(outcome.output.len()).unwrap_or(u64::MAX) > max_structured;
+    let structured = (object && !omitted)
         .then(|| outcome.output_json())
         .filter(Value::is_object);
     let mut meta = MetaObject::new();
@@ -762,6 +695,9 @@ fn success(outcome: CallOutcome) -> CallToolResult {
         ("fallbackUsed", json!(outcome.fallback_used)),
     ] {
         meta.0.insert(key.into(), value);
+    }
+    if omitted {
+        meta.0.insert("structuredOmitted".into(), json!(true));
     }
     let mut result = CallToolResult::success(vec![ContentBlock::text(outcome.output)]);
     result.structured_content = structured;

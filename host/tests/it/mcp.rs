@@ -911,6 +911,38 @@ async fn a_client_cancel_stops_its_running_call_and_the_session_goes_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_above_max_structured_bytes_comes_once_as_text() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "[mcp]\nmax_structured_bytes = 1024\n");
+    let mut server = RawStdio::start(&config, false).await;
+    server.initialize().await;
+    let long = "é".repeat(1000); // 2,000 bytes of UTF-8
+    server
+        .send(&call_request(1, "hello", json!({"name": long})))
+        .await;
+    let large = server.answer(&json!(1)).await;
+    let result = &large["result"];
+    assert_eq!(result["isError"], false, "{large}");
+    assert!(result.get("structuredContent").is_none(), "{large}");
+    assert_eq!(result["_meta"]["structuredOmitted"], true, "{large}");
+    let text = result["content"][0]["text"].as_str().expect("text");
+    let output: Value = serde_json::from_str(text).expect("the text is the output");
+    assert_eq!(output["greeting"], format!("Hello, {long}!"));
+    server
+        .send(&call_request(2, "hello", json!({"name": "Ada"})))
+        .await;
+    let small = server.answer(&json!(2)).await;
+    assert_eq!(
+        small["result"]["structuredContent"]["greeting"], "Hello, Ada!",
+        "{small}"
+    );
+    assert!(
+        small["result"]["_meta"].get("structuredOmitted").is_none(),
+        "{small}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_before_initialize_do_not_end_the_session() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path(), "");
