@@ -403,6 +403,19 @@ struct RawStdio {
 }
 
 impl RawStdio {
+    /// Calls `hello` for Ada as request `id` and checks the greeting: the
+    /// session still serves calls. Returns the answer.
+    async fn greets(&mut self, id: u64) -> Value {
+        self.send(&call_request(id, "hello", json!({"name": "Ada"})))
+            .await;
+        let answer = self.answer(&json!(id)).await;
+        assert_eq!(
+            answer["result"]["structuredContent"]["greeting"], "Hello, Ada!",
+            "{answer}"
+        );
+        answer
+    }
+
     async fn start(config: &Path, with_metrics: bool) -> Self {
         let mut command = serve_command(config);
         if with_metrics {
@@ -900,14 +913,7 @@ async fn a_client_cancel_stops_its_running_call_and_the_session_goes_on() {
     )
     .await;
     wait_for_metric(&metrics, "cofferdam_calls_in_flight{tool=\"spin\"} 0").await;
-    server
-        .send(&call_request(2, "hello", json!({"name": "Ada"})))
-        .await;
-    let answer = server.answer(&json!(2)).await;
-    assert_eq!(
-        answer["result"]["structuredContent"]["greeting"],
-        "Hello, Ada!"
-    );
+    server.greets(2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -928,14 +934,7 @@ async fn an_output_above_max_structured_bytes_comes_once_as_text() {
     let text = result["content"][0]["text"].as_str().expect("text");
     let output: Value = serde_json::from_str(text).expect("the text is the output");
     assert_eq!(output["greeting"], format!("Hello, {long}!"));
-    server
-        .send(&call_request(2, "hello", json!({"name": "Ada"})))
-        .await;
-    let small = server.answer(&json!(2)).await;
-    assert_eq!(
-        small["result"]["structuredContent"]["greeting"], "Hello, Ada!",
-        "{small}"
-    );
+    let small = server.greets(2).await;
     assert!(
         small["result"]["_meta"].get("structuredOmitted").is_none(),
         "{small}"
@@ -957,14 +956,7 @@ async fn messages_before_initialize_do_not_end_the_session() {
         .send(&json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 3}}))
         .await;
     server.initialize().await;
-    server
-        .send(&call_request(1, "hello", json!({"name": "Ada"})))
-        .await;
-    let answer = server.answer(&json!(1)).await;
-    assert_eq!(
-        answer["result"]["structuredContent"]["greeting"],
-        "Hello, Ada!"
-    );
+    server.greets(1).await;
 
     // Over HTTP a stray notification is refused and changes nothing.
     let (mut child, addr) = start_http(&config, &[]).await;
@@ -1071,14 +1063,7 @@ async fn bad_requests_get_error_answers_over_stdio() {
             .contains("nested")
     );
     // And the session goes on.
-    server
-        .send(&call_request(43, "hello", json!({"name": "Ada"})))
-        .await;
-    let answer = server.answer(&json!(43)).await;
-    assert_eq!(
-        answer["result"]["structuredContent"]["greeting"],
-        "Hello, Ada!"
-    );
+    server.greets(43).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
