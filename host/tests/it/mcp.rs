@@ -868,8 +868,10 @@ async fn stdio_stops_reading_a_client_that_does_not_read_its_answers() {
     server.stdin = Some(writer.await.expect("writer"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stdio_end_of_input_cancels_running_calls() {
+/// A stdio server with metrics, initialized, whose request 1 (`spin`, which
+/// computes until its 60 s deadline unless stopped) is running; and its
+/// metrics address.
+async fn spinning_over_stdio() -> (tempfile::TempDir, RawStdio, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path(), "");
     let mut server = RawStdio::start(&config, true).await;
@@ -877,6 +879,12 @@ async fn stdio_end_of_input_cancels_running_calls() {
     server.send(&call_request(1, "spin", json!({}))).await;
     let metrics = server.metrics.clone().expect("metrics");
     wait_for_metric(&metrics, "cofferdam_calls_in_flight{tool=\"spin\"} 1").await;
+    (dir, server, metrics)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdio_end_of_input_cancels_running_calls() {
+    let (_dir, mut server, _) = spinning_over_stdio().await;
     // The client hangs up its end of stdin mid-call.
     drop(server.stdin.take());
     let answer = server.answer(&json!(1)).await;
@@ -893,14 +901,7 @@ async fn stdio_end_of_input_cancels_running_calls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_cancel_stops_its_running_call_and_the_session_goes_on() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(dir.path(), "");
-    let mut server = RawStdio::start(&config, true).await;
-    server.initialize().await;
-    // `spin` computes until its 60 s deadline unless it is stopped.
-    server.send(&call_request(1, "spin", json!({}))).await;
-    let metrics = server.metrics.clone().expect("metrics");
-    wait_for_metric(&metrics, "cofferdam_calls_in_flight{tool=\"spin\"} 1").await;
+    let (_dir, mut server, metrics) = spinning_over_stdio().await;
     server
         .send(
             &json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
