@@ -286,6 +286,10 @@ pub enum BenchError {
     /// The host failed.
     #[error("{0}")]
     Host(String),
+    /// The options ask for a measurement without giving what it needs (the
+    /// message names the option).
+    #[error("{0}")]
+    Options(String),
 }
 
 fn host_error(e: impl std::fmt::Display) -> BenchError {
@@ -300,7 +304,7 @@ pub fn run(
     progress: &mut dyn FnMut(&str),
 ) -> Result<BenchReport, BenchError> {
     if options.spinner.is_none() && options.only.contains(&Scenario::Fairness) {
-        return Err(BenchError::Host(
+        return Err(BenchError::Options(
             "the fairness scenario needs a spinning tool (--spinner)".into(),
         ));
     }

@@ -48,7 +48,7 @@ pub(super) async fn sizes(
         .collect::<Option<Vec<_>>>()
     else {
         if options.only.contains(&super::Scenario::Sizes) {
-            return Err(BenchError::Host(format!(
+            return Err(BenchError::Options(format!(
                 "the input-size scenario pads a string field of the input, and `{}` has none",
                 options.input
             )));
