@@ -27,6 +27,7 @@
 //! Protocol-level errors are kept for requests the host cannot understand
 //! (an unknown tool, malformed `_meta` or params).
 
+mod call_line;
 mod catalog;
 mod http;
 mod identity;
@@ -60,6 +61,7 @@ use rmcp::{ErrorData, Peer, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use self::call_line::RawArguments;
 use crate::{CallError, CallOutcome, CallRequest, Effect, Host, Tokens, ToolDescription};
 
 /// An MCP server over one [`Host`]. Cheap to clone: every clone (one per
@@ -309,12 +311,22 @@ impl McpServer {
     async fn call(
         &self,
         params: CallToolRequestParams,
-        context: RequestContext<RoleServer>,
+        mut context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        // Over stdio the arguments come as the client's own JSON text,
+        // checked by the transport's parse (`call_line`).
+        let raw = context
+            .extensions
+            .remove::<RawArguments>()
+            .map(|RawArguments(raw)| raw);
         let caller = self.caller(&context);
         if let Some(identity) = &caller {
             if manage::offers(identity, &params.name) {
-                let arguments = params.arguments.unwrap_or_default();
+                let arguments = match raw {
+                    Some(raw) => serde_json::from_str(&raw)
+                        .map_err(|e| ErrorData::invalid_params(e.to_string(), None))?,
+                    None => params.arguments.unwrap_or_default(),
+                };
                 return Ok(manage::call(&self.host, identity, &params.name, arguments).await);
             }
             if !identity.grant.may_call(&params.name) || manage::is_reserved(&params.name) {
@@ -327,10 +339,11 @@ impl McpServer {
                 ));
             }
         }
-        let mut request = CallRequest::new(
-            &params.name,
-            Value::Object(params.arguments.unwrap_or_default()).to_string(),
-        );
+        let input = match raw {
+            Some(raw) => raw,
+            None => Value::Object(params.arguments.unwrap_or_default()).to_string(),
+        };
+        let mut request = CallRequest::new(&params.name, input);
         read_meta(&context.meta, &mut request)?;
         if let Some(identity) = caller {
             // Who the token proved, whatever `_meta` claims; a task id is
@@ -356,8 +369,9 @@ impl McpServer {
             .meta
             .get_progress_token()
             .map(|token| progress::forward(context.peer.clone(), token, &mut request));
-        // The arguments were parsed by the transport and serialized here:
-        // the host need not check again that they are JSON.
+        // The arguments were parsed by the transport (and serialized here,
+        // unless they are the client's text): the host need not check again
+        // that they are JSON.
         let result = until_cancelled(
             &context.ct,
             &cancel,

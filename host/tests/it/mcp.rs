@@ -942,6 +942,72 @@ async fn an_output_above_max_structured_bytes_comes_once_as_text() {
     );
 }
 
+/// Over stdio a call's arguments reach the tool as the client wrote them
+/// (escapes, spacing, key order); a keyed call is still recognized by what
+/// its arguments mean, not by how they are spelt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_call_spelt_differently_is_replayed_over_stdio() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "");
+    let mut server = RawStdio::start(&config, false).await;
+    server.initialize().await;
+    let keyed = |id: u64, arguments: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"_meta":{{"idempotencyKey":"k-spelt","agentId":"a1"}},"name":"hello","arguments":{arguments}}}}}"#
+        )
+    };
+    let spellings = [r#"{"name":"Zo\u00eb"}"#, r#"{ "name" :  "Zoë" }"#];
+    let mut answers = Vec::new();
+    for (id, arguments) in (1..).zip(spellings) {
+        server
+            .send_raw(format!("{}\n", keyed(id, arguments)).as_bytes())
+            .await;
+        answers.push(server.answer(&json!(id)).await);
+    }
+    for answer in &answers {
+        assert_eq!(
+            answer["result"]["structuredContent"]["greeting"], "Hello, Zoë!",
+            "{answer}"
+        );
+    }
+    assert_eq!(answers[0]["result"]["_meta"]["replayed"], false);
+    assert_eq!(answers[1]["result"]["_meta"]["replayed"], true);
+    // Other arguments under the same key are refused.
+    server
+        .send_raw(format!("{}\n", keyed(3, r#"{"name" : "Zoe"}"#)).as_bytes())
+        .await;
+    let other = server.answer(&json!(3)).await;
+    assert_eq!(
+        other["result"]["structuredContent"]["error"]["class"], "idempotency-mismatch",
+        "{other}"
+    );
+    // Unkeyed, the spaced spelling reaches the tool itself.
+    let unkeyed = format!(
+        r#"{{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{{"name":"hello","arguments":{}}}}}"#,
+        spellings[1]
+    );
+    server.send_raw(format!("{unkeyed}\n").as_bytes()).await;
+    let answer = server.answer(&json!(4)).await;
+    assert_eq!(
+        answer["result"]["structuredContent"]["greeting"], "Hello, Zoë!",
+        "{answer}"
+    );
+    // A repeated key reaches the tool as sent, and the Rust SDK refuses it.
+    let repeated = unkeyed
+        .replace("4", "5")
+        .replace(spellings[1], r#"{"name":"a","name":"b"}"#);
+    server.send_raw(format!("{repeated}\n").as_bytes()).await;
+    let answer = server.answer(&json!(5)).await;
+    let error = &answer["result"]["structuredContent"]["error"];
+    assert_eq!(error["class"], "invalid-input", "{answer}");
+    assert!(
+        error["message"]
+            .as_str()
+            .expect("message")
+            .contains("duplicate field `name`")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_before_initialize_do_not_end_the_session() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -31,6 +31,8 @@ use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncWrite, AsyncWriteExt as _,
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
+use super::call_line;
+
 /// The longest line (one message) read, in bytes: 16 MiB.
 pub(crate) const MAX_LINE: usize = 16 * 1024 * 1024;
 
@@ -242,6 +244,9 @@ where
     fn parse(text: &[u8]) -> Result<ClientJsonRpcMessage, Option<(Option<RequestId>, String)>> {
         if text.is_empty() {
             return Err(None);
+        }
+        if let Some(call) = call_line::tools_call(text) {
+            return Ok(call);
         }
         let error = match serde_json::from_slice::<ClientJsonRpcMessage>(text) {
             Ok(message) => return Ok(message),
