@@ -109,13 +109,16 @@ pub(super) async fn fairness(
 ) -> Result<((f64, f64), (f64, f64)), BenchError> {
     let dir = tempfile::tempdir().map_err(host_error)?;
     let config = dir.path().join("cofferdam.toml");
+    // The config lives in a temporary directory, where paths given relative
+    // to the working directory would name nothing.
+    let component = std::path::absolute(&options.component).map_err(host_error)?;
+    let spinner = std::path::absolute(spinner).map_err(host_error)?;
     let text = format!(
         "data_dir = \"data\"\n\
          [tools.tool]\ncomponent = {component:?}\n\
          [tools.{SPINNER}]\ncomponent = {spinner:?}\n\
          [tools.{SPINNER}.limits]\nfuel = {fuel}\ntimeout_ms = 600000\n\
          [tools.{SPINNER}.breaker]\nmode = \"disabled\"\n",
-        component = options.component,
         fuel = u64::MAX / 4,
     );
     std::fs::write(&config, text).map_err(host_error)?;

@@ -873,3 +873,30 @@ fn bench_only_measures_the_scenarios_named_and_refuses_unknown_ones() {
         text(&out.stderr)
     );
 }
+
+/// Tool paths relative to the working directory work for every scenario,
+/// including the one that starts `cofferdam serve` with a config of its own
+/// in a temporary directory.
+#[test]
+fn bench_takes_tool_paths_relative_to_the_working_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(artifacts::HELLO, dir.path().join("hello.wasm")).expect("copy hello");
+    std::fs::copy(artifacts::LOOP_FOREVER, dir.path().join("spin.wasm")).expect("copy spinner");
+    let out = Command::new(env!("CARGO_BIN_EXE_cofferdam"))
+        .args(["bench", "--quick", "--json", "--only", "fairness"])
+        .args(["--tool", "hello.wasm", "--spinner", "spin.wasm"])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .current_dir(dir.path())
+        .env_remove("COFFERDAM_LOG")
+        .output()
+        .expect("runs cofferdam");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+    let rows = report["rows"].as_array().expect("rows");
+    assert!(
+        rows.iter()
+            .any(|row| row["group"].as_str().is_some_and(|g| g.contains("stdio"))),
+        "{rows:?}"
+    );
+}
