@@ -416,6 +416,16 @@ impl RawStdio {
         answer
     }
 
+    /// A server on a fresh config (`write_config` with `extra`), initialized.
+    /// The directory must outlive the server.
+    async fn initialized(extra: &str, with_metrics: bool) -> (tempfile::TempDir, Self) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = write_config(dir.path(), extra);
+        let mut server = Self::start(&config, with_metrics).await;
+        server.initialize().await;
+        (dir, server)
+    }
+
     async fn start(config: &Path, with_metrics: bool) -> Self {
         let mut command = serve_command(config);
         if with_metrics {
@@ -841,10 +851,7 @@ async fn slow_http_clients_are_cut_off_and_cannot_lock_others_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdio_stops_reading_a_client_that_does_not_read_its_answers() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(dir.path(), "");
-    let mut server = RawStdio::start(&config, false).await;
-    server.initialize().await;
+    let (_dir, mut server) = RawStdio::initialized("", false).await;
     const REQUESTS: u64 = 50_000;
     let mut stdin = server.stdin.take().expect("stdin");
     let mut writer = tokio::spawn(async move {
@@ -872,10 +879,7 @@ async fn stdio_stops_reading_a_client_that_does_not_read_its_answers() {
 /// computes until its 60 s deadline unless stopped) is running; and its
 /// metrics address.
 async fn spinning_over_stdio() -> (tempfile::TempDir, RawStdio, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(dir.path(), "");
-    let mut server = RawStdio::start(&config, true).await;
-    server.initialize().await;
+    let (dir, mut server) = RawStdio::initialized("", true).await;
     server.send(&call_request(1, "spin", json!({}))).await;
     let metrics = server.metrics.clone().expect("metrics");
     wait_for_metric(&metrics, "cofferdam_calls_in_flight{tool=\"spin\"} 1").await;
@@ -919,10 +923,8 @@ async fn a_client_cancel_stops_its_running_call_and_the_session_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_output_above_max_structured_bytes_comes_once_as_text() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(dir.path(), "[mcp]\nmax_structured_bytes = 1024\n");
-    let mut server = RawStdio::start(&config, false).await;
-    server.initialize().await;
+    let (_dir, mut server) =
+        RawStdio::initialized("[mcp]\nmax_structured_bytes = 1024\n", false).await;
     let long = "é".repeat(1000); // 2,000 bytes of UTF-8
     server
         .send(&call_request(1, "hello", json!({"name": long})))
@@ -947,10 +949,7 @@ async fn an_output_above_max_structured_bytes_comes_once_as_text() {
 /// its arguments mean, not by how they are spelt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keyed_call_spelt_differently_is_replayed_over_stdio() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(dir.path(), "");
-    let mut server = RawStdio::start(&config, false).await;
-    server.initialize().await;
+    let (_dir, mut server) = RawStdio::initialized("", false).await;
     let keyed = |id: u64, arguments: &str| {
         format!(
             r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"_meta":{{"idempotencyKey":"k-spelt","agentId":"a1"}},"name":"hello","arguments":{arguments}}}}}"#
@@ -1053,13 +1052,8 @@ fn mistyped_calls() -> [Value; 3] {
 /// once as text and once as structured content, and the two agree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mebibyte_argument_and_a_request_behind_it_are_answered_over_stdio() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(
-        dir.path(),
-        "[tools.hello.limits]\nmax_output_bytes = 4194304\n",
-    );
-    let mut server = RawStdio::start(&config, false).await;
-    server.initialize().await;
+    let (_dir, mut server) =
+        RawStdio::initialized("[tools.hello.limits]\nmax_output_bytes = 4194304\n", false).await;
     let name = "é".repeat(512 * 1024);
     let call = |id: u64, name: &str| {
         json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
@@ -1092,10 +1086,7 @@ async fn a_mebibyte_argument_and_a_request_behind_it_are_answered_over_stdio() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_error_answers_over_stdio() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(dir.path(), "");
-    let mut server = RawStdio::start(&config, false).await;
-    server.initialize().await;
+    let (_dir, mut server) = RawStdio::initialized("", false).await;
     for request in mistyped_calls() {
         server.send(&request).await;
         let answer = server.answer(&request["id"]).await;

@@ -14,8 +14,6 @@
 //! recognize, including every line rmcp would refuse, goes to rmcp's own
 //! parse, so errors and unusual messages are answered as before.
 
-use std::borrow::Cow;
-
 use rmcp::model::{
     CallToolRequest, CallToolRequestMethod, CallToolRequestParams, ClientJsonRpcMessage,
     ClientRequest, InputResponses, JsonObject, JsonRpcMessage, JsonRpcRequest, JsonRpcVersion2_0,
@@ -54,7 +52,7 @@ struct CallLine<'a> {
 struct Params<'a> {
     #[serde(rename = "_meta", default)]
     meta: Option<JsonObject>,
-    name: Cow<'a, str>,
+    name: String,
     #[serde(default, borrow)]
     arguments: Option<&'a RawValue>,
     #[serde(default)]
@@ -140,7 +138,7 @@ pub(crate) fn tools_call(text: &[u8]) -> Option<ClientJsonRpcMessage> {
         Some(_) => return None,
         None => None,
     };
-    let mut params = CallToolRequestParams::new(name.into_owned());
+    let mut params = CallToolRequestParams::new(name);
     params.input_responses = input_responses;
     params.request_state = request_state;
     let mut request = CallToolRequest::new(params);
